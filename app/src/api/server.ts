@@ -1,0 +1,77 @@
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import type { Logger } from '../lib/logger.js'
+import type { Registry } from '../lib/metrics.js'
+
+export interface ApiRoutes {
+  health: () => { ok: boolean, body: Record<string, unknown> }
+  status: () => Record<string, unknown>
+  /** Extra routes that other capabilities add: "METHOD /path" -> handler returning [status, JSON body]. */
+  extra?: Map<string, (body: unknown, req: IncomingMessage) => Promise<[number, unknown]>>
+}
+
+const json = (res: ServerResponse, status: number, body: unknown): void => {
+  const text = JSON.stringify(body, null, 2) + '\n'
+  res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(text)
+}
+
+async function readJson (req: IncomingMessage, limit = 65536): Promise<unknown> {
+  const chunks: Buffer[] = []
+  let n = 0
+  for await (const c of req) {
+    n += (c as Buffer).length
+    if (n > limit) throw Object.assign(new Error('request body too large'), { status: 413 })
+    chunks.push(c as Buffer)
+  }
+  if (n === 0) return undefined
+  try { return JSON.parse(Buffer.concat(chunks).toString('utf8')) } catch { throw Object.assign(new Error('request body is not JSON'), { status: 400 }) }
+}
+
+/** The management API: /health (200 ready, 503 not), /status (JSON), /metrics (Prometheus text). */
+export class ApiServer {
+  private server?: Server
+  constructor (private readonly host: string, private readonly port: number, private readonly routes: ApiRoutes, private readonly metrics: Registry, private readonly log: Logger) {}
+
+  async start (): Promise<AddressInfo> {
+    const server = createServer((req, res) => { void this.handle(req, res) })
+    server.keepAliveTimeout = 5000
+    server.headersTimeout = 10000
+    server.requestTimeout = 15000
+    this.server = server
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject)
+      server.listen(this.port, this.host, () => { server.off('error', reject); resolve() })
+    })
+    return server.address() as AddressInfo
+  }
+
+  private async handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const path = new URL(req.url ?? '/', 'http://x').pathname
+    try {
+      if (req.method === 'GET' && path === '/health') {
+        const h = this.routes.health()
+        json(res, h.ok ? 200 : 503, h.body)
+      } else if (req.method === 'GET' && path === '/status') {
+        json(res, 200, this.routes.status())
+      } else if (req.method === 'GET' && path === '/metrics') {
+        res.writeHead(200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }).end(this.metrics.render())
+      } else {
+        const handler = this.routes.extra?.get(`${req.method ?? 'GET'} ${path}`)
+        if (!handler) { json(res, 404, { error: 'not found' }); return }
+        const [status, body] = await handler(await readJson(req), req)
+        json(res, status, body)
+      }
+    } catch (err) {
+      const status = (err as { status?: number }).status ?? 500
+      if (status >= 500) this.log.error('api request failed', { err, path })
+      json(res, status, { error: (err as Error).message })
+    }
+  }
+
+  async stop (): Promise<void> {
+    const s = this.server
+    if (!s) return
+    s.closeAllConnections()
+    await new Promise<void>(resolve => s.close(() => resolve()))
+  }
+}

@@ -1,0 +1,84 @@
+import { join } from 'node:path'
+
+export interface BrokerOptions {
+  dataDir: string
+  /** The devices' listener (TLS, client certificates). */
+  lanPort: number
+  /** Address for the devices' listener; '' = all addresses (the firewall limits it to the LAN). */
+  lanBind: string
+  /** The gateway's own listener: loopback only. */
+  gatewayPort: number
+  /** The per-client queue for the gateway's persistent session: when it is full Mosquitto drops. */
+  maxQueuedMessages: number
+  autosaveIntervalSeconds: number
+  streams: readonly string[]
+  gatewayId: string
+}
+
+/**
+ * The broker configuration the image runs. Devices: TLS on 8883, a client certificate from our CA is
+ * required and its CN becomes the username (use_identity_as_username), checked against the CRL; no
+ * anonymous access. The ACL lets a device write only devices/<its CN>/<stream> and read only
+ * devices/<its CN>/commands; the gateway (its own loopback listener) reads every device's streams and
+ * writes their commands.
+ */
+export function renderMosquittoConf (o: BrokerOptions): string {
+  const pki = join(o.dataDir, 'pki')
+  const tls = [
+    `cafile ${join(pki, 'ca.crt')}`,
+    `certfile ${join(pki, 'broker.crt')}`,
+    `keyfile ${join(pki, 'broker.key')}`,
+    `crlfile ${join(pki, 'crl.pem')}`,
+    'tls_version tlsv1.2',
+    'require_certificate true',
+    'use_identity_as_username true',
+    'allow_anonymous false',
+    `acl_file ${join(o.dataDir, 'mosquitto', 'acl')}`
+  ]
+  return [
+    '# Mosquitto configuration for meta-iot-gateway (rendered by `iot-gateway render mosquitto`).',
+    'per_listener_settings true',
+    '',
+    '# Persistence on /data: the gateway\'s queued messages survive a broker restart. Mosquitto writes',
+    '# its database every autosave_interval seconds and at shutdown, not per message: after a power',
+    '# cut, messages that were only in the broker (not yet in the gateway\'s outbox) can be lost.',
+    'persistence true',
+    `persistence_location ${join(o.dataDir, 'mosquitto')}/`,
+    `autosave_interval ${o.autosaveIntervalSeconds}`,
+    '',
+    '# The gateway is the only subscriber that matters; while it restarts its session queues here.',
+    '# Beyond this many messages Mosquitto drops for that session (counted by the gateway from $SYS).',
+    `max_queued_messages ${o.maxQueuedMessages}`,
+    'max_inflight_messages 1000',
+    'log_dest stdout',
+    'log_type error',
+    'log_type warning',
+    'log_type notice',
+    'log_timestamp false',
+    'connection_messages true',
+    '',
+    '# Devices (LAN).',
+    `listener ${o.lanPort}${o.lanBind !== '' ? ` ${o.lanBind}` : ''}`,
+    ...tls,
+    '',
+    '# The gateway itself: loopback only.',
+    `listener ${o.gatewayPort} 127.0.0.1`,
+    ...tls,
+    ''
+  ].join('\n')
+}
+
+/** The ACL file (re-rendered on enrolment and revocation; Mosquitto reloads it on SIGHUP). */
+export function renderAcl (o: { gatewayId: string, streams: readonly string[], revoked?: readonly string[] }): string {
+  return [
+    '# Mosquitto ACL for meta-iot-gateway (rendered by the gateway; do not edit).',
+    `user ${o.gatewayId}`,
+    ...o.streams.map(s => `topic read devices/+/${s}`),
+    'topic write devices/+/commands',
+    '',
+    '# Every device, by the CN of its certificate (%u):',
+    ...o.streams.map(s => `pattern write devices/%u/${s}`),
+    'pattern read devices/%u/commands',
+    ''
+  ].join('\n')
+}

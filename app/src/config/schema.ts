@@ -1,0 +1,85 @@
+import { defineSection, type SectionSpec, type SectionValue } from './define.js'
+import { ConfigError } from '../lib/errors.js'
+
+/** Bumped when a field is renamed or its meaning changes; load.ts migrates older files. */
+export const CONFIG_VERSION = 1
+
+/** Device ids: what the broker takes from the certificate CN, and what goes into topics and paths. */
+export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
+
+const gateway = defineSection({
+  id: { type: 'string', default: 'iot-gateway', pattern: DEVICE_ID_PATTERN, description: 'This gateway\'s id: sent to the cloud with every batch and used as its MQTT client id and certificate CN.' },
+  dataDir: { type: 'string', default: '/data/iot-gateway', description: 'Writable, persistent directory: SQLite database, PKI, WireGuard key. On the image this is the /data partition.' },
+  logLevel: { type: 'string', default: 'info', enum: ['debug', 'info', 'warn', 'error', 'silent'], description: 'Log level; logs are JSON lines on stdout.' }
+})
+
+const mqtt = defineSection({
+  url: { type: 'string', default: 'mqtts://127.0.0.1:8884', pattern: /^mqtts?:\/\/[^/]+$/, description: 'The broker as the gateway reaches it: Mosquitto\'s loopback-only listener, never the LAN one.' },
+  caFile: { type: 'string', default: '', description: 'CA that signed the broker certificate. Empty: <dataDir>/pki/ca.crt.' },
+  certFile: { type: 'string', default: '', description: 'The gateway\'s MQTT client certificate. Empty: <dataDir>/pki/gateway.crt.' },
+  keyFile: { type: 'string', default: '', description: 'Its key. Empty: <dataDir>/pki/gateway.key.' },
+  streams: { type: 'string[]', default: ['telemetry', 'events'], pattern: /^[a-z][a-z0-9_-]{0,31}$/, description: 'Uplink topics devices/<id>/<stream> the gateway subscribes to. "commands" is downlink and may not be listed.' },
+  keepaliveSeconds: { type: 'integer', default: 30, min: 5, max: 3600, description: 'MQTT keepalive.' },
+  reconnectMinMs: { type: 'integer', default: 500, min: 50, max: 60000, description: 'First reconnect delay; doubles (with jitter) up to reconnectMaxMs.' },
+  reconnectMaxMs: { type: 'integer', default: 30000, min: 100, max: 600000, description: 'Largest reconnect delay.' }
+})
+
+const limits = defineSection({
+  maxPayloadBytes: { type: 'integer', default: 16384, min: 64, max: 1048576, description: 'Larger messages are rejected (reason "oversize").' },
+  ratePerSecond: { type: 'number', default: 20, min: 0.01, max: 100000, description: 'Sustained messages per second allowed per device (token bucket).' },
+  rateBurst: { type: 'integer', default: 100, min: 1, max: 1000000, description: 'Token bucket size: messages a device may send at once after being idle.' }
+})
+
+const outbox = defineSection({
+  synchronous: { type: 'string', default: 'FULL', enum: ['FULL', 'NORMAL'], description: 'SQLite synchronous mode. FULL: every commit is fsynced before devices are acknowledged (survives power cuts). NORMAL: faster and fewer SD-card writes, but the last commits before a power cut can be lost.' },
+  maxMessages: { type: 'integer', default: 1000000, min: 10, max: 100000000, description: 'Outbox capacity in messages. When full the gateway stops acknowledging (backpressure); nothing is dropped.' },
+  maxBytes: { type: 'integer', default: 268435456, min: 65536, max: 17179869184, description: 'Outbox capacity in payload bytes; same policy as maxMessages.' },
+  commitMaxMessages: { type: 'integer', default: 2000, min: 1, max: 100000, description: 'Most messages committed in one transaction (group commit).' },
+  commitLingerMs: { type: 'integer', default: 0, min: 0, max: 1000, description: 'Extra wait before a group commit to gather more messages (0: commit once the current I/O burst has been read).' },
+  trafficLogRetentionHours: { type: 'integer', default: 72, min: 1, max: 8760, description: 'Traffic log rows older than this are deleted.' },
+  trafficLogMaxRows: { type: 'integer', default: 500000, min: 1000, max: 100000000, description: 'The traffic log keeps at most this many rows.' },
+  deadLetterMax: { type: 'integer', default: 100000, min: 10, max: 10000000, description: 'Dead letters kept at most (oldest removed first, and counted).' }
+})
+
+const uplink = defineSection({
+  url: { type: 'string', default: '', pattern: /^https?:\/\/[^\s]+$/, description: 'Cloud ingest endpoint (HTTPS). Required by `run`.' },
+  tokenFile: { type: 'string', default: '', description: 'File holding the bearer token for the cloud (kept off the config file so the image carries no secret).' },
+  caFile: { type: 'string', default: '', description: 'Extra CA bundle to trust for the cloud (PEM). Empty: the system store.' },
+  certFile: { type: 'string', default: '', description: 'Client certificate toward the cloud (optional mutual TLS).' },
+  keyFile: { type: 'string', default: '', description: 'Its key.' },
+  batchMaxMessages: { type: 'integer', default: 1000, min: 1, max: 100000, description: 'Most messages per HTTPS request.' },
+  batchMaxBytes: { type: 'integer', default: 1048576, min: 1024, max: 67108864, description: 'Most payload bytes per request (before gzip).' },
+  lingerMs: { type: 'integer', default: 50, min: 0, max: 60000, description: 'How long a partial batch waits for more messages.' },
+  gzip: { type: 'boolean', default: true, description: 'Compress request bodies (Content-Encoding: gzip).' },
+  timeoutMs: { type: 'integer', default: 15000, min: 100, max: 600000, description: 'Request timeout.' },
+  backoffBaseMs: { type: 'integer', default: 500, min: 1, max: 600000, description: 'First retry delay after a failure; doubles with jitter.' },
+  backoffMaxMs: { type: 'integer', default: 60000, min: 1, max: 3600000, description: 'Largest retry delay.' }
+})
+
+const api = defineSection({
+  host: { type: 'string', default: '127.0.0.1', description: 'Management API address (/health, /status, /metrics). Loopback by default; the image exposes it only through WireGuard.' },
+  port: { type: 'integer', default: 8080, min: 0, max: 65535, description: 'Management API port (0: any free port, for tests).' }
+})
+
+const broker = defineSection({
+  lanPort: { type: 'integer', default: 8883, min: 1, max: 65535, description: 'Mosquitto\'s device listener (MQTT over TLS with client certificates).' },
+  lanBind: { type: 'string', default: '', description: 'Address of the device listener; empty: all addresses (the firewall admits it from the LAN only).' },
+  gatewayPort: { type: 'integer', default: 8884, min: 1, max: 65535, description: 'Mosquitto\'s loopback listener for the gateway itself.' },
+  maxQueuedMessages: { type: 'integer', default: 200000, min: 100, max: 10000000, description: 'Messages Mosquitto queues for the gateway\'s session while it is down or slow.' },
+  autosaveIntervalSeconds: { type: 'integer', default: 10, min: 1, max: 3600, description: 'How often Mosquitto writes its persistence file on /data.' },
+  names: { type: 'string[]', default: ['iot-gateway.local', 'localhost'], description: 'DNS names in the broker certificate (devices connect to one of these).' },
+  addresses: { type: 'string[]', default: ['192.168.100.1', '127.0.0.1'], description: 'IP addresses in the broker certificate.' }
+})
+
+export const sections = { gateway, mqtt, limits, outbox, uplink, api, broker } as const satisfies Record<string, SectionSpec>
+
+export type Config = { readonly version: number } & { readonly [K in keyof typeof sections]: SectionValue<(typeof sections)[K]> }
+
+/** Checks that span fields. */
+export function crossCheck (c: Config): void {
+  if (c.mqtt.reconnectMaxMs < c.mqtt.reconnectMinMs) throw new ConfigError('mqtt.reconnectMaxMs', 'must be >= mqtt.reconnectMinMs')
+  if (c.uplink.backoffMaxMs < c.uplink.backoffBaseMs) throw new ConfigError('uplink.backoffMaxMs', 'must be >= uplink.backoffBaseMs')
+  if (c.mqtt.streams.includes('commands')) throw new ConfigError('mqtt.streams', '"commands" is the downlink topic and cannot be an uplink stream')
+  if ((c.uplink.certFile === '') !== (c.uplink.keyFile === '')) throw new ConfigError('uplink.keyFile', 'certFile and keyFile go together')
+  if (c.broker.lanPort === c.broker.gatewayPort) throw new ConfigError('broker.gatewayPort', 'must differ from broker.lanPort')
+}

@@ -1,0 +1,194 @@
+import { createHash, randomUUID } from 'node:crypto'
+import { readFileSync } from 'node:fs'
+import { promisify } from 'node:util'
+import { gzip as gzipCb } from 'node:zlib'
+import { Agent, type Dispatcher } from 'undici'
+import type { Config } from '../config/schema.js'
+import { backoffDelay, parseRetryAfter, sleep } from '../lib/backoff.js'
+import type { Logger } from '../lib/logger.js'
+import type { Registry } from '../lib/metrics.js'
+import type { Batch, Store } from '../store/store.js'
+
+const gzip = promisify(gzipCb)
+
+export type UplinkState = 'idle' | 'sending' | 'backoff' | 'stopped'
+
+/** What the cloud receives: one JSON document per batch. */
+export function batchBody (gatewayId: string, b: Batch): string {
+  const messages = b.rows.map(r =>
+    `{"id":"${gatewayId}:${r.id}","device":${JSON.stringify(r.device)},"transport":"${r.transport}","stream":${JSON.stringify(r.stream)},"epoch":${r.epoch},"seq":${r.seq},"receivedAt":${r.receivedAt},"payload":${r.payload}}`)
+  return `{"gateway":${JSON.stringify(gatewayId)},"batchId":${JSON.stringify(b.id)},"messages":[${messages.join(',')}]}`
+}
+
+/** RFC 9530 Content-Digest of the bytes on the wire. */
+export const contentDigest = (body: Buffer): string => `sha-256=:${createHash('sha256').update(body).digest('base64')}:`
+
+type SendResult = { kind: 'ok' } | { kind: 'retry', status: number | null, reason: string, retryAfterMs?: number } | { kind: 'dead', status: number, reason: string }
+
+/** Sorts an HTTP outcome: 2xx done; 408, 429 and 5xx retried; any other status is final for the batch. */
+export function classify (status: number): 'ok' | 'retry' | 'dead' {
+  if (status >= 200 && status < 300) return 'ok'
+  if (status === 408 || status === 429 || status >= 500) return 'retry'
+  return 'dead'
+}
+
+/**
+ * Sends the outbox to the cloud in batches over one keep-alive HTTPS connection pool. One batch is in
+ * flight at a time and a failed batch is retried before any later message goes, so the order per
+ * device is the outbox order. A batch leaves the outbox only on a 2xx (at least once).
+ */
+export class Egress {
+  state: UplinkState = 'idle'
+  lastError: string | null = null
+  lastSuccessAt: number | null = null
+  private readonly dispatcher: Dispatcher
+  private readonly url: URL
+  private readonly token: string | undefined
+  private readonly abort = new AbortController()
+  private wake?: () => void
+  private draining = false
+  private loop?: Promise<void>
+  private readonly m
+
+  constructor (private readonly config: Config, private readonly store: Store, metrics: Registry, private readonly log: Logger,
+    private readonly onDrained: () => void = () => {}) {
+    const u = config.uplink
+    this.url = new URL(u.url)
+    this.token = u.tokenFile !== '' ? readFileSync(u.tokenFile, 'utf8').trim() : undefined
+    this.dispatcher = new Agent({
+      connections: 2,
+      keepAliveTimeout: 60000,
+      keepAliveMaxTimeout: 600000,
+      headersTimeout: u.timeoutMs,
+      bodyTimeout: u.timeoutMs,
+      connect: {
+        timeout: u.timeoutMs,
+        ...(u.caFile !== '' ? { ca: readFileSync(u.caFile) } : {}),
+        ...(u.certFile !== '' ? { cert: readFileSync(u.certFile), key: readFileSync(u.keyFile) } : {})
+      }
+    })
+    this.m = {
+      sent: metrics.counter('gateway_uplink_messages_delivered_total', 'Messages the cloud acknowledged (2xx).'),
+      batches: metrics.counter('gateway_uplink_batches_total', 'Batches sent, by result (ok, retry, dead).'),
+      dead: metrics.counter('gateway_uplink_dead_letters_total', 'Messages moved to dead letters after a final refusal.'),
+      trimmed: metrics.counter('gateway_dead_letters_trimmed_total', 'Dead letters removed because the dead-letter table was full.'),
+      bytes: metrics.counter('gateway_uplink_bytes_total', 'Request body bytes sent (after compression).')
+    }
+    metrics.gauge('gateway_uplink_up', '1 when the last batch was accepted by the cloud.', () => this.state === 'backoff' ? 0 : 1)
+  }
+
+  start (): void {
+    this.loop = this.run()
+  }
+
+  /** New messages are in the outbox. */
+  kick (): void { this.wake?.() }
+
+  private waitForWork (ms: number): Promise<void> {
+    return new Promise(resolve => {
+      const t = setTimeout(done, ms)
+      const self = this // eslint-disable-line @typescript-eslint/no-this-alias
+      function done (): void { clearTimeout(t); self.wake = undefined; resolve() }
+      this.wake = done
+      this.abort.signal.addEventListener('abort', done, { once: true })
+    })
+  }
+
+  private async run (): Promise<void> {
+    const u = this.config.uplink
+    let attempt = 0
+    while (!this.abort.signal.aborted) {
+      const stats = this.store.stats()
+      if (stats.depth === 0) { this.state = 'idle'; await this.waitForWork(60000); continue }
+      // Linger: a partial batch waits a little for more, counted from its oldest message.
+      for (;;) {
+        const s = this.store.stats()
+        const wait = (s.oldestReceivedAt ?? 0) + (this.draining ? 0 : u.lingerMs) - Date.now()
+        if (wait <= 0 || s.depth >= u.batchMaxMessages || s.bytes >= u.batchMaxBytes || this.abort.signal.aborted) break
+        await this.waitForWork(wait)
+      }
+      if (this.abort.signal.aborted) break
+      const batch = this.store.nextBatch(this.config.gateway.id, u.batchMaxMessages, u.batchMaxBytes)
+      if (!batch) continue
+      this.state = 'sending'
+      const r = await this.send(batch)
+      if (r.kind === 'ok') {
+        this.store.ackBatch(batch)
+        this.m.sent.inc({}, batch.rows.length)
+        this.m.batches.inc({ result: 'ok' })
+        this.lastSuccessAt = Date.now()
+        this.lastError = null
+        attempt = 0
+        this.onDrained()
+      } else if (r.kind === 'dead') {
+        const trimmed = this.store.deadLetterBatch(batch, r.status, r.reason, this.config.outbox.deadLetterMax)
+        this.m.batches.inc({ result: 'dead' })
+        this.m.dead.inc({}, batch.rows.length)
+        if (trimmed > 0) this.m.trimmed.inc({}, trimmed)
+        this.log.error('cloud refused batch; moved to dead letters', { batch: batch.id, status: r.status, reason: r.reason, messages: batch.rows.length })
+        this.onDrained()
+      } else {
+        this.m.batches.inc({ result: 'retry' })
+        this.lastError = r.reason
+        this.state = 'backoff'
+        const delay = Math.max(r.retryAfterMs ?? 0, backoffDelay(attempt++, u.backoffBaseMs, u.backoffMaxMs))
+        this.log.warn('uplink failed; will retry', { batch: batch.id, status: r.status, reason: r.reason, retryInMs: delay })
+        await sleep(delay, this.abort.signal)
+      }
+    }
+    this.state = 'stopped'
+  }
+
+  private async send (b: Batch): Promise<SendResult> {
+    const u = this.config.uplink
+    const json = Buffer.from(batchBody(this.config.gateway.id, b))
+    const body = u.gzip ? await gzip(json, { level: 6 }) : json
+    const headers: Record<string, string> = {
+      'content-type': 'application/json',
+      'idempotency-key': b.id,
+      'content-digest': contentDigest(body),
+      'x-request-id': randomUUID(),
+      ...(u.gzip ? { 'content-encoding': 'gzip' } : {}),
+      ...(this.token !== undefined ? { authorization: `Bearer ${this.token}` } : {})
+    }
+    try {
+      const res = await this.dispatcher.request({
+        origin: this.url.origin,
+        path: this.url.pathname + this.url.search,
+        method: 'POST',
+        headers,
+        body,
+        signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(u.timeoutMs)])
+      })
+      const text = (await res.body.text()).slice(0, 500)
+      this.m.bytes.inc({}, body.length)
+      const kind = classify(res.statusCode)
+      if (kind === 'ok') return { kind: 'ok' }
+      const reason = `HTTP ${res.statusCode}${text !== '' ? `: ${text}` : ''}`
+      if (kind === 'dead') return { kind: 'dead', status: res.statusCode, reason }
+      const retryAfterMs = parseRetryAfter(res.headers['retry-after'])
+      return { kind: 'retry', status: res.statusCode, reason, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) }
+    } catch (err) {
+      const e = err as Error & { code?: string }
+      return { kind: 'retry', status: null, reason: `${e.code ?? e.name}: ${e.message}` }
+    }
+  }
+
+  /**
+   * Keeps sending for up to `graceMs` (no linger) so that little is left behind, then stops. What is
+   * not delivered by then stays in the outbox for the next start.
+   */
+  async stop (graceMs: number): Promise<void> {
+    const loop = this.loop
+    if (loop) {
+      this.draining = true
+      this.kick()
+      const deadline = Date.now() + graceMs
+      while (Date.now() < deadline && this.store.outboxDepth > 0 && this.state !== 'backoff') await sleep(20)
+      this.abort.abort()
+      await loop
+    }
+    await this.dispatcher.close().catch(() => {})
+    this.state = 'stopped'
+  }
+}

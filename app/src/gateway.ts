@@ -1,0 +1,140 @@
+import type { AddressInfo } from 'node:net'
+import { ApiServer } from './api/server.js'
+import { paths } from './config/load.js'
+import type { Config } from './config/schema.js'
+import { Egress } from './egress/egress.js'
+import { createLogger, type Logger } from './lib/logger.js'
+import { Registry } from './lib/metrics.js'
+import { SdNotify } from './lib/sd-notify.js'
+import { MqttIngress } from './mqtt-ingress/mqtt-ingress.js'
+import { Pipeline } from './pipeline/pipeline.js'
+import { openDatabase, type DB } from './store/db.js'
+import { Store } from './store/store.js'
+
+export interface GatewayOptions { log?: Logger, notify?: SdNotify }
+
+/**
+ * The composition root. start(): store -> pipeline -> egress -> ingress -> API, then READY=1.
+ * stop(): ingress -> egress flush (bounded) -> store close. Each capability has start()/stop() and
+ * does nothing in its constructor.
+ */
+export class Gateway {
+  readonly metrics = new Registry()
+  readonly log: Logger
+  db?: DB
+  store?: Store
+  pipeline?: Pipeline
+  egress?: Egress
+  mqtt?: MqttIngress
+  api?: ApiServer
+  apiAddress?: AddressInfo
+  private readonly notify: SdNotify
+  private readonly startedAt = Date.now()
+  private maintenance?: NodeJS.Timeout
+  private stopping?: Promise<void>
+  ready = false
+
+  constructor (readonly config: Config, opts: GatewayOptions = {}) {
+    this.log = opts.log ?? createLogger(config.gateway.logLevel)
+    this.notify = opts.notify ?? new SdNotify()
+  }
+
+  async start (): Promise<void> {
+    const c = this.config
+    if (c.uplink.url === '') throw new Error('uplink.url is not set: the gateway has nowhere to deliver (set it in the configuration file or GATEWAY_UPLINK_URL)')
+    this.db = openDatabase(paths(c).db, { synchronous: c.outbox.synchronous })
+    const store = this.store = new Store(this.db)
+    const pipeline = this.pipeline = new Pipeline(store, c, this.metrics, this.log.child({ cap: 'pipeline' }))
+    const egress = this.egress = new Egress(c, store, this.metrics, this.log.child({ cap: 'egress' }), () => pipeline.notifySpace())
+    pipeline.on('committed', () => egress.kick())
+    this.registerGauges()
+    egress.start()
+    this.mqtt = new MqttIngress(c, pipeline, this.metrics, this.log.child({ cap: 'mqtt' }))
+    void this.mqtt.start()
+    this.api = new ApiServer(c.api.host, c.api.port, { health: () => this.health(), status: () => this.status() }, this.metrics, this.log.child({ cap: 'api' }))
+    this.apiAddress = await this.api.start()
+    this.maintenance = setInterval(() => this.maintain(), 10 * 60_000).unref()
+    this.maintain()
+    this.ready = true
+    this.log.info('gateway ready', { api: `${this.apiAddress.address}:${this.apiAddress.port}`, outbox: store.outboxDepth })
+    await this.notify.ready('ready')
+    this.notify.startWatchdog(() => this.ready)
+  }
+
+  private registerGauges (): void {
+    const store = this.store!
+    this.metrics.gauge('gateway_outbox_messages', 'Messages waiting in the outbox.', () => store.outboxDepth)
+    this.metrics.gauge('gateway_outbox_bytes', 'Payload bytes waiting in the outbox.', () => store.outboxBytes)
+    this.metrics.gauge('gateway_outbox_oldest_age_seconds', 'Age of the oldest message in the outbox.', () => {
+      const at = store.stats().oldestReceivedAt
+      return at === null ? 0 : (Date.now() - at) / 1000
+    })
+    this.metrics.gauge('gateway_dead_letters', 'Messages in the dead-letter table.', () => store.stats().deadLetters)
+    this.metrics.gauge('gateway_outbox_full', '1 while the outbox is at capacity (ingress is held back).', () => this.pipeline?.full === true ? 1 : 0)
+    this.metrics.gauge('process_resident_memory_bytes', 'Resident set size.', () => process.memoryUsage.rss())
+    this.metrics.gauge('process_start_time_seconds', 'Start time of the process.', () => Math.floor(this.startedAt / 1000))
+  }
+
+  private maintain (): void {
+    try {
+      const o = this.config.outbox
+      const removed = this.store?.pruneTrafficLog(o.trafficLogRetentionHours * 3600_000, o.trafficLogMaxRows) ?? 0
+      if (removed > 0) this.log.info('traffic log pruned', { removed })
+    } catch (err) {
+      this.log.error('maintenance failed', { err })
+    }
+  }
+
+  health (): { ok: boolean, body: Record<string, unknown> } {
+    const s = this.store?.stats()
+    const ok = this.ready && this.store !== undefined
+    return {
+      ok,
+      body: {
+        status: ok ? 'ok' : 'starting',
+        live: true,
+        ready: ok,
+        broker: this.mqtt?.connected === true ? 'connected' : 'disconnected',
+        uplink: this.egress?.state ?? 'stopped',
+        outbox: s ? { depth: s.depth, bytes: s.bytes, full: this.pipeline?.full === true } : null
+      }
+    }
+  }
+
+  status (): Record<string, unknown> {
+    const s = this.store?.stats()
+    const rejected = this.metrics.counter('gateway_messages_rejected_total', '')
+    return {
+      gateway: this.config.gateway.id,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      ready: this.ready,
+      broker: { url: this.config.mqtt.url, connected: this.mqtt?.connected === true },
+      uplink: { url: this.config.uplink.url, state: this.egress?.state, lastError: this.egress?.lastError ?? null, lastSuccessAt: this.egress?.lastSuccessAt ?? null },
+      outbox: s,
+      messages: {
+        received: this.metrics.counter('gateway_messages_received_total', '').total(),
+        accepted: this.metrics.counter('gateway_messages_accepted_total', '').total(),
+        rejected: rejected.total(),
+        delivered: this.metrics.counter('gateway_uplink_messages_delivered_total', '').total()
+      },
+      memory: { rssBytes: process.memoryUsage.rss() }
+    }
+  }
+
+  /** Idempotent. Ingress first (no new acknowledgements), then a bounded egress flush, then the store. */
+  stop (graceMs = 5000): Promise<void> {
+    this.stopping ??= (async () => {
+      this.ready = false
+      await this.notify.stopping()
+      this.notify.stopWatchdog()
+      if (this.maintenance) clearInterval(this.maintenance)
+      await this.mqtt?.stop().catch(err => this.log.warn('mqtt stop', { err }))
+      this.pipeline?.close()
+      await this.egress?.stop(graceMs)
+      await this.api?.stop()
+      this.db?.close()
+      this.log.info('gateway stopped', { outboxLeft: this.store?.outboxDepth })
+    })()
+    return this.stopping
+  }
+}

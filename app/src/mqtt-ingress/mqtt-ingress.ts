@@ -1,0 +1,168 @@
+import { readFileSync } from 'node:fs'
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient, type Packet } from 'mqtt'
+import type { Config } from '../config/schema.js'
+import { paths } from '../config/load.js'
+import { backoffDelay } from '../lib/backoff.js'
+import type { Logger } from '../lib/logger.js'
+import type { Registry } from '../lib/metrics.js'
+import type { Pipeline } from '../pipeline/pipeline.js'
+
+/** Topic scheme: devices/<device id>/<stream>. The broker's ACL ties <device id> to the certificate CN. */
+export function parseTopic (topic: string): { device: string, stream: string } | undefined {
+  const parts = topic.split('/')
+  if (parts.length !== 3 || parts[0] !== 'devices' || parts[1] === '' || parts[2] === '') return undefined
+  return { device: parts[1]!, stream: parts[2]! }
+}
+
+type SendPacket = (packet: Packet, cb?: (err?: Error) => void, ...rest: unknown[]) => void
+
+/**
+ * Subscribes to devices/+/<stream> with QoS 1 on a persistent session (clean: false), so the broker
+ * queues for the gateway while it is down, and sends each PUBACK only after the outbox has committed
+ * the message.
+ *
+ * mqtt.js handles incoming packets one at a time and sends the PUBACK when handleMessage calls back.
+ * Waiting in handleMessage for a commit would allow one message per fsync. Instead handleMessage
+ * returns at once (so the next packets are read and can share the commit) and the PUBACK itself is
+ * held back in _sendPacket until the message's commit has finished; PUBACKs stay in arrival order
+ * (MQTT 3.1.1 §4.6). If the commit fails the connection is dropped without the PUBACK, and the broker
+ * sends the message again on the persistent session.
+ */
+export class MqttIngress {
+  private client?: MqttClient
+  private readonly held = new Map<number, Promise<unknown>>()
+  private ackChain: Promise<unknown> = Promise.resolve()
+  private attempts = 0
+  private stopping = false
+  private readonly abort = new AbortController()
+  connected = false
+  private readonly connects
+  private readonly errors
+
+  constructor (private readonly config: Config, private readonly pipeline: Pipeline, metrics: Registry, private readonly log: Logger) {
+    this.connects = metrics.counter('gateway_mqtt_connects_total', 'Successful connections of the gateway to the broker.')
+    this.errors = metrics.counter('gateway_mqtt_errors_total', 'Broker connection errors.')
+    metrics.gauge('gateway_mqtt_connected', '1 while the gateway is connected to the broker.', () => this.connected ? 1 : 0)
+  }
+
+  /**
+   * Connects in the background (the broker may come up later: reconnects go on with backoff).
+   * The promise resolves once the first subscription is in place.
+   */
+  start (): Promise<void> {
+    const c = this.config.mqtt
+    const p = paths(this.config)
+    const tls = c.url.startsWith('mqtts:')
+      ? { ca: readFileSync(p.caCert), cert: readFileSync(p.mqttCert), key: readFileSync(p.mqttKey), rejectUnauthorized: true }
+      : {}
+    const opts: IClientOptions = {
+      clientId: this.config.gateway.id,
+      clean: false,
+      keepalive: c.keepaliveSeconds,
+      protocolVersion: 4,
+      reconnectPeriod: 0, // reconnects are ours, with backoff and jitter
+      connectTimeout: 10000,
+      resubscribe: false,
+      ...tls
+    }
+    const client = mqtt.connect(c.url, opts)
+    this.client = client
+    const send = (client as unknown as { _sendPacket: SendPacket })._sendPacket.bind(client)
+    ;(client as unknown as { _sendPacket: SendPacket })._sendPacket = (packet, cb, ...rest) => {
+      if (packet.cmd === 'puback' && typeof packet.messageId === 'number') {
+        const commit = this.held.get(packet.messageId)
+        if (commit) {
+          this.held.delete(packet.messageId)
+          // Keep the PUBACKs in arrival order: each waits for its own commit and for the previous PUBACK.
+          this.ackChain = Promise.all([this.ackChain, commit]).then(
+            () => { if (client.connected) send(packet, undefined, ...rest) },
+            () => { this.dropConnection('commit failed') }
+          )
+          cb?.()
+          return
+        }
+      }
+      send(packet, cb, ...rest)
+    }
+    client.handleMessage = (packet: IPublishPacket, callback: (err?: Error) => void) => {
+      this.onPublish(packet).then(() => callback(), () => callback())
+    }
+
+    return new Promise(resolve => {
+      let first = true
+      client.on('connect', connack => {
+        this.connected = true
+        this.attempts = 0
+        this.connects.inc()
+        this.log.info('connected to broker', { url: c.url, sessionPresent: connack.sessionPresent })
+        // Subscribing again on a present session is harmless and covers a broker that lost it.
+        const topics = Object.fromEntries(c.streams.map(s => [`devices/+/${s}`, { qos: 1 as const }]))
+        client.subscribe(topics, (err, granted) => {
+          if (err) { this.log.error('subscribe failed', { err }); this.dropConnection('subscribe failed'); return }
+          const refused = (granted ?? []).filter(g => g.qos === 128)
+          if (refused.length > 0) this.log.error('broker refused subscriptions', { topics: refused.map(g => g.topic) })
+          if (first) { first = false; resolve() }
+        })
+      })
+      client.on('close', () => {
+        const was = this.connected
+        this.connected = false
+        if (was) this.log.warn('broker connection closed')
+        if (!this.stopping) this.scheduleReconnect()
+      })
+      client.on('error', err => {
+        this.errors.inc()
+        this.log.warn('broker connection error', { err })
+      })
+    })
+  }
+
+  private async onPublish (packet: IPublishPacket): Promise<void> {
+    const t = parseTopic(packet.topic)
+    const submit = async (): Promise<void> => {
+      if (this.pipeline.full) {
+        // Backpressure: stop reading (this promise holds mqtt.js's callback) until the outbox has room.
+        await this.pipeline.waitForSpace(this.abort.signal)
+      }
+      const outcome = t
+        ? await this.pipeline.submit({ device: t.device, transport: 'mqtt', stream: t.stream, raw: packet.payload as Buffer })
+        : await this.pipeline.submit({ device: '', transport: 'mqtt', stream: '', raw: packet.payload as Buffer })
+      if (!outcome.accepted && outcome.reason === 'outbox_full') {
+        await this.pipeline.waitForSpace(this.abort.signal)
+        if (!this.stopping) return submit()
+        throw new Error('stopping with a full outbox')
+      }
+    }
+    const done = submit()
+    if (packet.qos > 0 && typeof packet.messageId === 'number') this.held.set(packet.messageId, done)
+    // The handler returns before the commit so mqtt.js keeps reading; the PUBACK waits in _sendPacket.
+    if (this.pipeline.full) await done.catch(() => {})
+  }
+
+  private dropConnection (why: string): void {
+    this.log.warn('dropping broker connection; unacknowledged messages will be sent again', { why })
+    this.client?.stream?.destroy()
+  }
+
+  private scheduleReconnect (): void {
+    const c = this.config.mqtt
+    const delay = backoffDelay(this.attempts++, c.reconnectMinMs, c.reconnectMaxMs)
+    setTimeout(() => {
+      if (this.stopping || !this.client || this.client.connected) return
+      this.held.clear()
+      this.ackChain = Promise.resolve()
+      this.client.reconnect()
+    }, delay).unref()
+  }
+
+  /** Stops reading, lets committed messages' PUBACKs go out, and closes the connection. */
+  async stop (): Promise<void> {
+    this.stopping = true
+    this.abort.abort()
+    const client = this.client
+    if (!client) return
+    await Promise.race([this.ackChain.catch(() => {}), new Promise(resolve => setTimeout(resolve, 2000))])
+    await new Promise<void>(resolve => client.end(false, {}, () => resolve()))
+    this.connected = false
+  }
+}

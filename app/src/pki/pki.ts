@@ -1,0 +1,75 @@
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { createPrivateKey } from 'node:crypto'
+import { join } from 'node:path'
+import { createCertificate, createCrl, keyToPem, newKeyPair, type Issuer, type Revoked } from './x509.js'
+
+export interface PkiPaths { dir: string, caCert: string, caKey: string, brokerCert: string, brokerKey: string, gatewayCert: string, gatewayKey: string, crl: string }
+
+export const pkiPaths = (dir: string): PkiPaths => ({
+  dir,
+  caCert: join(dir, 'ca.crt'),
+  caKey: join(dir, 'ca.key'),
+  brokerCert: join(dir, 'broker.crt'),
+  brokerKey: join(dir, 'broker.key'),
+  gatewayCert: join(dir, 'gateway.crt'),
+  gatewayKey: join(dir, 'gateway.key'),
+  crl: join(dir, 'crl.pem')
+})
+
+/** Writes a file atomically (temp + rename) with the given mode: a power cut leaves the old or the new file, never half of one. */
+export function writeAtomic (file: string, data: string, mode: number): void {
+  const tmp = `${file}.tmp-${process.pid}`
+  writeFileSync(tmp, data, { mode })
+  chmodSync(tmp, mode)
+  renameSync(tmp, file)
+}
+
+export interface PkiInitOptions {
+  gatewayId: string
+  /** Names and addresses devices use to reach the broker (its certificate's SANs). */
+  brokerNames: { dns: string[], ip: string[] }
+  caDays?: number
+  certDays?: number
+}
+
+export interface PkiInitResult { created: string[] }
+
+/**
+ * First boot: the gateway's local device CA, the broker's server certificate, the gateway's own MQTT
+ * client certificate and an empty CRL. Idempotent: what exists is kept, so a second run changes
+ * nothing. Private keys are 0600, certificates and the CRL 0644 (the broker reads them).
+ */
+export function initPki (dir: string, o: PkiInitOptions): PkiInitResult {
+  const p = pkiPaths(dir)
+  mkdirSync(dir, { recursive: true, mode: 0o750 })
+  const created: string[] = []
+  if (!existsSync(p.caCert) || !existsSync(p.caKey)) {
+    const k = newKeyPair()
+    writeAtomic(p.caKey, keyToPem(k.privateKey), 0o600)
+    writeAtomic(p.caCert, createCertificate({ subject: { CN: `${o.gatewayId} device CA`, O: 'iot-gateway' }, publicKey: k.publicKey, selfKey: k.privateKey, days: o.caDays ?? 7300, ca: true }), 0o644)
+    created.push(p.caCert)
+  }
+  const ca = loadIssuer(p)
+  const leaf = (cert: string, key: string, make: (pub: ReturnType<typeof newKeyPair>['publicKey']) => string): void => {
+    if (existsSync(cert) && existsSync(key)) return
+    const k = newKeyPair()
+    writeAtomic(key, keyToPem(k.privateKey), 0o600)
+    writeAtomic(cert, make(k.publicKey), 0o644)
+    created.push(cert)
+  }
+  leaf(p.brokerCert, p.brokerKey, publicKey => createCertificate({ subject: { CN: 'iot-gateway broker' }, publicKey, issuer: ca, days: o.certDays ?? 3650, serverNames: o.brokerNames }))
+  leaf(p.gatewayCert, p.gatewayKey, publicKey => createCertificate({ subject: { CN: o.gatewayId }, publicKey, issuer: ca, days: o.certDays ?? 3650, clientAuth: true }))
+  if (!existsSync(p.crl)) {
+    writeAtomic(p.crl, createCrl(ca, [], 1), 0o644)
+    created.push(p.crl)
+  }
+  return { created }
+}
+
+export function loadIssuer (p: PkiPaths): Issuer {
+  return { cert: readFileSync(p.caCert, 'utf8'), key: createPrivateKey(readFileSync(p.caKey)) }
+}
+
+export function writeCrl (p: PkiPaths, revoked: readonly Revoked[], crlNumber: number): void {
+  writeAtomic(p.crl, createCrl(loadIssuer(p), revoked, crlNumber), 0o644)
+}

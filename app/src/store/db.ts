@@ -1,0 +1,105 @@
+import Database from 'better-sqlite3'
+import { mkdirSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { StoreError } from '../lib/errors.js'
+
+export type DB = Database.Database
+
+/**
+ * Versioned migrations: migrations[i] brings the schema from version i to i+1 (PRAGMA user_version).
+ * Append only; never edit a released step. Other capabilities (PKI, audit, ...) add theirs here too,
+ * so one database file has one version number.
+ */
+export const migrations: ReadonlyArray<{ name: string, sql: string }> = [
+  {
+    name: 'outbox, dead letters, devices, traffic log',
+    sql: `
+      CREATE TABLE outbox (
+        id          INTEGER PRIMARY KEY,
+        device      TEXT    NOT NULL,
+        transport   TEXT    NOT NULL,
+        stream      TEXT    NOT NULL,
+        epoch       INTEGER NOT NULL,
+        seq         INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        payload     TEXT    NOT NULL,
+        bytes       INTEGER NOT NULL,
+        batch_id    TEXT
+      );
+      CREATE TABLE dead_letters (
+        id          INTEGER PRIMARY KEY,
+        outbox_id   INTEGER NOT NULL,
+        device      TEXT    NOT NULL,
+        transport   TEXT    NOT NULL,
+        stream      TEXT    NOT NULL,
+        epoch       INTEGER NOT NULL,
+        seq         INTEGER NOT NULL,
+        received_at INTEGER NOT NULL,
+        payload     TEXT    NOT NULL,
+        bytes       INTEGER NOT NULL,
+        batch_id    TEXT,
+        failed_at   INTEGER NOT NULL,
+        status      INTEGER,
+        reason      TEXT    NOT NULL
+      );
+      CREATE TABLE devices (
+        id          TEXT PRIMARY KEY,
+        created_at  INTEGER NOT NULL,
+        status      TEXT    NOT NULL DEFAULT 'active',
+        last_seen   INTEGER,
+        messages    INTEGER NOT NULL DEFAULT 0,
+        rejected    INTEGER NOT NULL DEFAULT 0,
+        last_epoch  INTEGER NOT NULL DEFAULT -1,
+        last_seq    INTEGER NOT NULL DEFAULT -1
+      );
+      CREATE TABLE traffic_logs (
+        id          INTEGER PRIMARY KEY,
+        at          INTEGER NOT NULL,
+        device      TEXT,
+        transport   TEXT    NOT NULL,
+        stream      TEXT,
+        seq         INTEGER,
+        bytes       INTEGER NOT NULL,
+        outcome     TEXT    NOT NULL,
+        reason      TEXT
+      );
+      CREATE INDEX traffic_logs_at ON traffic_logs(at);
+      CREATE INDEX traffic_logs_device ON traffic_logs(device, at);
+    `
+  }
+]
+
+export interface OpenOptions { synchronous?: 'FULL' | 'NORMAL', readonly?: boolean }
+
+export function openDatabase (file: string, opts: OpenOptions = {}): DB {
+  let db: DB
+  try {
+    if (file !== ':memory:' && opts.readonly !== true) mkdirSync(dirname(file), { recursive: true, mode: 0o750 })
+    db = new Database(file, { readonly: opts.readonly === true, fileMustExist: opts.readonly === true })
+  } catch (err) {
+    throw new StoreError('OPEN', `cannot open database ${file}: ${(err as Error).message}`, { cause: err })
+  }
+  db.pragma('busy_timeout = 5000')
+  if (opts.readonly !== true) {
+    db.pragma('journal_mode = WAL')
+    db.pragma(`synchronous = ${opts.synchronous ?? 'FULL'}`)
+    db.pragma('foreign_keys = ON')
+    migrate(db)
+  }
+  return db
+}
+
+export function migrate (db: DB): number {
+  const current = db.pragma('user_version', { simple: true }) as number
+  if (current > migrations.length) {
+    throw new StoreError('VERSION', `database schema version ${current} is newer than this gateway knows (${migrations.length}); refusing to touch it`)
+  }
+  for (let v = current; v < migrations.length; v++) {
+    const step = migrations[v]!
+    db.transaction(() => {
+      db.exec(step.sql)
+      db.pragma(`user_version = ${v + 1}`)
+    }).immediate()
+  }
+  return migrations.length
+}
