@@ -66,6 +66,21 @@ export const migrations: ReadonlyArray<{ name: string, sql: string }> = [
       CREATE INDEX traffic_logs_at ON traffic_logs(at);
       CREATE INDEX traffic_logs_device ON traffic_logs(device, at);
     `
+  },
+  {
+    name: 'hash-chained audit log',
+    sql: `
+      CREATE TABLE audit_log (
+        id        INTEGER PRIMARY KEY,
+        at        INTEGER NOT NULL,
+        type      TEXT    NOT NULL,
+        device    TEXT,
+        source    TEXT,
+        detail    TEXT    NOT NULL,
+        prev_hash TEXT    NOT NULL,
+        hash      TEXT    NOT NULL
+      );
+    `
   }
 ]
 
