@@ -1,0 +1,65 @@
+import { spawn, type ChildProcess } from 'node:child_process'
+import { existsSync, openSync } from 'node:fs'
+import { dirname, join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { request } from 'undici'
+import { waitFor } from './ports.js'
+
+export const appDir = join(dirname(fileURLToPath(import.meta.url)), '..', '..')
+export const bundlePath = join(appDir, 'dist', 'gateway.cjs')
+
+export function requireBundle (): string {
+  if (!existsSync(bundlePath)) throw new Error(`${bundlePath} is missing: run "npm run build" in app/ first (the test script does)`)
+  return bundlePath
+}
+
+/**
+ * The gateway as the unit runs it: the bundle in its own process (`node gateway.cjs run -c FILE`),
+ * so tests can SIGKILL it. `node` and extra args can be replaced (the ARM test runs it under QEMU).
+ */
+export class GatewayProcess {
+  proc?: ChildProcess
+  exit?: Promise<number | null>
+  constructor (readonly configFile: string, readonly apiPort: number, readonly logFile: string,
+    readonly command: { bin: string, args: string[], env?: NodeJS.ProcessEnv } = { bin: process.execPath, args: [requireBundle()] }) {}
+
+  async start (timeoutMs = 20000): Promise<void> {
+    const log = openSync(this.logFile, 'a')
+    const proc = spawn(this.command.bin, [...this.command.args, 'run', '-c', this.configFile], {
+      stdio: ['ignore', log, log],
+      env: { ...process.env, ...this.command.env, NOTIFY_SOCKET: '' }
+    })
+    this.proc = proc
+    this.exit = new Promise(resolve => proc.once('exit', code => resolve(code)))
+    let exited = false
+    void this.exit.then(() => { exited = true })
+    await waitFor(async () => {
+      if (exited) throw new Error(`gateway exited during start; see ${this.logFile}`)
+      return (await this.health()).status === 200
+    }, 'gateway /health', timeoutMs, 100)
+  }
+
+  async health (): Promise<{ status: number, body: any }> {
+    const r = await request(`http://127.0.0.1:${this.apiPort}/health`, { signal: AbortSignal.timeout(5000) })
+    return { status: r.statusCode, body: await r.body.json() }
+  }
+
+  async get (path: string): Promise<{ status: number, text: string }> {
+    const r = await request(`http://127.0.0.1:${this.apiPort}${path}`, { signal: AbortSignal.timeout(5000) })
+    return { status: r.statusCode, text: await r.body.text() }
+  }
+
+  async metric (name: string, labels = ''): Promise<number> {
+    const text = (await this.get('/metrics')).text
+    const line = text.split('\n').find(l => l.startsWith(`${name}${labels} `) || (labels === '' && l.startsWith(`${name} `)))
+    return line ? Number(line.split(' ').pop()) : 0
+  }
+
+  /** Sends the signal and waits for the exit code. */
+  async stop (signal: NodeJS.Signals = 'SIGTERM'): Promise<number | null> {
+    const p = this.proc
+    if (!p || p.exitCode !== null || p.signalCode !== null) return p?.exitCode ?? null
+    p.kill(signal)
+    return await this.exit!
+  }
+}
