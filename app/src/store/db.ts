@@ -81,6 +81,39 @@ export const migrations: ReadonlyArray<{ name: string, sql: string }> = [
         hash      TEXT    NOT NULL
       );
     `
+  },
+  {
+    name: 'device registry: certificates, revocation, trust, quarantine',
+    sql: `
+      ALTER TABLE devices ADD COLUMN enrolled_at INTEGER;
+      ALTER TABLE devices ADD COLUMN enrolment TEXT;
+      ALTER TABLE devices ADD COLUMN cert_serial TEXT;
+      ALTER TABLE devices ADD COLUMN cert_not_after INTEGER;
+      ALTER TABLE devices ADD COLUMN status_changed_at INTEGER;
+      ALTER TABLE devices ADD COLUMN status_reason TEXT;
+      ALTER TABLE devices ADD COLUMN trust_score REAL;
+      ALTER TABLE devices ADD COLUMN trust_events TEXT NOT NULL DEFAULT '{}';
+      CREATE TABLE certificates (
+        serial      TEXT PRIMARY KEY,
+        device      TEXT    NOT NULL,
+        issued_at   INTEGER NOT NULL,
+        not_after   INTEGER NOT NULL,
+        fingerprint TEXT    NOT NULL,
+        revoked_at  INTEGER
+      );
+      CREATE INDEX certificates_device ON certificates(device);
+      CREATE TABLE registry_meta (key TEXT PRIMARY KEY, value INTEGER NOT NULL);
+      INSERT INTO registry_meta (key, value) VALUES ('version', 0), ('crl_number', 1);
+      CREATE TABLE held_messages (
+        id          INTEGER PRIMARY KEY,
+        device      TEXT    NOT NULL,
+        transport   TEXT    NOT NULL,
+        stream      TEXT    NOT NULL,
+        received_at INTEGER NOT NULL,
+        payload     BLOB    NOT NULL
+      );
+      CREATE INDEX held_messages_device ON held_messages(device, id);
+    `
   }
 ]
 
