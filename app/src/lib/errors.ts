@@ -42,8 +42,24 @@ export class UsageError extends GatewayError {
   }
 }
 
+export class FirewallError extends GatewayError {
+  constructor (what: string, message: string, options?: { cause?: unknown }) {
+    super(`GW_ERR_FIREWALL_${what}`, message, options)
+    this.name = 'FirewallError'
+  }
+}
+
+export class WireguardError extends GatewayError {
+  constructor (what: string, message: string, options?: { cause?: unknown }) {
+    super(`GW_ERR_WIREGUARD_${what}`, message, options)
+    this.name = 'WireguardError'
+  }
+}
+
 export const isGatewayError = (e: unknown): e is GatewayError => e instanceof GatewayError
 export const isConfigError = (e: unknown): e is ConfigError => e instanceof ConfigError
 export const isStoreError = (e: unknown): e is StoreError => e instanceof StoreError
 export const isPkiError = (e: unknown): e is PkiError => e instanceof PkiError
+export const isFirewallError = (e: unknown): e is FirewallError => e instanceof FirewallError
+export const isWireguardError = (e: unknown): e is WireguardError => e instanceof WireguardError
 export const isUsageError = (e: unknown): e is UsageError => e instanceof UsageError
