@@ -25,9 +25,10 @@ export class Counter {
 }
 
 export class Gauge {
-  constructor (readonly name: string, readonly help: string, private readonly read: () => number | Array<[Labels, number]>) {}
+  /** type 'counter': a value read from elsewhere that only grows (until its source resets), e.g. nft counters. */
+  constructor (readonly name: string, readonly help: string, private readonly read: () => number | Array<[Labels, number]>, readonly type: 'gauge' | 'counter' = 'gauge') {}
   render (): string {
-    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} gauge`]
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} ${this.type}`]
     const v = this.read()
     if (typeof v === 'number') lines.push(`${this.name} ${v}`)
     else for (const [labels, value] of v) lines.push(`${this.name}${labelText(labels)} ${value}`)
@@ -44,8 +45,8 @@ export class Registry {
     this.metrics.set(name, c)
     return c
   }
-  gauge (name: string, help: string, read: () => number | Array<[Labels, number]>): Gauge {
-    const g = new Gauge(name, help, read)
+  gauge (name: string, help: string, read: () => number | Array<[Labels, number]>, type: 'gauge' | 'counter' = 'gauge'): Gauge {
+    const g = new Gauge(name, help, read, type)
     this.metrics.set(name, g)
     return g
   }
