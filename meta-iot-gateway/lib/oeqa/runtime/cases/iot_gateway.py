@@ -1,0 +1,214 @@
+#
+# SPDX-License-Identifier: MIT
+#
+# Runtime tests of the IoT gateway image (testimage; QEMU: kas build kas.yml:conf/qemuarm64.yml
+# -c testimage, or a Pi on the bench with TEST_TARGET = "simpleremote").
+#
+# What they prove on a booted image: the gateway service is active and reports ready on /health,
+# the root file system is read-only and /data is writable, only the intended ports listen on
+# non-loopback addresses, the nftables ruleset of the gateway is loaded (not the fail-closed
+# fallback), and a message published over MQTT/TLS with an enrolled device certificate reaches an
+# HTTPS sink.
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+from oeqa.core.decorator.depends import OETestDepends
+from oeqa.runtime.case import OERuntimeTestCase
+from oeqa.runtime.decorator.package import OEHasPackage
+
+# Listeners allowed on non-loopback addresses, by protocol. Loopback listeners (management API,
+# the broker's gateway listener, resolved's stub) are not reachable from outside at all.
+ALLOWED_TCP = {8883}            # MQTT over TLS for devices (firewall: LAN only)
+ALLOWED_TCP_TEST_IMAGE = {22}   # SSH of the test image (conf/qemuarm64.yml, conf/debug.yml)
+ALLOWED_UDP = {
+    67,      # DHCP server of the IoT LAN (systemd-networkd)
+    68,      # DHCP client on the WAN
+    546,     # DHCPv6 client on the WAN
+    5683,    # CoAP for devices (firewall: LAN only)
+    51820,   # WireGuard (kernel socket)
+}
+
+
+def parse_proc_net(text, listening_state):
+    """(address, port) of sockets in /proc/net/{tcp,tcp6,udp,udp6} text with the given state."""
+    out = []
+    for line in text.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) < 4 or fields[3] != listening_state:
+            continue
+        addr_hex, port_hex = fields[1].split(':')
+        out.append((addr_hex, int(port_hex, 16)))
+    return out
+
+
+def is_loopback(addr_hex):
+    if len(addr_hex) == 8:     # IPv4, little-endian
+        return addr_hex.endswith('7F')
+    # IPv6 ::1, or ::ffff:127.x.x.x
+    return addr_hex == '00000000000000000000000001000000' or (
+        addr_hex.startswith('0000000000000000FFFF0000') and addr_hex.endswith('7F'))
+
+
+class IotGatewayTest(OERuntimeTestCase):
+
+    def run_ok(self, cmd, timeout=None):
+        status, output = self.target.run(cmd, timeout) if timeout else self.target.run(cmd)
+        self.assertEqual(status, 0, msg='"%s" failed:\n%s' % (cmd, output))
+        return output
+
+    def wait_for(self, cmd, seconds=120, interval=3):
+        deadline = time.time() + seconds
+        status, output = 1, ''
+        while time.time() < deadline:
+            status, output = self.target.run(cmd)
+            if status == 0:
+                return output
+            time.sleep(interval)
+        self.fail('"%s" did not succeed within %d s:\n%s' % (cmd, seconds, output))
+
+    def http_get(self, url):
+        # node is on the image anyway; no curl/wget needed
+        script = ("fetch(%s).then(async r => { console.log(r.status); console.log(await r.text()) })"
+                  ".catch(e => { console.error(e.message); process.exit(1) })") % json.dumps(url)
+        return self.target.run("node -e '%s'" % script)
+
+    @OETestDepends(['ssh.SSHTest.test_ssh'])
+    @OEHasPackage(['iot-gateway'])
+    def test_gateway_active_and_ready(self):
+        self.wait_for('systemctl is-active iot-gateway.service', seconds=300)
+        status, output = self.target.run('systemctl show -p Type,NotifyAccess,User iot-gateway.service')
+        self.assertIn('Type=notify', output)
+        self.assertIn('User=iot-gateway', output)
+        # Type=notify: "active" means READY=1 arrived; /health must agree
+        deadline = time.time() + 60
+        while True:
+            status, output = self.http_get('http://127.0.0.1:8080/health')
+            if status == 0 and output.splitlines()[0].strip() == '200':
+                break
+            if time.time() > deadline:
+                self.fail('/health did not answer 200:\n%s' % output)
+            time.sleep(3)
+
+    @OETestDepends(['iot_gateway.IotGatewayTest.test_gateway_active_and_ready'])
+    def test_gateway_has_no_capabilities(self):
+        pid = self.run_ok('systemctl show -p MainPID --value iot-gateway.service').strip()
+        status = self.run_ok('cat /proc/%s/status' % pid)
+        caps = {line.split(':')[0]: line.split(':')[1].strip() for line in status.splitlines()
+                if line.startswith('Cap')}
+        for name in ('CapInh', 'CapPrm', 'CapEff', 'CapBnd', 'CapAmb'):
+            self.assertEqual(int(caps[name], 16), 0, msg='%s of the gateway is %s' % (name, caps[name]))
+
+    @OETestDepends(['ssh.SSHTest.test_ssh'])
+    def test_root_read_only_data_writable(self):
+        mounts = self.run_ok('cat /proc/mounts')
+        root = [l.split() for l in mounts.splitlines() if l.split()[1] == '/' and l.split()[0] != 'rootfs']
+        self.assertTrue(root, msg=mounts)
+        self.assertIn('ro', root[-1][3].split(','), msg='/ is not mounted read-only: %s' % root[-1])
+        status, output = self.target.run('touch /oeqa-probe')
+        self.assertNotEqual(status, 0, msg='could write to the root file system')
+
+        data = [l.split() for l in mounts.splitlines() if l.split()[1] == '/data']
+        self.assertTrue(data, msg='/data is not a mount point:\n%s' % mounts)
+        self.assertIn('rw', data[-1][3].split(','))
+        self.run_ok('touch /data/.oeqa-probe && rm /data/.oeqa-probe')
+        owner = self.run_ok('stat -c %U:%G /data/iot-gateway').strip()
+        self.assertEqual(owner, 'iot-gateway:iot-pki')
+
+    @OETestDepends(['iot_gateway.IotGatewayTest.test_gateway_active_and_ready'])
+    def test_only_intended_ports_listen(self):
+        allowed_tcp = set(ALLOWED_TCP)
+        # testimage itself logs in over SSH, so the test image has an SSH server
+        allowed_tcp |= ALLOWED_TCP_TEST_IMAGE
+        unexpected = []
+        for proto, state, allowed in (('tcp', '0A', allowed_tcp), ('udp', '07', ALLOWED_UDP)):
+            for family in ('', '6'):
+                status, text = self.target.run('cat /proc/net/%s%s' % (proto, family))
+                if status != 0:
+                    continue
+                for addr, port in parse_proc_net(text, state):
+                    if not is_loopback(addr) and port not in allowed:
+                        unexpected.append('%s%s %s:%d' % (proto, family, addr, port))
+        self.assertEqual(unexpected, [], msg='unexpected listeners: %s' % unexpected)
+
+    @OETestDepends(['ssh.SSHTest.test_ssh'])
+    @OEHasPackage(['nftables'])
+    def test_firewall_loaded(self):
+        self.run_ok('systemctl is-active iot-gateway-firewall.service')
+        tables = self.run_ok('nft list tables')
+        self.assertNotIn('iot_gateway_fallback', tables,
+                         msg='the fail-closed fallback ruleset is active: the rendered one failed')
+        ruleset = self.run_ok('nft list ruleset')
+        self.assertRegex(ruleset, r'hook input priority [^;]*; policy drop;',
+                         msg='no input chain with policy drop:\n%s' % ruleset)
+        self.assertRegex(ruleset, r'hook forward priority [^;]*; policy drop;',
+                         msg='forwarding is not dropped:\n%s' % ruleset)
+
+    @OETestDepends(['iot_gateway.IotGatewayTest.test_gateway_active_and_ready'])
+    @OEHasPackage(['mosquitto-clients'])
+    def test_mqtt_tls_to_https_sink(self):
+        """An enrolled device publishes over MQTT/TLS; the message reaches an HTTPS sink."""
+        openssl = shutil.which('openssl')
+        if not openssl:
+            self.skipTest('openssl is needed on the build host to make the sink certificate')
+        work = tempfile.mkdtemp(prefix='oeqa-iotgw-')
+        self.addCleanup(shutil.rmtree, work, ignore_errors=True)
+        # a throwaway CA and server certificate for the sink on the target (127.0.0.1)
+        subprocess.check_call([openssl, 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256',
+                               '-nodes', '-days', '2', '-subj', '/CN=oeqa sink', '-addext', 'subjectAltName=IP:127.0.0.1',
+                               '-keyout', os.path.join(work, 'sink.key'), '-out', os.path.join(work, 'sink.crt')],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        sink_js = os.path.join(work, 'sink.js')
+        with open(sink_js, 'w') as f:
+            f.write(SINK_JS)
+        self.run_ok('mkdir -p /run/oeqa-iotgw')
+        for name in ('sink.key', 'sink.crt', 'sink.js'):
+            self.target.copyTo(os.path.join(work, name), '/run/oeqa-iotgw/' + name)
+        self.addCleanup(self.target.run, 'systemctl stop oeqa-iotgw-sink.service; '
+                        'rm -rf /run/systemd/system/iot-gateway.service.d/oeqa.conf /run/oeqa-iotgw; '
+                        'systemctl daemon-reload; systemctl restart iot-gateway.service')
+        self.run_ok('chmod 0755 /run/oeqa-iotgw && chmod 0644 /run/oeqa-iotgw/*')
+        self.run_ok('systemd-run --unit=oeqa-iotgw-sink -p Type=simple node /run/oeqa-iotgw/sink.js')
+        self.wait_for('test -e /run/oeqa-iotgw/listening', seconds=30, interval=1)
+
+        # point the running gateway at the sink (a runtime drop-in: the root is read-only)
+        self.run_ok('mkdir -p /run/systemd/system/iot-gateway.service.d && printf "%s" > '
+                    '/run/systemd/system/iot-gateway.service.d/oeqa.conf' % (
+                        '[Service]\\nEnvironment=GATEWAY_UPLINK_URL=https://127.0.0.1:9443/ingest '
+                        'GATEWAY_UPLINK_CA_FILE=/run/oeqa-iotgw/sink.crt\\n'))
+        self.run_ok('systemctl daemon-reload && systemctl restart iot-gateway.service')
+        self.wait_for('systemctl is-active iot-gateway.service', seconds=120)
+
+        # enrol a device and publish as that device
+        device = 'oeqa-device-1'
+        self.run_ok('cd /run/oeqa-iotgw && iot-gateway device enroll %s --out /run/oeqa-iotgw' % device)
+        payload = json.dumps({'seq': 1, 'ts': int(time.time() * 1000), 'temperature': 21.5})
+        self.run_ok("mosquitto_pub -h 127.0.0.1 -p 8883 -q 1 --cafile /data/iot-gateway/pki/ca.crt "
+                    "--cert /run/oeqa-iotgw/%s.crt --key /run/oeqa-iotgw/%s.key "
+                    "-t devices/%s/telemetry -m '%s'" % (device, device, device, payload))
+        received = self.wait_for('cat /run/oeqa-iotgw/received.jsonl', seconds=60, interval=2)
+        self.assertIn(device, received)
+        self.assertIn('21.5', received)
+
+
+# The HTTPS "cloud" on the target: stores every request body (gunzipped) as one line.
+SINK_JS = r"""
+const https = require('node:https'), fs = require('node:fs'), zlib = require('node:zlib');
+const dir = '/run/oeqa-iotgw';
+const server = https.createServer({ key: fs.readFileSync(dir + '/sink.key'), cert: fs.readFileSync(dir + '/sink.crt') }, (req, res) => {
+  const chunks = [];
+  req.on('data', c => chunks.push(c));
+  req.on('end', () => {
+    let body = Buffer.concat(chunks);
+    if (req.headers['content-encoding'] === 'gzip') body = zlib.gunzipSync(body);
+    fs.appendFileSync(dir + '/received.jsonl', body.toString('utf8').replace(/\n/g, ' ') + '\n');
+    res.writeHead(200, { 'content-type': 'application/json' });
+    res.end('{}');
+  });
+});
+server.listen(9443, '127.0.0.1', () => fs.writeFileSync(dir + '/listening', ''));
+"""

@@ -1,0 +1,38 @@
+SUMMARY = "Read-only image of the IoT security gateway (Raspberry Pi 3, QEMU for tests)"
+DESCRIPTION = "Mosquitto, nftables, WireGuard, hostapd and the gateway on a read-only root; the \
+gateway's identity, outbox and keys live on the data partition that a reflash keeps."
+HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
+LICENSE = "MIT"
+
+inherit core-image
+
+# Read-only root, no package manager (updates are reflashes of boot+root).
+IMAGE_FEATURES += "read-only-rootfs"
+IMAGE_FEATURES:remove = "package-management"
+
+IMAGE_INSTALL = " \
+    packagegroup-core-boot \
+    ${CORE_IMAGE_EXTRA_INSTALL} \
+    better-sqlite3 \
+    hostapd \
+    iot-gateway \
+    iot-gateway-certs \
+    iot-gateway-system-conf \
+    kernel-modules \
+    mosquitto \
+    nftables \
+    nodejs \
+    wireguard-tools \
+"
+# kernel-modules: WireGuard and the nf_tables expressions are modules (the layer's kernel
+# fragment), loaded on demand by wg/nft.
+
+# Partitions: boot (vfat, Pi only), root (ext4, read-only), data (ext4, /data). Fixed sizes keep
+# the layout identical across releases (scripts/reflash.sh relies on it).
+IOT_GATEWAY_BOOT_SIZE ?= "128M"
+IOT_GATEWAY_ROOT_SIZE ?= "1024M"
+IOT_GATEWAY_DATA_SIZE ?= "512M"
+WKS_FILE = "iot-gateway-rpi.wks.in"
+WKS_FILE:qemuall = "iot-gateway-qemu.wks.in"
+IMAGE_FSTYPES:rpi = "wic.bz2 wic.bmap"
+IMAGE_FSTYPES:qemuall = "wic"

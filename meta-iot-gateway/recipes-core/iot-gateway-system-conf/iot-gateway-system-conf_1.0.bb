@@ -1,0 +1,95 @@
+SUMMARY = "System configuration of the IoT gateway image (networkd, hostapd, journald, /data)"
+DESCRIPTION = "systemd-networkd for eth0 (WAN, DHCP) and wlan0 (IoT LAN with a DHCP server), \
+the hostapd access point of the IoT LAN, a volatile journal and the /data mount point."
+HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
+SECTION = "base"
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+
+# Knobs (see the layer's README.md).
+IOT_GATEWAY_LAN_ADDRESS ?= "192.168.100.1/24"
+IOT_GATEWAY_WIFI_SSID ?= "iot-gateway"
+IOT_GATEWAY_WIFI_COUNTRY ?= "DE"
+IOT_GATEWAY_WIFI_CHANNEL ?= "6"
+# Empty (default): no Wi-Fi secret in the image; hostapd reads /data/hostapd/wpa_psk (provision
+# it per device) and does not start until that file exists.
+IOT_GATEWAY_WIFI_PASSPHRASE ?= ""
+IOT_GATEWAY_PERSISTENT_JOURNAL ?= "0"
+
+SRC_URI = " \
+    file://10-iot-gateway-wan.network \
+    file://20-iot-gateway-lan.network.in \
+    file://journald-iot-gateway.conf \
+    file://resolved-iot-gateway.conf \
+    file://hostapd-iot-gateway.conf.in \
+    file://hostapd-iot-gateway-dropin.conf.in \
+"
+S = "${UNPACKDIR}"
+
+inherit allarch
+
+do_configure[noexec] = "1"
+do_compile[noexec] = "1"
+
+python do_check_knobs() {
+    p = d.getVar('IOT_GATEWAY_WIFI_PASSPHRASE')
+    if p and not (8 <= len(p) <= 63):
+        bb.fatal("IOT_GATEWAY_WIFI_PASSPHRASE must have 8 to 63 characters")
+    if p:
+        bb.warn("IOT_GATEWAY_WIFI_PASSPHRASE puts the IoT LAN's Wi-Fi secret into the image; "
+                "leave it empty to provision /data/hostapd/wpa_psk per device instead")
+}
+addtask check_knobs before do_install after do_unpack
+
+do_install() {
+    install -d ${D}/data
+
+    install -d ${D}${nonarch_libdir}/systemd/network
+    install -m 0644 ${UNPACKDIR}/10-iot-gateway-wan.network ${D}${nonarch_libdir}/systemd/network/
+    sed -e 's,@LAN_ADDRESS@,${IOT_GATEWAY_LAN_ADDRESS},g' ${UNPACKDIR}/20-iot-gateway-lan.network.in \
+        > ${D}${nonarch_libdir}/systemd/network/20-iot-gateway-lan.network
+
+    install -d ${D}${nonarch_libdir}/systemd/journald.conf.d
+    sed -e 's,@JOURNAL_STORAGE@,${@'persistent' if d.getVar('IOT_GATEWAY_PERSISTENT_JOURNAL') == '1' else 'volatile'},g' \
+        ${UNPACKDIR}/journald-iot-gateway.conf > ${D}${nonarch_libdir}/systemd/journald.conf.d/10-iot-gateway.conf
+
+    if [ -n "${IOT_GATEWAY_WIFI_PASSPHRASE}" ]; then
+        psk_line="wpa_passphrase=${IOT_GATEWAY_WIFI_PASSPHRASE}"
+        psk_condition=""
+    else
+        psk_line="wpa_psk_file=/data/hostapd/wpa_psk"
+        psk_condition="ConditionPathExists=/data/hostapd/wpa_psk"
+    fi
+    install -d -m 0755 ${D}${sysconfdir}/hostapd
+    sed -e 's,@SSID@,${IOT_GATEWAY_WIFI_SSID},g' \
+        -e 's,@COUNTRY@,${IOT_GATEWAY_WIFI_COUNTRY},g' \
+        -e 's,@CHANNEL@,${IOT_GATEWAY_WIFI_CHANNEL},g' \
+        -e "s,@PSK_LINE@,$psk_line,g" \
+        ${UNPACKDIR}/hostapd-iot-gateway.conf.in > ${D}${sysconfdir}/hostapd/iot-gateway-lan.conf
+    chmod 0600 ${D}${sysconfdir}/hostapd/iot-gateway-lan.conf
+    install -d ${D}${systemd_system_unitdir}/hostapd.service.d
+    sed -e "s,@PSK_CONDITION@,$psk_condition,g" ${UNPACKDIR}/hostapd-iot-gateway-dropin.conf.in \
+        > ${D}${systemd_system_unitdir}/hostapd.service.d/iot-gateway.conf
+
+    install -D -m 0644 ${UNPACKDIR}/resolved-iot-gateway.conf ${D}${nonarch_libdir}/systemd/resolved.conf.d/10-iot-gateway.conf
+
+    install -d ${D}${nonarch_libdir}/tmpfiles.d
+    # the per-device Wi-Fi PSK file ("00:00:00:00:00:00 <passphrase>" lines) lives here
+    echo "d /data/hostapd 0700 root root -" > ${D}${nonarch_libdir}/tmpfiles.d/iot-gateway-system.conf
+    # journald keeps /var/log/journal on the data partition when asked to persist
+    if [ "${IOT_GATEWAY_PERSISTENT_JOURNAL}" = "1" ]; then
+        echo "d /data/journal 2755 root systemd-journal -" > ${D}${nonarch_libdir}/tmpfiles.d/iot-gateway-journal.conf
+        echo "L+ /var/log/journal - - - - /data/journal" >> ${D}${nonarch_libdir}/tmpfiles.d/iot-gateway-journal.conf
+    fi
+}
+
+FILES:${PN} = " \
+    /data \
+    ${sysconfdir}/hostapd \
+    ${nonarch_libdir}/systemd/network \
+    ${nonarch_libdir}/systemd/journald.conf.d \
+    ${nonarch_libdir}/systemd/resolved.conf.d \
+    ${nonarch_libdir}/tmpfiles.d \
+    ${systemd_system_unitdir}/hostapd.service.d \
+"
+RDEPENDS:${PN} = "hostapd"

@@ -1,0 +1,51 @@
+SUMMARY = "Public trust anchors of the IoT gateway (cloud CA bundle, optional fleet CA)"
+DESCRIPTION = "Installs the CA bundle that the gateway uses to verify its cloud endpoint and, \
+optionally, a fleet CA. Only public certificates go into the image: the gateway's own CA, broker \
+and client keys are made on the data partition at first boot (iot-gateway pki init)."
+HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
+SECTION = "net"
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+
+# A folder on the build host with cloud-ca.pem (and fleet-ca.pem when IOT_GATEWAY_FLEET_CA = "1").
+# Empty: the placeholder of this recipe is installed and the build warns.
+IOT_GATEWAY_TRUST_DIR ?= ""
+IOT_GATEWAY_FLEET_CA ?= "0"
+FILESEXTRAPATHS:prepend := "${@'%s:' % d.getVar('IOT_GATEWAY_TRUST_DIR') if d.getVar('IOT_GATEWAY_TRUST_DIR') else ''}"
+
+SRC_URI = "file://cloud-ca.pem \
+           ${@'file://fleet-ca.pem' if d.getVar('IOT_GATEWAY_FLEET_CA') == '1' else ''}"
+
+S = "${UNPACKDIR}"
+
+inherit allarch
+
+do_configure[noexec] = "1"
+do_compile[noexec] = "1"
+
+python do_check_trust_anchors() {
+    import os
+    names = ['cloud-ca.pem'] + (['fleet-ca.pem'] if d.getVar('IOT_GATEWAY_FLEET_CA') == '1' else [])
+    for name in names:
+        path = os.path.join(d.getVar('UNPACKDIR'), name)
+        with open(path) as f:
+            text = f.read()
+        if 'PRIVATE KEY' in text:
+            bb.fatal("%s contains a private key; only public certificates may go into the image" % name)
+        if 'IOT-GATEWAY-PLACEHOLDER-CA-BUNDLE' in text:
+            bb.warn("*** %s is still the PLACEHOLDER of meta-iot-gateway: the gateway cannot verify "
+                    "its cloud endpoint. Set IOT_GATEWAY_TRUST_DIR to a folder with your cloud-ca.pem. ***" % name)
+        elif 'BEGIN CERTIFICATE' not in text:
+            bb.fatal("%s has no PEM certificate" % name)
+}
+addtask check_trust_anchors after do_unpack before do_install
+
+do_install() {
+    install -d ${D}${sysconfdir}/iot-gateway
+    install -m 0644 ${UNPACKDIR}/cloud-ca.pem ${D}${sysconfdir}/iot-gateway/cloud-ca.pem
+    if [ "${IOT_GATEWAY_FLEET_CA}" = "1" ]; then
+        install -m 0644 ${UNPACKDIR}/fleet-ca.pem ${D}${sysconfdir}/iot-gateway/fleet-ca.pem
+    fi
+}
+
+FILES:${PN} = "${sysconfdir}/iot-gateway"

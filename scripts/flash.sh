@@ -1,0 +1,83 @@
+#!/bin/sh
+# flash.sh - write the gateway's SD-card image to a card with bmaptool.
+#
+# Usage: scripts/flash.sh [-y] [IMAGE.wic.bz2] /dev/sdX
+#   IMAGE defaults to the newest build/tmp/deploy/images/*/iot-gateway-image-*.rootfs.wic.bz2 of a
+#   kas build (kas keeps its build directory in ./build). The .wic.bmap beside it is used.
+#   -y  do not ask for confirmation.
+# Refuses a device that is mounted (or has a mounted partition), that holds the running system
+# (/ or /boot or swap), or that is not a whole block device. This overwrites the whole card,
+# including the data partition: to update a device and keep its data use scripts/reflash.sh.
+set -eu
+
+die() { echo "flash.sh: $*" >&2; exit 1; }
+usage() { sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-2}"; }
+
+yes=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -y) yes=1; shift ;;
+        -h|--help) usage 0 ;;
+        --) shift; break ;;
+        -*) usage ;;
+        *) break ;;
+    esac
+done
+case $# in
+    1) image=""; dev=$1 ;;
+    2) image=$1; dev=$2 ;;
+    *) usage ;;
+esac
+
+# ---- disk safety checks (the same in flash.sh and reflash.sh) ----
+# The whole disks that hold the running system: /, /boot, /usr, /var and active swap, followed
+# through partitions, LVM, dm-crypt and RAID to the disks below them.
+system_disks() {
+    for m in / /boot /boot/efi /boot/firmware /usr /var; do
+        findmnt -no SOURCE "$m" 2>/dev/null || true
+    done
+    tail -n +2 /proc/swaps 2>/dev/null | awk '{print $1}'
+}
+check_target_disk() { # check_target_disk DEV: refuse anything but an unused whole disk
+    dev=$1
+    [ -b "$dev" ] || die "$dev is not a block device"
+    command -v lsblk >/dev/null 2>&1 || die "lsblk (util-linux) is needed to check $dev"
+    type=$(lsblk -dno TYPE "$dev" 2>/dev/null || true)
+    [ "$type" = disk ] || die "$dev is not a whole disk (lsblk type: ${type:-unknown}); give e.g. /dev/sdX or /dev/mmcblkN"
+    name=$(lsblk -dno NAME "$dev")
+    mounted=$(lsblk -nro NAME,MOUNTPOINT "$dev" | awk '$2 != "" {print "/dev/" $1 " on " $2}')
+    [ -z "$mounted" ] || die "$dev is in use (unmount it first): $mounted"
+    for src in $(system_disks); do
+        case "$src" in /dev/*) ;; *) continue ;; esac
+        for d in $(lsblk -nsro NAME,TYPE "$src" 2>/dev/null | awk '$2 == "disk" {print $1}'); do
+            [ "$d" != "$name" ] || die "$dev holds the running system ($src): refusing to overwrite it"
+        done
+    done
+    return 0
+}
+disk_description() {
+    lsblk -dno SIZE,MODEL,TRAN "$1" 2>/dev/null | tr -s ' ' | sed 's/ *$//'
+}
+# ---- end of disk safety checks ----
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ -z "$image" ]; then
+    image=$(ls -t "$here"/build/tmp/deploy/images/*/iot-gateway-image-*.rootfs.wic.bz2 2>/dev/null | head -n 1 || true)
+    [ -n "$image" ] || die "no image given and none found under build/tmp/deploy/images (run: kas build kas.yml)"
+fi
+[ -f "$image" ] || die "$image: no such image"
+bmap="${image%.bz2}"; bmap="${bmap%.gz}"; bmap="${bmap%.xz}"; bmap="${bmap%.zst}.bmap"
+[ -f "$bmap" ] || die "$bmap: the block map is missing (IMAGE_FSTYPES must contain wic.bmap)"
+check_target_disk "$dev"
+command -v bmaptool >/dev/null 2>&1 || die "bmaptool is not installed (Debian/Ubuntu: apt install bmap-tools)"
+
+echo "image:  $image"
+echo "device: $dev ($(disk_description "$dev"))"
+if [ "$yes" != 1 ]; then
+    printf 'Everything on %s will be overwritten, including the data partition. Type "yes": ' "$dev"
+    read -r answer
+    [ "$answer" = yes ] || die "aborted"
+fi
+bmaptool copy --bmap "$bmap" "$image" "$dev"
+sync
+echo "done: $dev"

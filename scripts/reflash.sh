@@ -1,0 +1,124 @@
+#!/bin/sh
+# reflash.sh - update a gateway's SD card in place: write the boot and root partitions of a new
+# image and keep the data partition (/data: the device's identity, keys, queued messages).
+#
+# Usage: scripts/reflash.sh [-y] [IMAGE.wic[.bz2|.gz|.xz|.zst]] /dev/sdX
+#   IMAGE defaults to the newest build/tmp/deploy/images/*/iot-gateway-image-*.rootfs.wic.bz2.
+#   -y  do not ask for confirmation.
+# The card must have the layout of the image (the wks file of meta-iot-gateway gives boot and
+# root fixed sizes for this): partitions 1 (boot) and 2 (root) must start and end where the
+# image's do, and partition 3 (data) must start where the image's does. Otherwise nothing is
+# written: use scripts/flash.sh (which also overwrites the data partition).
+# Refuses a device that is mounted or holds the running system, like flash.sh.
+# For tests only: REFLASH_ALLOW_FILE=1 accepts a regular file as the target "disk".
+set -eu
+
+die() { echo "reflash.sh: $*" >&2; exit 1; }
+usage() { sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-2}"; }
+
+# ---- disk safety checks (the same in flash.sh and reflash.sh) ----
+# The whole disks that hold the running system: /, /boot, /usr, /var and active swap, followed
+# through partitions, LVM, dm-crypt and RAID to the disks below them.
+system_disks() {
+    for m in / /boot /boot/efi /boot/firmware /usr /var; do
+        findmnt -no SOURCE "$m" 2>/dev/null || true
+    done
+    tail -n +2 /proc/swaps 2>/dev/null | awk '{print $1}'
+}
+check_target_disk() { # check_target_disk DEV: refuse anything but an unused whole disk
+    dev=$1
+    [ -b "$dev" ] || die "$dev is not a block device"
+    command -v lsblk >/dev/null 2>&1 || die "lsblk (util-linux) is needed to check $dev"
+    type=$(lsblk -dno TYPE "$dev" 2>/dev/null || true)
+    [ "$type" = disk ] || die "$dev is not a whole disk (lsblk type: ${type:-unknown}); give e.g. /dev/sdX or /dev/mmcblkN"
+    name=$(lsblk -dno NAME "$dev")
+    mounted=$(lsblk -nro NAME,MOUNTPOINT "$dev" | awk '$2 != "" {print "/dev/" $1 " on " $2}')
+    [ -z "$mounted" ] || die "$dev is in use (unmount it first): $mounted"
+    for src in $(system_disks); do
+        case "$src" in /dev/*) ;; *) continue ;; esac
+        for d in $(lsblk -nsro NAME,TYPE "$src" 2>/dev/null | awk '$2 == "disk" {print $1}'); do
+            [ "$d" != "$name" ] || die "$dev holds the running system ($src): refusing to overwrite it"
+        done
+    done
+    return 0
+}
+disk_description() {
+    lsblk -dno SIZE,MODEL,TRAN "$1" 2>/dev/null | tr -s ' ' | sed 's/ *$//'
+}
+# ---- end of disk safety checks ----
+
+# mbr_part FILE N: "START SIZE" (512-byte sectors) of primary partition N of an MBR (msdos) table
+mbr_part() {
+    sig=$(od -An -tx1 -j 510 -N 2 "$1" | tr -d ' \n')
+    [ "$sig" = 55aa ] || die "$1 has no MBR partition table"
+    ptype=$(od -An -tx1 -j $((446 + 16 * ($2 - 1) + 4)) -N 1 "$1" | tr -d ' \n')
+    [ "$ptype" != ee ] || die "$1 has a GPT partition table; the gateway's images use msdos"
+    od -An -tu4 -j $((446 + 16 * ($2 - 1) + 8)) -N 8 "$1" | awk '{print $1, $2}'
+}
+
+yes=0
+while [ $# -gt 0 ]; do
+    case "$1" in
+        -y) yes=1; shift ;;
+        -h|--help) usage 0 ;;
+        --) shift; break ;;
+        -*) usage ;;
+        *) break ;;
+    esac
+done
+case $# in
+    1) image=""; dev=$1 ;;
+    2) image=$1; dev=$2 ;;
+    *) usage ;;
+esac
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+if [ -z "$image" ]; then
+    image=$(ls -t "$here"/build/tmp/deploy/images/*/iot-gateway-image-*.rootfs.wic.bz2 2>/dev/null | head -n 1 || true)
+    [ -n "$image" ] || die "no image given and none found under build/tmp/deploy/images (run: kas build kas.yml)"
+fi
+[ -f "$image" ] || die "$image: no such image"
+
+if [ "${REFLASH_ALLOW_FILE:-0}" = 1 ] && [ -f "$dev" ]; then
+    echo "reflash.sh: REFLASH_ALLOW_FILE=1: writing to the regular file $dev (test mode)" >&2
+else
+    check_target_disk "$dev"
+fi
+
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT INT TERM
+case "$image" in
+    *.bz2) bzip2 -dc "$image" > "$tmp/image.wic" ;;
+    *.gz) gzip -dc "$image" > "$tmp/image.wic" ;;
+    *.xz) xz -dc "$image" > "$tmp/image.wic" ;;
+    *.zst) zstd -qdc "$image" > "$tmp/image.wic" ;;
+    *) ln -s "$(cd "$(dirname "$image")" && pwd)/$(basename "$image")" "$tmp/image.wic" ;;
+esac
+raw=$tmp/image.wic
+
+# the layouts must agree: p1 and p2 identical, p3 (data) at the same start
+set -- $(mbr_part "$raw" 1) $(mbr_part "$raw" 2) $(mbr_part "$raw" 3)
+i1s=$1 i1n=$2 i2s=$3 i2n=$4 i3s=$5
+set -- $(mbr_part "$dev" 1) $(mbr_part "$dev" 2) $(mbr_part "$dev" 3)
+d1s=$1 d1n=$2 d2s=$3 d2n=$4 d3s=$5 d3n=$6
+[ "$i1n" -gt 0 ] && [ "$i2n" -gt 0 ] && [ "$i3s" -gt 0 ] || die "$image does not have boot, root and data partitions"
+[ "$d3n" -gt 0 ] || die "$dev has no data partition (3): flash it with scripts/flash.sh"
+if [ "$i1s $i1n $i2s $i2n $i3s" != "$d1s $d1n $d2s $d2n $d3s" ]; then
+    die "the partition layout of $dev (boot $d1s+$d1n, root $d2s+$d2n, data at $d3s) differs from the image's (boot $i1s+$i1n, root $i2s+$i2n, data at $i3s): a reflash would damage the data partition; use scripts/flash.sh (erases /data)"
+fi
+
+echo "image:  $image"
+echo "device: $dev"
+echo "writes: partition 1 (boot, $((i1n / 2048)) MiB) and 2 (root, $((i2n / 2048)) MiB); keeps 3 (data)"
+if [ "$yes" != 1 ]; then
+    printf 'Overwrite boot and root of %s? Type "yes": ' "$dev"
+    read -r answer
+    [ "$answer" = yes ] || die "aborted"
+fi
+for p in "$i1s $i1n" "$i2s $i2n"; do
+    set -- $p
+    dd if="$raw" of="$dev" bs=4M iflag=skip_bytes,count_bytes oflag=seek_bytes conv=notrunc,fsync \
+        skip=$(($1 * 512)) seek=$(($1 * 512)) count=$(($2 * 512)) status=none
+done
+sync
+echo "done: $dev (data partition kept)"

@@ -1,0 +1,31 @@
+// Shared helpers of the system-level tests in tests/ (not a test file itself).
+// The tests run from app/ with NODE_PATH=app/node_modules; ESM `import` does not honour NODE_PATH,
+// so packages from there are loaded with a require() made here.
+import { createRequire } from 'node:module'
+import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { dirname, join, resolve } from 'node:path'
+import { fileURLToPath } from 'node:url'
+
+export const require = createRequire(import.meta.url)
+export const t = require('tap')
+
+/** The repository checkout (tests/..), and the `shared` folder that sits beside it. */
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..')
+export const SHARED = resolve(REPO, '..', 'shared')
+export const LAYER = join(REPO, 'meta-iot-gateway')
+
+/** Run a command; returns { status, stdout, stderr } (status null when it could not start). */
+export function run (cmd, args, opts = {}) {
+  const r = spawnSync(cmd, args, { encoding: 'utf8', maxBuffer: 64 * 1024 * 1024, ...opts })
+  return { status: r.error ? null : r.status, stdout: r.stdout ?? '', stderr: (r.stderr ?? '') + (r.error ? String(r.error) : '') }
+}
+
+/** Path of an executable on PATH (or in the sbin folders, which a non-root PATH may lack), or null. */
+export function which (name) {
+  const dirs = (process.env.PATH ?? '').split(':').concat(['/usr/sbin', '/sbin', '/usr/bin', '/bin'])
+  for (const d of dirs) if (d && existsSync(join(d, name))) return join(d, name)
+  return null
+}
+
+export const isRoot = typeof process.getuid === 'function' && process.getuid() === 0

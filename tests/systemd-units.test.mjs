@@ -1,0 +1,160 @@
+// Every systemd unit and drop-in the layer installs passes `systemd-analyze verify`, run against
+// a fake root (temp dir) that holds the host's targets, stand-ins of the upstream units our
+// drop-ins extend, and stub executables where the image has the real ones. Also the layer's
+// unit style: [Service] directives sorted, no MemoryDenyWriteExecute on Node units (commented).
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { dirname, join } from 'node:path'
+import { t, LAYER, run, which } from './helpers.mjs'
+
+const GW = join(LAYER, 'recipes-gateway', 'iot-gateway', 'files')
+const MOSQ = join(LAYER, 'recipes-connectivity', 'mosquitto', 'files')
+const SYSCONF = join(LAYER, 'recipes-core', 'iot-gateway-system-conf', 'files')
+const gatewayUnits = readdirSync(GW).filter(f => /\.(service|path|socket|timer|mount)$/.test(f)).sort()
+
+// Stand-ins of upstream units extended by drop-ins (as installed by their wrynose recipes).
+const UPSTREAM = {
+  // mosquitto 2.x service/systemd/mosquitto.service.notify
+  'mosquitto.service': `[Unit]
+Description=Mosquitto MQTT Broker
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=/usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-failure
+ExecStartPre=/bin/mkdir -m 740 -p /var/log/mosquitto
+ExecStartPre=/bin/chown mosquitto /var/log/mosquitto
+
+[Install]
+WantedBy=multi-user.target
+`,
+  // meta-oe recipes-connectivity/hostapd/hostapd/hostapd.service (after its sed)
+  'hostapd.service': `[Unit]
+Description=Hostapd IEEE 802.11 AP, IEEE 802.1X/WPA/WPA2/EAP/RADIUS Authenticator
+After=network.target
+
+[Service]
+Type=forking
+PIDFile=/run/hostapd.pid
+ExecStart=/usr/sbin/hostapd /etc/hostapd.conf -P /run/hostapd.pid -B
+
+[Install]
+WantedBy=multi-user.target
+`
+}
+const STUB_EXECUTABLES = ['/usr/bin/iot-gateway', '/usr/bin/node', '/usr/sbin/nft', '/usr/sbin/mosquitto',
+  '/usr/sbin/hostapd', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown']
+
+function fakeRoot (t) {
+  const root = mkdtempSync(join(tmpdir(), 'iotgw-units-'))
+  t.teardown(() => rmSync(root, { recursive: true, force: true }))
+  const unitDir = join(root, 'usr/lib/systemd/system')
+  mkdirSync(unitDir, { recursive: true })
+  // the host's units give the targets and services ours are ordered against
+  for (const dir of ['/usr/lib/systemd/system', '/lib/systemd/system']) {
+    if (!existsSync(dir)) continue
+    for (const f of readdirSync(dir)) {
+      const p = join(dir, f)
+      try { if (statSync(p).isFile() && !existsSync(join(unitDir, f))) copyFileSync(p, join(unitDir, f)) } catch {}
+    }
+  }
+  for (const [name, text] of Object.entries(UPSTREAM)) writeFileSync(join(unitDir, name), text)
+  for (const exe of STUB_EXECUTABLES) {
+    mkdirSync(join(root, dirname(exe)), { recursive: true })
+    writeFileSync(join(root, exe), '#!/bin/sh\nexit 0\n')
+    chmodSync(join(root, exe), 0o755)
+  }
+  return { root, unitDir }
+}
+
+function verify (root, unitDir, units) {
+  const r = run('systemd-analyze', ['verify', `--root=${root}`, '--man=no', '--generators=no', ...units], { cwd: unitDir })
+  // every complaint names one of our units or drop-ins; nothing but silence passes
+  const complaints = (r.stdout + r.stderr).split('\n').filter(l => l.trim() !== '')
+  return { status: r.status, complaints }
+}
+
+const haveAnalyze = which('systemd-analyze') !== null
+
+t.test('units of the gateway recipe pass systemd-analyze verify', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, t => {
+  const { root, unitDir } = fakeRoot(t)
+  for (const u of gatewayUnits) copyFileSync(join(GW, u), join(unitDir, u))
+  t.ok(gatewayUnits.length >= 6, `found ${gatewayUnits.join(' ')}`)
+  const r = verify(root, unitDir, gatewayUnits)
+  t.equal(r.status, 0, 'exit status')
+  t.same(r.complaints, [], 'no warnings')
+  t.end()
+})
+
+t.test('drop-ins of mosquitto and hostapd pass systemd-analyze verify', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, t => {
+  for (const psk of ['', 'ConditionPathExists=/data/hostapd/wpa_psk']) {
+    const { root, unitDir } = fakeRoot(t)
+    for (const u of gatewayUnits) copyFileSync(join(GW, u), join(unitDir, u))
+    mkdirSync(join(unitDir, 'mosquitto.service.d'))
+    copyFileSync(join(MOSQ, 'mosquitto-iot-gateway.conf'), join(unitDir, 'mosquitto.service.d', 'iot-gateway.conf'))
+    mkdirSync(join(unitDir, 'hostapd.service.d'))
+    writeFileSync(join(unitDir, 'hostapd.service.d', 'iot-gateway.conf'),
+      readFileSync(join(SYSCONF, 'hostapd-iot-gateway-dropin.conf.in'), 'utf8').replace('@PSK_CONDITION@', psk))
+    const r = verify(root, unitDir, ['mosquitto.service', 'hostapd.service'])
+    t.equal(r.status, 0, `exit status (psk condition: ${psk || 'none'})`)
+    t.same(r.complaints, [], 'no warnings')
+    // the drop-in really took effect
+    const show = run('systemd-analyze', ['cat-config', `--root=${root}`, 'systemd/system/mosquitto.service'])
+    if (show.status === 0) t.match(show.stdout, /iot-gateway\.conf/, 'drop-in is read')
+  }
+  t.end()
+})
+
+t.test('the check can fail: unknown directive and missing executable are reported', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, t => {
+  const { root, unitDir } = fakeRoot(t)
+  writeFileSync(join(unitDir, 'broken.service'), '[Service]\nType=oneshot\nFooBar=1\nExecStart=/usr/bin/does-not-exist\n')
+  const r = verify(root, unitDir, ['broken.service'])
+  t.ok(r.status !== 0 || r.complaints.length > 0, 'a broken unit is not silent')
+  t.match(r.complaints.join('\n'), /FooBar|does-not-exist/)
+  t.end()
+})
+
+function sections (text) {
+  const out = {}
+  let cur = null
+  for (const line of text.split('\n')) {
+    const m = /^\[(.+)\]$/.exec(line)
+    if (m) { cur = m[1]; out[cur] = { keys: [], comments: [] }; continue }
+    if (!cur) continue
+    if (line.startsWith('#')) out[cur].comments.push(line)
+    else if (/^[A-Za-z]+=/.test(line)) out[cur].keys.push(line.split('=')[0])
+  }
+  return out
+}
+
+t.test('unit style: [Service] sorted, Node units without MemoryDenyWriteExecute (and say why)', t => {
+  const files = gatewayUnits.filter(u => u.endsWith('.service')).map(u => join(GW, u)).concat(join(MOSQ, 'mosquitto-iot-gateway.conf'))
+  for (const f of files) {
+    const text = readFileSync(f, 'utf8')
+    const s = sections(text).Service
+    t.ok(s, `${f}: has [Service]`)
+    if (!s) continue
+    // ExecStart= (reset) followed by ExecStart=... must stay in that order: compare names only
+    const names = s.keys
+    const sorted = [...names].sort((a, b) => a.localeCompare(b, 'en'))
+    t.same(names, sorted, `${f.split('/').pop()}: [Service] directives sorted`)
+    if (/ExecStart=\/usr\/bin\/iot-gateway/.test(text)) {
+      t.notMatch(text, /^MemoryDenyWriteExecute=/m, `${f.split('/').pop()}: no MemoryDenyWriteExecute (V8 JIT)`)
+      t.match(s.comments.join('\n'), /MemoryDenyWriteExecute=.*V8/, `${f.split('/').pop()}: says why it is omitted`)
+    }
+  }
+  const main = readFileSync(join(GW, 'iot-gateway.service'), 'utf8')
+  t.match(main, /^CapabilityBoundingSet=$/m, 'daemon: empty capability bounding set')
+  t.match(main, /^User=iot-gateway$/m, 'daemon: own user')
+  t.match(main, /^ReadWritePaths=\/data\/iot-gateway$/m, 'daemon: writes only /data/iot-gateway')
+  t.match(main, /^NotifyAccess=all$/m, 'daemon: systemd-notify child may notify')
+  t.notMatch(main, /^StateDirectory=/m, 'no StateDirectory= (would be tmpfs on the read-only image)')
+  for (const u of ['iot-gateway-firewall.service', 'iot-gateway-wireguard.service']) {
+    t.match(readFileSync(join(GW, u), 'utf8'), /^CapabilityBoundingSet=.*CAP_NET_ADMIN/m, `${u}: CAP_NET_ADMIN`)
+  }
+  t.end()
+})
