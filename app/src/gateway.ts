@@ -7,6 +7,9 @@ import { createLogger, type Logger } from './lib/logger.js'
 import { Registry } from './lib/metrics.js'
 import { SdNotify } from './lib/sd-notify.js'
 import { MqttIngress } from './mqtt-ingress/mqtt-ingress.js'
+import { CoapIngress } from './coap-ingress/coap-ingress.js'
+import { deviceRoutes } from './devices/api.js'
+import { DeviceGuard } from './devices/guard.js'
 import { Pipeline } from './pipeline/pipeline.js'
 import { openDatabase, type DB } from './store/db.js'
 import { Store } from './store/store.js'
@@ -26,6 +29,8 @@ export class Gateway {
   pipeline?: Pipeline
   egress?: Egress
   mqtt?: MqttIngress
+  devices?: DeviceGuard
+  coap?: CoapIngress
   api?: ApiServer
   apiAddress?: AddressInfo
   private readonly notify: SdNotify
@@ -49,9 +54,16 @@ export class Gateway {
     pipeline.on('committed', () => egress.kick())
     this.registerGauges()
     egress.start()
+    const devices = this.devices = new DeviceGuard(c, this.db, pipeline, this.metrics, this.log.child({ cap: 'devices' }))
+    devices.start()
     this.mqtt = new MqttIngress(c, pipeline, this.metrics, this.log.child({ cap: 'mqtt' }))
     void this.mqtt.start()
-    this.api = new ApiServer(c.api.host, c.api.port, { health: () => this.health(), status: () => this.status() }, this.metrics, this.log.child({ cap: 'api' }))
+    if (c.coap.enabled) {
+      this.coap = new CoapIngress(c, pipeline, devices, this.metrics, this.log.child({ cap: 'coap' }))
+      await this.coap.start()
+    }
+    const extra = deviceRoutes(c, devices, async (topic, payload) => { await this.mqtt!.publish(topic, payload, 1) })
+    this.api = new ApiServer(c.api.host, c.api.port, { health: () => this.health(), status: () => this.status(), extra }, this.metrics, this.log.child({ cap: 'api' }))
     this.apiAddress = await this.api.start()
     this.maintenance = setInterval(() => this.maintain(), 10 * 60_000).unref()
     this.maintain()
@@ -96,7 +108,8 @@ export class Gateway {
         ready: ok,
         broker: this.mqtt?.connected === true ? 'connected' : 'disconnected',
         uplink: this.egress?.state ?? 'stopped',
-        outbox: s ? { depth: s.depth, bytes: s.bytes, full: this.pipeline?.full === true } : null
+        outbox: s ? { depth: s.depth, bytes: s.bytes, full: this.pipeline?.full === true } : null,
+        coap: !this.config.coap.enabled ? 'disabled' : this.coap?.bound ? 'listening' : 'not bound'
       }
     }
   }
@@ -129,7 +142,9 @@ export class Gateway {
       this.notify.stopWatchdog()
       if (this.maintenance) clearInterval(this.maintenance)
       await this.mqtt?.stop().catch(err => this.log.warn('mqtt stop', { err }))
+      await this.coap?.stop().catch(err => this.log.warn('coap stop', { err }))
       this.pipeline?.close()
+      this.devices?.stop()
       await this.egress?.stop(graceMs)
       await this.api?.stop()
       this.db?.close()

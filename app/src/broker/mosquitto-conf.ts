@@ -68,8 +68,14 @@ export function renderMosquittoConf (o: BrokerOptions): string {
   ].join('\n')
 }
 
-/** The ACL file (re-rendered on enrolment and revocation; Mosquitto reloads it on SIGHUP). */
+/**
+ * The ACL file (re-rendered on revocation and release; Mosquitto reloads it on SIGHUP).
+ * Revoked devices get a `topic deny #` block: on Mosquitto 2.0 a deny entry wins over the patterns,
+ * and a reload applies it to connections that are already open (their next PUBLISH is refused and
+ * nothing more is delivered to them), while the reloaded CRL refuses their next connection.
+ */
 export function renderAcl (o: { gatewayId: string, streams: readonly string[], revoked?: readonly string[] }): string {
+  const revoked = [...new Set(o.revoked ?? [])].filter(id => id !== o.gatewayId).sort()
   return [
     '# Mosquitto ACL for meta-iot-gateway (rendered by the gateway; do not edit).',
     `user ${o.gatewayId}`,
@@ -79,6 +85,8 @@ export function renderAcl (o: { gatewayId: string, streams: readonly string[], r
     '# Every device, by the CN of its certificate (%u):',
     ...o.streams.map(s => `pattern write devices/%u/${s}`),
     'pattern read devices/%u/commands',
-    ''
+    '',
+    ...(revoked.length > 0 ? ['# Revoked devices: nothing, even on a connection opened before the revocation.'] : []),
+    ...revoked.flatMap(id => [`user ${id}`, 'topic deny #', '']),
   ].join('\n')
 }

@@ -1,5 +1,7 @@
 import { Command, CommanderError } from 'commander'
 import { isConfigError, isGatewayError } from '../lib/errors.js'
+import { makeAuditCommand } from './commands/audit.js'
+import { makeDeviceCommand } from './commands/device.js'
 import { makeOutboxCommand } from './commands/outbox.js'
 import { makePkiCommand } from './commands/pki.js'
 import { makeRenderCommand } from './commands/render.js'
@@ -16,7 +18,7 @@ export function makeProgram (io: Io, onStarted?: (h: RunHandle) => void): Comman
     .option('-c, --config <file>', 'configuration file (default: $GATEWAY_CONFIG or /etc/iot-gateway/gateway.json)')
     .exitOverride()
     .configureOutput({ writeOut: s => io.out(s), writeErr: s => io.err(s) })
-  for (const make of [makeRunCommand(io, onStarted), makeStatusCommand(io), makeOutboxCommand(io), makePkiCommand(io), makeRenderCommand(io)]) {
+  for (const make of [makeRunCommand(io, onStarted), makeStatusCommand(io), makeOutboxCommand(io), makePkiCommand(io), makeRenderCommand(io), makeDeviceCommand(io), makeAuditCommand(io)]) {
     program.addCommand(make)
   }
   for (const c of program.commands) {

@@ -1,10 +1,16 @@
 import { defineSection, type SectionSpec, type SectionValue } from './define.js'
 import { ConfigError } from '../lib/errors.js'
+import { coapSection } from '../coap-ingress/config.js'
+import { devicesSection, trustSection } from '../devices/config.js'
 
 /** Bumped when a field is renamed or its meaning changes; load.ts migrates older files. */
 export const CONFIG_VERSION = 1
 
-/** Device ids: what the broker takes from the certificate CN, and what goes into topics and paths. */
+/**
+ * Device ids: what the broker takes from the certificate CN, and what goes into topics and paths.
+ * 1 to 64 characters from A-Z a-z 0-9 _ . - starting with a letter or digit: no MQTT wildcards (+ #),
+ * no '/', no whitespace, no '..' path component. Case matters. The gateway's own id is not a device id.
+ */
 export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
 
 const gateway = defineSection({
@@ -71,7 +77,7 @@ const broker = defineSection({
   addresses: { type: 'string[]', default: ['192.168.100.1', '127.0.0.1'], description: 'IP addresses in the broker certificate.' }
 })
 
-export const sections = { gateway, mqtt, limits, outbox, uplink, api, broker } as const satisfies Record<string, SectionSpec>
+export const sections = { gateway, mqtt, limits, outbox, uplink, api, broker, coap: coapSection, devices: devicesSection, trust: trustSection } as const satisfies Record<string, SectionSpec>
 
 export type Config = { readonly version: number } & { readonly [K in keyof typeof sections]: SectionValue<(typeof sections)[K]> }
 
@@ -82,4 +88,5 @@ export function crossCheck (c: Config): void {
   if (c.mqtt.streams.includes('commands')) throw new ConfigError('mqtt.streams', '"commands" is the downlink topic and cannot be an uplink stream')
   if ((c.uplink.certFile === '') !== (c.uplink.keyFile === '')) throw new ConfigError('uplink.keyFile', 'certFile and keyFile go together')
   if (c.broker.lanPort === c.broker.gatewayPort) throw new ConfigError('broker.gatewayPort', 'must differ from broker.lanPort')
+  if (c.trust.floor >= c.trust.initial) throw new ConfigError('trust.floor', 'must be below trust.initial')
 }

@@ -155,6 +155,13 @@ export class MqttIngress {
     }, delay).unref()
   }
 
+  /** Publishes on the gateway's own connection (commands to devices); resolves on the broker's PUBACK. */
+  async publish (topic: string, payload: string, qos: 0 | 1 = 1): Promise<void> {
+    const client = this.client
+    if (!client || !this.connected) throw Object.assign(new Error('the gateway is not connected to the broker'), { status: 503 })
+    await client.publishAsync(topic, payload, { qos })
+  }
+
   /** Stops reading, lets committed messages' PUBACKs go out, and closes the connection. */
   async stop (): Promise<void> {
     this.stopping = true

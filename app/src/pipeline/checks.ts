@@ -5,6 +5,7 @@
 export type RejectReason =
   | 'oversize' | 'bad_json' | 'bad_schema' | 'bad_device_id' | 'unknown_stream'
   | 'replay' | 'duplicate' | 'rate_limited' | 'device_blocked' | 'outbox_full'
+  | 'bad_signature' | 'unknown_device'
 
 export interface Parsed { epoch: number, seq: number, payload: string }
 

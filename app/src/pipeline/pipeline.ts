@@ -20,14 +20,14 @@ export type Outcome =
 export interface RejectionEvent { device: string | null, transport: string, stream: string | null, reason: RejectReason, detail: string }
 
 /** A hook for the identity layer: return a reason to refuse a device (revoked, quarantined, unknown). */
-export type DeviceGate = (device: string) => { reason: RejectReason, detail: string } | undefined
+export type DeviceGate = (device: string, submission: Submission) => { reason: RejectReason, detail: string } | undefined
 
 interface Pending { msg: InboundMessage, resolve: (o: Outcome) => void, reject: (e: Error) => void }
 
 /**
  * validate -> replay check -> rate limit -> group commit into the outbox. submit() resolves only
  * once the message is committed (or rejected), so a transport acknowledges a device only then.
- * Events: 'committed' (count), 'rejected' (RejectionEvent).
+ * Events: 'committed' (count, messages), 'rejected' (RejectionEvent).
  */
 export class Pipeline extends EventEmitter {
   private pending: Pending[] = []
@@ -80,7 +80,7 @@ export class Pipeline extends EventEmitter {
     this.received.inc({ transport: s.transport })
     if (!DEVICE_ID_PATTERN.test(s.device)) return Promise.resolve(this.refuse(s, size, 'bad_device_id', 'device id has characters outside [A-Za-z0-9_.-] or is too long', null))
     if (!this.config.mqtt.streams.includes(s.stream)) return Promise.resolve(this.refuse(s, size, 'unknown_stream', `stream "${s.stream}" is not one of ${this.config.mqtt.streams.join(', ')}`, null))
-    const blocked = this.gate?.(s.device)
+    const blocked = this.gate?.(s.device, s)
     if (blocked) return Promise.resolve(this.refuse(s, size, blocked.reason, blocked.detail, null))
     const parsed = parseMessage(s.raw, this.config.limits.maxPayloadBytes)
     if (!parsed.ok) return Promise.resolve(this.refuse(s, size, parsed.reason, parsed.detail, null))
@@ -101,6 +101,15 @@ export class Pipeline extends EventEmitter {
       this.pending.push({ msg, resolve, reject })
       this.schedule()
     })
+  }
+
+  /**
+   * A transport that refuses a message before submit() (CoAP authentication) reports it here, so
+   * every refusal is counted, logged in the traffic log and emitted as 'rejected' the same way.
+   */
+  reject (s: Submission, reason: RejectReason, detail: string): Outcome {
+    this.received.inc({ transport: s.transport })
+    return this.refuse(s, typeof s.raw === 'string' ? Buffer.byteLength(s.raw) : s.raw.length, reason, detail, null)
   }
 
   /** Commits whatever is pending now. */
@@ -129,7 +138,7 @@ export class Pipeline extends EventEmitter {
       this.accepted.inc({ transport: p.msg.transport })
       p.resolve({ accepted: true })
     }
-    if (group.length > 0) this.emit('committed', group.length)
+    if (group.length > 0) this.emit('committed', group.length, group.map(p => p.msg))
     if (this.pending.length > 0) this.schedule()
   }
 

@@ -1,9 +1,9 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
-import { createPrivateKey } from 'node:crypto'
+import { createPrivateKey, randomBytes } from 'node:crypto'
 import { join } from 'node:path'
 import { createCertificate, createCrl, keyToPem, newKeyPair, type Issuer, type Revoked } from './x509.js'
 
-export interface PkiPaths { dir: string, caCert: string, caKey: string, brokerCert: string, brokerKey: string, gatewayCert: string, gatewayKey: string, crl: string }
+export interface PkiPaths { dir: string, caCert: string, caKey: string, brokerCert: string, brokerKey: string, gatewayCert: string, gatewayKey: string, crl: string, coapMaster: string }
 
 export const pkiPaths = (dir: string): PkiPaths => ({
   dir,
@@ -13,7 +13,9 @@ export const pkiPaths = (dir: string): PkiPaths => ({
   brokerKey: join(dir, 'broker.key'),
   gatewayCert: join(dir, 'gateway.crt'),
   gatewayKey: join(dir, 'gateway.key'),
-  crl: join(dir, 'crl.pem')
+  crl: join(dir, 'crl.pem'),
+  /** Secret from which each device's CoAP key is derived (see device-certs.ts). */
+  coapMaster: join(dir, 'coap-master.key')
 })
 
 /** Writes a file atomically (temp + rename) with the given mode: a power cut leaves the old or the new file, never half of one. */
@@ -36,7 +38,7 @@ export interface PkiInitResult { created: string[] }
 
 /**
  * First boot: the gateway's local device CA, the broker's server certificate, the gateway's own MQTT
- * client certificate and an empty CRL. Idempotent: what exists is kept, so a second run changes
+ * client certificate, an empty CRL and the CoAP master secret. Idempotent: what exists is kept, so a second run changes
  * nothing. Private keys are 0600, certificates and the CRL 0644 (the broker reads them).
  */
 export function initPki (dir: string, o: PkiInitOptions): PkiInitResult {
@@ -62,6 +64,10 @@ export function initPki (dir: string, o: PkiInitOptions): PkiInitResult {
   if (!existsSync(p.crl)) {
     writeAtomic(p.crl, createCrl(ca, [], 1), 0o644)
     created.push(p.crl)
+  }
+  if (!existsSync(p.coapMaster)) {
+    writeAtomic(p.coapMaster, randomBytes(32).toString('hex') + '\n', 0o600)
+    created.push(p.coapMaster)
   }
   return { created }
 }

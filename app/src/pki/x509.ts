@@ -160,13 +160,35 @@ export function createCrl (ca: Issuer, revoked: readonly Revoked[], crlNumber: n
   return pem('X509 CRL', signed(tbs, ca.key))
 }
 
+/** The bytes of the first element inside a DER SEQUENCE. */
+function firstElement (seqDer: Buffer): Buffer {
+  const header = (b: Buffer, at: number): { start: number, end: number } => {
+    const first = b[at + 1]
+    if (first === undefined) throw new PkiError('CSR', 'truncated request')
+    if (first < 0x80) return { start: at + 2, end: at + 2 + first }
+    const n = first & 0x7f
+    if (n === 0 || n > 4) throw new PkiError('CSR', 'unsupported length in request')
+    let len = 0
+    for (let i = 0; i < n; i++) len = len * 256 + (b[at + 2 + i] ?? 0)
+    return { start: at + 2 + n, end: at + 2 + n + len }
+  }
+  const outer = header(seqDer, 0)
+  const inner = header(seqDer, outer.start)
+  if (inner.end > outer.end) throw new PkiError('CSR', 'malformed request')
+  return seqDer.subarray(outer.start, inner.end)
+}
+
 export interface ParsedCsr { subject: Name, publicKey: KeyObject }
 
 /** Parses a PKCS#10 request (any key type Node knows) and checks its self-signature. */
 export function parseCsr (text: string): ParsedCsr {
   let node: forge.asn1.Asn1
+  let raw: Buffer
   try {
-    node = fromDer(unpem(text, 'CERTIFICATE REQUEST'))
+    raw = unpem(text, 'CERTIFICATE REQUEST')
+    // decodeBitStrings off: forge otherwise parses the signature's BIT STRING (a DER ECDSA-Sig-Value)
+    // into ASN.1 children, and its bytes are lost.
+    node = (asn1.fromDer as unknown as (b: forge.util.ByteStringBuffer, o: { decodeBitStrings: boolean }) => forge.asn1.Asn1)(util.createBuffer(raw.toString('binary')), { decodeBitStrings: false })
   } catch (err) {
     throw new PkiError('CSR', `not a PEM certificate request: ${(err as Error).message}`)
   }
@@ -181,7 +203,9 @@ export function parseCsr (text: string): ParsedCsr {
   const hash = { '1.2.840.10045.4.3.2': 'sha256', '1.2.840.10045.4.3.3': 'sha384', '1.2.840.113549.1.1.11': 'sha256', '1.3.101.112': null } as Record<string, string | null>
   if (!(algOid in hash)) throw new PkiError('CSR', `unsupported signature algorithm ${algOid}`)
   const sig = Buffer.from((sigBits.value as string).slice(1), 'binary')
-  if (!verify(hash[algOid] ?? null, der(info), publicKey, sig)) throw new PkiError('CSR', 'the request\'s signature does not verify')
+  // The signature covers the request info exactly as received: re-encoding forge's parse of it does
+  // not always give the same bytes (OpenSSL's requests did not verify that way).
+  if (!verify(hash[algOid] ?? null, firstElement(raw), publicKey, sig)) throw new PkiError('CSR', 'the request\'s signature does not verify')
   const attrs = pkiExtra.RDNAttributesAsArray(subjectNode)
   const cn = attrs.find(a => a.shortName === 'CN')?.value
   const o = attrs.find(a => a.shortName === 'O')?.value
@@ -192,3 +216,41 @@ export function parseCsr (text: string): ParsedCsr {
 /** Serial number of a certificate, lower-case hex without leading zeros as OpenSSL prints it. */
 export const serialOf = (certPem: string): string => new X509Certificate(certPem).serialNumber.toLowerCase()
 export const commonNameOf = (certPem: string): string | undefined => /(?:^|\n)CN=([^\n]*)/.exec(new X509Certificate(certPem).subject)?.[1]
+
+export interface ParsedCrl { crlNumber: number | null, thisUpdate: number, nextUpdate: number | null, serials: string[] }
+
+const asn1Time = (n: forge.asn1.Asn1): number => (n.type === T.UTCTIME ? asn1.utcTimeToDate(n.value as string) : asn1.generalizedTimeToDate(n.value as string)).getTime()
+const isTime = (n: forge.asn1.Asn1 | undefined): boolean => n !== undefined && n.tagClass === U && (n.type === T.UTCTIME || n.type === T.GENERALIZEDTIME)
+
+/** Reads a PEM CRL (no signature check: it is our own file): its number, validity and revoked serials (lower-case hex, no leading zeros). */
+export function parseCrl (text: string): ParsedCrl {
+  const tbs = ((fromDer(unpem(text, 'X509 CRL')).value as forge.asn1.Asn1[])[0]!.value as forge.asn1.Asn1[])
+  let i = tbs[0]!.type === T.INTEGER && tbs[0]!.tagClass === U ? 1 : 0 // version
+  i += 2 // signature algorithm, issuer
+  const thisUpdate = asn1Time(tbs[i++]!)
+  const nextUpdate = isTime(tbs[i]) ? asn1Time(tbs[i++]!) : null
+  const serials: string[] = []
+  const next = tbs[i]
+  if (next && next.tagClass === U && next.type === T.SEQUENCE) {
+    for (const entry of next.value as forge.asn1.Asn1[]) {
+      const serial = util.bytesToHex((entry.value as forge.asn1.Asn1[])[0]!.value as string).replace(/^0+(?=.)/, '')
+      serials.push(serial)
+    }
+    i++
+  }
+  let crlNumber: number | null = null
+  const exts = tbs[i]
+  if (exts && exts.tagClass === asn1.Class.CONTEXT_SPECIFIC) {
+    for (const ext of ((exts.value as forge.asn1.Asn1[])[0]!.value as forge.asn1.Asn1[])) {
+      const [id, ...rest] = ext.value as forge.asn1.Asn1[]
+      if (asn1.derToOid(id!.value as string) === OID_CRL_NUMBER) {
+        const inner = fromDer(Buffer.from(rest[rest.length - 1]!.value as string, 'binary'))
+        crlNumber = parseInt(util.bytesToHex(inner.value as string), 16)
+      }
+    }
+  }
+  return { crlNumber, thisUpdate, nextUpdate, serials }
+}
+
+/** Serials as compared with a CRL: lower-case hex without leading zeros. */
+export const normalSerial = (s: string): string => s.toLowerCase().replace(/^0+(?=.)/, '')

@@ -1,0 +1,23 @@
+import { defineSection } from '../config/define.js'
+
+/** The device registry as the daemon sees it. */
+export const devicesSection = defineSection({
+  registryPollMs: { type: 'integer', default: 1000, min: 50, max: 60000, description: 'How often the daemon looks for registry changes made by the CLI (revocation, release). The CLI also tells a running daemon at once through the management API.' },
+  certDays: { type: 'integer', default: 3650, min: 1, max: 36500, description: 'Validity of device certificates issued by `device enroll` and `device sign-csr`.' },
+  holdMaxPerDevice: { type: 'integer', default: 10000, min: 0, max: 10000000, description: 'Messages of a quarantined device kept back for the operator; beyond this they are dropped (and counted).' }
+})
+
+/**
+ * Trust scores: every security event lowers a device's score, accepted messages slowly restore it;
+ * below `floor` the device is quarantined until an operator runs `device release`.
+ */
+export const trustSection = defineSection({
+  initial: { type: 'number', default: 100, min: 1, max: 1000, description: 'Score of a new or released device, and the most it can reach.' },
+  floor: { type: 'number', default: 40, min: 0, max: 1000, description: 'Below this the device is quarantined: its data is held back and an alert raised.' },
+  recoverPerMessage: { type: 'number', default: 0.2, min: 0, max: 100, description: 'Points an accepted message gives back.' },
+  penaltyBadSignature: { type: 'number', default: 20, min: 0, max: 1000, description: 'CoAP request with a wrong or missing HMAC. Unauthenticated: an attacker on the LAN can claim any id, so 0 turns attribution off.' },
+  penaltyReplay: { type: 'number', default: 10, min: 0, max: 1000, description: 'Replayed or duplicate sequence number.' },
+  penaltyMalformed: { type: 'number', default: 5, min: 0, max: 1000, description: 'Bad JSON, bad schema, oversize, unknown stream.' },
+  penaltyRateLimited: { type: 'number', default: 1, min: 0, max: 1000, description: 'A message refused by the rate limit.' },
+  penaltyAclDenied: { type: 'number', default: 15, min: 0, max: 1000, description: 'An ACL denial reported for the device.' }
+})
