@@ -43,7 +43,7 @@ t.test('kas.yml: header, machine, distro, target', t => {
   const k = load('kas.yml')
   t.ok(Number.isInteger(k.header.version) && k.header.version >= 14, 'header version >= 14 (branch/commit keys)')
   t.equal(k.machine, 'raspberrypi3-64')
-  t.equal(k.distro, 'iot-gateway', 'distro set explicitly (kas >= 5.3 defaults to nodistro)')
+  t.equal(k.distro, 'iot-gateway-os', 'distro set explicitly (kas >= 5.3 defaults to nodistro)')
   t.equal(k.target, 'iot-gateway-image')
   t.end()
 })

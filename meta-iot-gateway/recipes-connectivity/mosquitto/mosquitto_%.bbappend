@@ -1,11 +1,11 @@
 # IoT gateway distro only: the gateway's broker configuration and a hardening drop-in.
-FILESEXTRAPATHS:prepend:iot-gateway := "${THISDIR}/files:"
-SRC_URI:append:iot-gateway = " file://iot-gateway.conf file://mosquitto-iot-gateway.conf"
+FILESEXTRAPATHS:prepend:iot-gateway-os := "${THISDIR}/files:"
+SRC_URI:append:iot-gateway-os = " file://iot-gateway.conf file://mosquitto-iot-gateway.conf"
 
-do_install:append:iot-gateway() {
+do_install:append:iot-gateway-os() {
     install -m 0644 ${UNPACKDIR}/iot-gateway.conf ${D}${sysconfdir}/mosquitto/iot-gateway.conf
     install -D -m 0644 ${UNPACKDIR}/mosquitto-iot-gateway.conf \
         ${D}${systemd_system_unitdir}/mosquitto.service.d/iot-gateway.conf
 }
 
-FILES:${PN}:append:iot-gateway = " ${systemd_system_unitdir}/mosquitto.service.d"
+FILES:${PN}:append:iot-gateway-os = " ${systemd_system_unitdir}/mosquitto.service.d"

@@ -1,0 +1,86 @@
+// scripts/flash.sh refuses what it must never overwrite, and scripts/reflash.sh rewrites boot and
+// root of a card with the image's layout while the data partition keeps every byte. The "card" is
+// a regular file with an MBR (REFLASH_ALLOW_FILE=1, the script's test mode): no root, no loop
+// devices needed.
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { t, REPO, run } from './helpers.mjs'
+
+const FLASH = join(REPO, 'scripts', 'flash.sh')
+const REFLASH = join(REPO, 'scripts', 'reflash.sh')
+const S = 512
+
+/** A disk image: MBR with partitions [start, size] (sectors), each filled with its fill byte. */
+function disk (parts, fills, totalSectors) {
+  const buf = Buffer.alloc(totalSectors * S)
+  parts.forEach(([start, size], i) => {
+    const e = 446 + 16 * i
+    buf[e + 4] = i === 0 ? 0x0c : 0x83
+    buf.writeUInt32LE(start, e + 8)
+    buf.writeUInt32LE(size, e + 12)
+    buf.fill(fills[i], start * S, (start + size) * S)
+  })
+  buf[510] = 0x55; buf[511] = 0xaa
+  return buf
+}
+const LAYOUT = [[8, 16], [24, 32], [56, 40]]
+const part = (buf, [start, size]) => buf.subarray(start * S, (start + size) * S)
+
+t.test('reflash.sh writes boot and root and keeps data', t => {
+  const dir = mkdtempSync(join(tmpdir(), 'iotgw-reflash-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const image = join(dir, 'new.wic')
+  const card = join(dir, 'card.img')
+  writeFileSync(image, disk(LAYOUT, [0xb1, 0xb2, 0x00], 96))
+  writeFileSync(card, disk(LAYOUT, [0xa1, 0xa2, 0xda], 120))
+  const r = run('sh', [REFLASH, '-y', image, card], { env: { ...process.env, REFLASH_ALLOW_FILE: '1' } })
+  t.equal(r.status, 0, r.stderr)
+  const after = readFileSync(card)
+  t.ok(part(after, LAYOUT[0]).every(b => b === 0xb1), 'boot from the image')
+  t.ok(part(after, LAYOUT[1]).every(b => b === 0xb2), 'root from the image')
+  t.ok(part(after, LAYOUT[2]).every(b => b === 0xda), 'data partition untouched')
+  t.equal(after.length, 120 * S, 'card size unchanged')
+  t.end()
+})
+
+t.test('reflash.sh refuses a card whose layout differs (data would be damaged)', t => {
+  const dir = mkdtempSync(join(tmpdir(), 'iotgw-reflash-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const image = join(dir, 'new.wic')
+  const card = join(dir, 'card.img')
+  writeFileSync(image, disk([[8, 16], [24, 40], [64, 32]], [0xb1, 0xb2, 0x00], 96))
+  const before = disk(LAYOUT, [0xa1, 0xa2, 0xda], 120)
+  writeFileSync(card, before)
+  const r = run('sh', [REFLASH, '-y', image, card], { env: { ...process.env, REFLASH_ALLOW_FILE: '1' } })
+  t.not(r.status, 0)
+  t.match(r.stderr, /layout .* differs/)
+  t.ok(readFileSync(card).equals(before), 'nothing written')
+  t.end()
+})
+
+t.test('reflash.sh and flash.sh refuse what is not an unused whole disk', t => {
+  const dir = mkdtempSync(join(tmpdir(), 'iotgw-flash-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const image = join(dir, 'x.wic.bz2')
+  writeFileSync(image, '')
+  writeFileSync(join(dir, 'x.wic.bmap'), '')
+  for (const script of [FLASH, REFLASH]) {
+    const r = run('sh', [script, '-y', image, join(dir, 'x.wic.bmap')], { env: { ...process.env, REFLASH_ALLOW_FILE: '' } })
+    t.not(r.status, 0, `${script.split('/').pop()}: refuses a regular file`)
+    t.match(r.stderr, /not a block device/)
+    const nul = run('sh', [script, '-y', image, '/dev/null'])
+    t.not(nul.status, 0)
+  }
+  // the disk that holds / is mounted: refused (where lsblk can see it)
+  const src = run('findmnt', ['-no', 'SOURCE', '/']).stdout.trim()
+  const disk = src.startsWith('/dev/') ? run('lsblk', ['-nsro', 'NAME,TYPE', src]).stdout.split('\n').map(l => l.split(' ')).find(([, ty]) => ty === 'disk') : null
+  if (!disk) {
+    t.skip(`the root file system (${src || 'unknown'}) is not on a disk lsblk knows (container?)`)
+  } else {
+    const r = run('sh', [FLASH, '-y', image, `/dev/${disk[0]}`])
+    t.not(r.status, 0, `flash.sh refuses /dev/${disk[0]}`)
+    t.match(r.stderr, /in use|running system/)
+  }
+  t.end()
+})
