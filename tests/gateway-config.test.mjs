@@ -1,0 +1,80 @@
+// The /etc/iot-gateway/gateway.json the recipe writes (its python do_install:append, run here with
+// a stand-in for BitBake's datastore) is accepted by the gateway's own configuration loader, and
+// `iot-gateway render mosquitto` with it prints exactly the Mosquitto configuration the image
+// ships. With the WireGuard knobs set, `iot-gateway wg render` accepts the tunnel settings.
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { t, REPO, LAYER, run, which } from './helpers.mjs'
+
+const INC = join(LAYER, 'recipes-gateway', 'iot-gateway', 'iot-gateway.inc')
+const SHIPPED = join(LAYER, 'recipes-connectivity', 'mosquitto', 'files', 'iot-gateway.conf')
+const BUNDLE = join(REPO, 'app', 'dist', 'gateway.cjs')
+
+// Runs the recipe's `python do_install:append() {...}` with the ?= defaults of the .inc, overridden
+// by the knobs given as JSON; prints the written gateway.json.
+const RUN_PY = String.raw`
+import json, os, re, sys
+text = open(sys.argv[1]).read()
+knobs = json.loads(sys.argv[3])
+vals = dict(re.findall(r'^([A-Z_]+) \?= "([^"]*)"', text, re.M))
+vals.update({'sysconfdir': '/etc', 'D': sys.argv[2]})
+vals.update(knobs)
+body = re.search(r'^python do_install:append\(\) \{\n(.*?)^\}', text, re.M | re.S).group(1)
+class D:
+    def getVar(self, k):
+        return vals.get(k, '')
+class BB:
+    warnings = []
+    def warn(self, msg): self.warnings.append(msg)
+    def fatal(self, msg): raise SystemExit('fatal: ' + msg)
+os.makedirs(sys.argv[2] + '/etc/iot-gateway', exist_ok=True)
+src = 'def f(d, bb):\n' + body
+ns = {'os': os}
+exec(src, ns)
+ns['f'](D(), BB())
+print(open(sys.argv[2] + '/etc/iot-gateway/gateway.json').read())
+`
+
+function recipeConfig (t, knobs = {}) {
+  const D = mkdtempSync(join(tmpdir(), 'iotgw-cfg-'))
+  t.teardown(() => rmSync(D, { recursive: true, force: true }))
+  const r = run('python3', ['-c', RUN_PY, INC, D, JSON.stringify(knobs)])
+  if (r.status !== 0) throw new Error('recipe python failed: ' + r.stderr)
+  return { file: join(D, 'etc', 'iot-gateway', 'gateway.json'), json: JSON.parse(r.stdout) }
+}
+
+const skip = !which('python3') ? 'python3 is not installed' : !existsSync(BUNDLE) ? 'app/dist/gateway.cjs is not built (npm run build in app/)' : false
+
+t.test('the image\'s gateway.json renders the shipped mosquitto config', { skip }, t => {
+  const { file, json } = recipeConfig(t)
+  t.equal(json.version, 1)
+  t.equal(json.wireguard.privateKeyFile, '/data/wireguard/private.key')
+  const r = run(process.execPath, [BUNDLE, '--config', file, 'render', 'mosquitto'])
+  t.equal(r.status, 0, 'the gateway accepts the configuration:\n' + r.stderr)
+  t.equal(r.stdout, readFileSync(SHIPPED, 'utf8'), 'recipes-connectivity/mosquitto/files/iot-gateway.conf == `iot-gateway render mosquitto`')
+  t.end()
+})
+
+t.test('knobs reach the configuration and the gateway accepts them', { skip }, t => {
+  const { file, json } = recipeConfig(t, {
+    IOT_GATEWAY_CLOUD_URL: 'https://cloud.example.net/ingest',
+    IOT_GATEWAY_TRUST_DIR: '/somewhere',
+    IOT_GATEWAY_LAN_ADDRESS: '192.168.50.1/24',
+    IOT_GATEWAY_WG_ADDRESS: '10.200.0.2/24',
+    IOT_GATEWAY_WG_HUB_ENDPOINT: 'hub.example.net:51820',
+    IOT_GATEWAY_WG_HUB_PUBLIC_KEY: 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=',
+    IOT_GATEWAY_WG_HUB_ALLOWED_IPS: '10.200.0.0/24 10.201.0.0/24'
+  })
+  t.equal(json.uplink.url, 'https://cloud.example.net/ingest')
+  t.equal(json.uplink.caFile, '/etc/iot-gateway/cloud-ca.pem')
+  t.same(json.broker.addresses, ['192.168.50.1', '127.0.0.1'])
+  t.same(json.wireguard.hubAllowedIps, ['10.200.0.0/24', '10.201.0.0/24'])
+  const wg = run(process.execPath, [BUNDLE, '--config', file, 'wg', 'render'])
+  t.equal(wg.status, 0, 'wg render accepts the tunnel settings:\n' + wg.stderr)
+  t.match(wg.stdout, /hub\.example\.net:51820/)
+  const bad = recipeConfig(t, { IOT_GATEWAY_CLOUD_URL: 'ftp://nope' })
+  const r = run(process.execPath, [BUNDLE, '--config', bad.file, 'render', 'mosquitto'])
+  t.not(r.status, 0, 'an invalid knob is rejected by the gateway (the check can fail)')
+  t.end()
+})
