@@ -3,6 +3,8 @@ import { ApiServer } from './api/server.js'
 import { paths } from './config/load.js'
 import type { Config } from './config/schema.js'
 import { Egress } from './egress/egress.js'
+import { AuditLog } from './audit/audit.js'
+import { FirewallMonitor } from './firewall/monitor.js'
 import { createLogger, type Logger } from './lib/logger.js'
 import { Registry } from './lib/metrics.js'
 import { SdNotify } from './lib/sd-notify.js'
@@ -32,6 +34,8 @@ export class Gateway {
   devices?: DeviceGuard
   coap?: CoapIngress
   api?: ApiServer
+  /** Reads the privileged firewall's counter snapshot and events (the daemon runs no nft itself). */
+  firewall?: FirewallMonitor
   apiAddress?: AddressInfo
   private readonly notify: SdNotify
   private readonly startedAt = Date.now()
@@ -53,6 +57,9 @@ export class Gateway {
     const egress = this.egress = new Egress(c, store, this.metrics, this.log.child({ cap: 'egress' }), () => pipeline.notifySpace())
     pipeline.on('committed', () => egress.kick())
     this.registerGauges()
+    this.firewall = new FirewallMonitor(c.firewall.stateDir, c.firewall.statsPollSeconds, this.metrics,
+      new AuditLog(this.db, err => this.log.error('audit write failed', { err })), this.log.child({ cap: 'firewall' }), this.db)
+    this.firewall.start()
     egress.start()
     const devices = this.devices = new DeviceGuard(c, this.db, pipeline, this.metrics, this.log.child({ cap: 'devices' }))
     devices.start()
@@ -141,6 +148,7 @@ export class Gateway {
       await this.notify.stopping()
       this.notify.stopWatchdog()
       if (this.maintenance) clearInterval(this.maintenance)
+      this.firewall?.stop()
       await this.mqtt?.stop().catch(err => this.log.warn('mqtt stop', { err }))
       await this.coap?.stop().catch(err => this.log.warn('coap stop', { err }))
       this.pipeline?.close()

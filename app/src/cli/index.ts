@@ -4,9 +4,11 @@ import { makeAuditCommand } from './commands/audit.js'
 import { makeDeviceCommand } from './commands/device.js'
 import { makeOutboxCommand } from './commands/outbox.js'
 import { makePkiCommand } from './commands/pki.js'
+import { makeFirewallCommand } from './commands/firewall.js'
 import { makeRenderCommand } from './commands/render.js'
 import { makeRunCommand, type RunHandle } from './commands/run.js'
 import { makeStatusCommand } from './commands/status.js'
+import { makeWgCommand } from './commands/wg.js'
 import { EXIT, Exit, processIo, type Io } from './io.js'
 
 export const VERSION = '0.1.0'
@@ -18,7 +20,7 @@ export function makeProgram (io: Io, onStarted?: (h: RunHandle) => void): Comman
     .option('-c, --config <file>', 'configuration file (default: $GATEWAY_CONFIG or /etc/iot-gateway/gateway.json)')
     .exitOverride()
     .configureOutput({ writeOut: s => io.out(s), writeErr: s => io.err(s) })
-  for (const make of [makeRunCommand(io, onStarted), makeStatusCommand(io), makeOutboxCommand(io), makePkiCommand(io), makeRenderCommand(io), makeDeviceCommand(io), makeAuditCommand(io)]) {
+  for (const make of [makeRunCommand(io, onStarted), makeStatusCommand(io), makeOutboxCommand(io), makePkiCommand(io), makeRenderCommand(io), makeDeviceCommand(io), makeAuditCommand(io), makeFirewallCommand(io), makeWgCommand(io)]) {
     program.addCommand(make)
   }
   for (const c of program.commands) {

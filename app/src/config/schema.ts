@@ -2,6 +2,9 @@ import { defineSection, type SectionSpec, type SectionValue } from './define.js'
 import { ConfigError } from '../lib/errors.js'
 import { coapSection } from '../coap-ingress/config.js'
 import { devicesSection, trustSection } from '../devices/config.js'
+import { firewall } from '../firewall/config.js'
+import { firewallPolicy } from '../firewall/policy.js'
+import { checkWireguard, wireguard } from '../wireguard/config.js'
 
 /** Bumped when a field is renamed or its meaning changes; load.ts migrates older files. */
 export const CONFIG_VERSION = 1
@@ -77,7 +80,7 @@ const broker = defineSection({
   addresses: { type: 'string[]', default: ['192.168.100.1', '127.0.0.1'], description: 'IP addresses in the broker certificate.' }
 })
 
-export const sections = { gateway, mqtt, limits, outbox, uplink, api, broker, coap: coapSection, devices: devicesSection, trust: trustSection } as const satisfies Record<string, SectionSpec>
+export const sections = { gateway, mqtt, limits, outbox, uplink, api, broker, coap: coapSection, devices: devicesSection, trust: trustSection, firewall, wireguard } as const satisfies Record<string, SectionSpec>
 
 export type Config = { readonly version: number } & { readonly [K in keyof typeof sections]: SectionValue<(typeof sections)[K]> }
 
@@ -89,4 +92,6 @@ export function crossCheck (c: Config): void {
   if ((c.uplink.certFile === '') !== (c.uplink.keyFile === '')) throw new ConfigError('uplink.keyFile', 'certFile and keyFile go together')
   if (c.broker.lanPort === c.broker.gatewayPort) throw new ConfigError('broker.gatewayPort', 'must differ from broker.lanPort')
   if (c.trust.floor >= c.trust.initial) throw new ConfigError('trust.floor', 'must be below trust.initial')
+  checkWireguard(c)
+  firewallPolicy(c, false)
 }
