@@ -46,6 +46,14 @@ export function makeWgCommand (io: Io, link: WgLink = new WgLink()): Command {
     .option('--json', 'print JSON')
     .action((opts: { dir: string, credstore: string, keyMode: KeyMode, json?: boolean }, cmd: Command) => {
       const c = configFrom(cmd.optsWithGlobals(), io)
+      if (c.wireguard.address === '') {
+        // First boot before the operator has configured the hub: make the key so that its public
+        // half can be read (journal, `wg pubkey`), but bring no tunnel up.
+        const key = ensureKey(keyFile(c))
+        if (opts.json === true) printJson(io, { publicKey: key.publicKey, keyCreated: key.created, written: [] })
+        else io.out(`wireguard.address is not set: no tunnel configured; public key ${key.publicKey}\n`)
+        return
+      }
       const t = tunnelSpec(c)
       const key = ensureKey(t.privateKeyFile)
       const written: string[] = []
