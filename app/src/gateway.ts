@@ -64,7 +64,10 @@ export class Gateway {
     const devices = this.devices = new DeviceGuard(c, this.db, pipeline, this.metrics, this.log.child({ cap: 'devices' }))
     devices.start()
     this.mqtt = new MqttIngress(c, pipeline, this.metrics, this.log.child({ cap: 'mqtt' }))
-    void this.mqtt.start()
+    // READY waits for the broker subscription, but only so long: a broker that comes up later is
+    // reached by the reconnect loop, and /health says "broker": "disconnected" meanwhile.
+    const subscribed = await Promise.race([this.mqtt.start().then(() => true), new Promise<false>(resolve => setTimeout(() => resolve(false), 10000).unref())])
+    if (!subscribed) this.log.warn('broker not reachable yet; starting without it', { url: c.mqtt.url })
     if (c.coap.enabled) {
       this.coap = new CoapIngress(c, pipeline, devices, this.metrics, this.log.child({ cap: 'coap' }))
       await this.coap.start()

@@ -20,7 +20,8 @@ export function codeFor (o: Outcome): { code: string, maxAge?: number } {
     case 'bad_signature':
     case 'unknown_device':
     case 'replay': // as OSCORE (RFC 8613 §7.4): a replayed request is an authentication failure
-    case 'duplicate': return { code: '4.01' }
+    case 'duplicate':
+    case 'redelivered': return { code: '4.01' }
     case 'device_blocked': return { code: '4.03' }
     case 'unknown_stream': return { code: '4.04' }
     case 'oversize': return { code: '4.13' }

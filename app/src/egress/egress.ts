@@ -14,9 +14,9 @@ const gzip = promisify(gzipCb)
 export type UplinkState = 'idle' | 'sending' | 'backoff' | 'stopped'
 
 /** What the cloud receives: one JSON document per batch. */
-export function batchBody (gatewayId: string, b: Batch): string {
+export function batchBody (gatewayId: string, instance: string, b: Batch): string {
   const messages = b.rows.map(r =>
-    `{"id":"${gatewayId}:${r.id}","device":${JSON.stringify(r.device)},"transport":"${r.transport}","stream":${JSON.stringify(r.stream)},"epoch":${r.epoch},"seq":${r.seq},"receivedAt":${r.receivedAt},"payload":${r.payload}}`)
+    `{"id":"${gatewayId}:${instance}:${r.id}","device":${JSON.stringify(r.device)},"transport":"${r.transport}","stream":${JSON.stringify(r.stream)},"epoch":${r.epoch},"seq":${r.seq},"receivedAt":${r.receivedAt},"payload":${r.payload}}`)
   return `{"gateway":${JSON.stringify(gatewayId)},"batchId":${JSON.stringify(b.id)},"messages":[${messages.join(',')}]}`
 }
 
@@ -99,7 +99,13 @@ export class Egress {
     let attempt = 0
     while (!this.abort.signal.aborted) {
       const stats = this.store.stats()
-      if (stats.depth === 0) { this.state = 'idle'; await this.waitForWork(60000); continue }
+      if (stats.depth === 0) {
+        this.state = 'idle'
+        await this.waitForWork(1000)
+        // While idle, look again at the table itself: `outbox retry` from the CLI adds rows from another process.
+        if (this.store.outboxDepth === 0) this.store.refreshTotals()
+        continue
+      }
       // Linger: a partial batch waits a little for more, counted from its oldest message.
       for (;;) {
         const s = this.store.stats()
@@ -141,7 +147,7 @@ export class Egress {
 
   private async send (b: Batch): Promise<SendResult> {
     const u = this.config.uplink
-    const json = Buffer.from(batchBody(this.config.gateway.id, b))
+    const json = Buffer.from(batchBody(this.config.gateway.id, this.store.instance, b))
     const body = u.gzip ? await gzip(json, { level: 6 }) : json
     const headers: Record<string, string> = {
       'content-type': 'application/json',

@@ -125,7 +125,7 @@ export class MqttIngress {
         await this.pipeline.waitForSpace(this.abort.signal)
       }
       const outcome = t
-        ? await this.pipeline.submit({ device: t.device, transport: 'mqtt', stream: t.stream, raw: packet.payload as Buffer })
+        ? await this.pipeline.submit({ device: t.device, transport: 'mqtt', stream: t.stream, raw: packet.payload as Buffer, redelivery: packet.dup })
         : await this.pipeline.submit({ device: '', transport: 'mqtt', stream: '', raw: packet.payload as Buffer })
       if (!outcome.accepted && outcome.reason === 'outbox_full') {
         await this.pipeline.waitForSpace(this.abort.signal)
@@ -168,8 +168,13 @@ export class MqttIngress {
     this.abort.abort()
     const client = this.client
     if (!client) return
-    await Promise.race([this.ackChain.catch(() => {}), new Promise(resolve => setTimeout(resolve, 2000))])
-    await new Promise<void>(resolve => client.end(false, {}, () => resolve()))
+    if (client.connected) {
+      await Promise.race([this.ackChain.catch(() => {}), new Promise(resolve => setTimeout(resolve, 2000))])
+      await new Promise<void>(resolve => client.end(false, {}, () => resolve()))
+    } else {
+      // Still connecting (or between reconnects): give up the attempt.
+      await new Promise<void>(resolve => client.end(true, {}, () => resolve()))
+    }
     this.connected = false
   }
 }

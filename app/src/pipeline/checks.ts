@@ -6,6 +6,8 @@ export type RejectReason =
   | 'oversize' | 'bad_json' | 'bad_schema' | 'bad_device_id' | 'unknown_stream'
   | 'replay' | 'duplicate' | 'rate_limited' | 'device_blocked' | 'outbox_full'
   | 'bad_signature' | 'unknown_device'
+  /** A broker's resend (MQTT DUP) of a message the gateway already committed: benign, not a replay. */
+  | 'redelivered'
 
 export interface Parsed { epoch: number, seq: number, payload: string }
 

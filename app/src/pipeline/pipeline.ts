@@ -11,6 +11,8 @@ export interface Submission {
   transport: 'mqtt' | 'coap'
   stream: string
   raw: Buffer | string
+  /** The transport says this is a resend (MQTT DUP flag): an old sequence number is then expected. */
+  redelivery?: boolean
 }
 
 export type Outcome =
@@ -88,7 +90,9 @@ export class Pipeline extends EventEmitter {
     const last = this.lastSeen(s.device)
     const verdict = sequenceVerdict(last, parsed.value)
     if (verdict !== 'new') {
-      return Promise.resolve(this.refuse(s, size, verdict, `(epoch ${epoch}, seq ${seq}) is not after (epoch ${last.epoch}, seq ${last.seq})`, seq))
+      // After a gateway crash the broker resends what the gateway had committed but not yet
+      // acknowledged: those are dropped as 'redelivered' and do not count against the device.
+      return Promise.resolve(this.refuse(s, size, s.redelivery === true ? 'redelivered' : verdict, `(epoch ${epoch}, seq ${seq}) is not after (epoch ${last.epoch}, seq ${last.seq})`, seq))
     }
     if (!this.limiter.take(s.device)) return Promise.resolve(this.refuse(s, size, 'rate_limited', `more than ${this.config.limits.ratePerSecond}/s`, seq))
     if (this.full) return Promise.resolve(this.refuse(s, size, 'outbox_full', 'outbox at capacity; retry later', seq, false))

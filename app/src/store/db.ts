@@ -14,8 +14,10 @@ export const migrations: ReadonlyArray<{ name: string, sql: string }> = [
   {
     name: 'outbox, dead letters, devices, traffic log',
     sql: `
+      -- AUTOINCREMENT: an id is never reused, even after the outbox has been emptied, because the
+      -- cloud deduplicates by message id and batch id.
       CREATE TABLE outbox (
-        id          INTEGER PRIMARY KEY,
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
         device      TEXT    NOT NULL,
         transport   TEXT    NOT NULL,
         stream      TEXT    NOT NULL,
@@ -65,6 +67,9 @@ export const migrations: ReadonlyArray<{ name: string, sql: string }> = [
       );
       CREATE INDEX traffic_logs_at ON traffic_logs(at);
       CREATE INDEX traffic_logs_device ON traffic_logs(device, at);
+      -- A random name for this database: ids sent to the cloud stay unique if /data is ever recreated.
+      CREATE TABLE store_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      INSERT INTO store_meta (key, value) VALUES ('instance', lower(hex(randomblob(6))));
     `
   },
   {

@@ -47,7 +47,10 @@ export class Store {
   private depth = 0
   private bytes = 0
   private readonly q
+  /** Random per database; part of every id the cloud sees (`<gateway>:<instance>:<row id>`). */
+  readonly instance: string
   constructor (readonly db: DB) {
+    this.instance = (db.prepare("SELECT value FROM store_meta WHERE key = 'instance'").get() as { value: string }).value
     this.q = {
       insert: db.prepare('INSERT INTO outbox (device, transport, stream, epoch, seq, received_at, payload, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
       log: db.prepare('INSERT INTO traffic_logs (at, device, transport, stream, seq, bytes, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
@@ -69,6 +72,11 @@ export class Store {
       oldestAt: db.prepare('SELECT received_at AS at FROM outbox ORDER BY id LIMIT 1'),
       totals: db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM outbox')
     }
+    this.refreshTotals()
+  }
+
+  /** Re-reads the totals: another process (the CLI's `outbox retry`) may have changed the outbox. */
+  refreshTotals (): void {
     const t = this.q.totals.get() as { n: number, b: number }
     this.depth = t.n
     this.bytes = t.b
@@ -131,7 +139,7 @@ export class Store {
     }
     const first = rows[0]!.id
     const last = rows[rows.length - 1]!.id
-    const id = `${gatewayId}-${first}-${last}`
+    const id = `${gatewayId}-${this.instance}-${first}-${last}`
     this.q.setBatch.run(id, first, last)
     return toBatch(id, rows)
   }
@@ -183,9 +191,7 @@ export class Store {
       moved = r.changes
       this.db.prepare(`DELETE FROM dead_letters ${where}`).run(...args)
     })()
-    const t = this.q.totals.get() as { n: number, b: number }
-    this.depth = t.n
-    this.bytes = t.b
+    this.refreshTotals()
     return moved
   }
 

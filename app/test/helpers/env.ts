@@ -13,7 +13,8 @@ export type Sections = Record<string, Record<string, unknown>>
 /** A temp directory removed at teardown. */
 export function tempDir (t: { teardown: (fn: () => void) => void }, prefix = 'iotgw-'): string {
   const dir = mkdtempSync(join(tmpdir(), prefix))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  // IOTGW_KEEP_TEST_DIRS=1 keeps logs and databases for a post-mortem.
+  if (process.env.IOTGW_KEEP_TEST_DIRS !== '1') t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   return dir
 }
 
@@ -26,7 +27,9 @@ export async function testConfig (dir: string, sections: Sections = {}): Promise
     outbox: { ...sections.outbox },
     uplink: { lingerMs: 20, backoffBaseMs: 100, backoffMaxMs: 1000, timeoutMs: 5000, ...sections.uplink },
     api: { port: await freePort(), ...sections.api },
-    broker: { lanPort: await freePort(), lanBind: '127.0.0.1', ...sections.broker }
+    broker: { lanPort: await freePort(), lanBind: '127.0.0.1', ...sections.broker },
+    // CoAP binds the LAN address (192.168.100.1) by default; tests that want it say where.
+    coap: { enabled: false, ...sections.coap }
   }
   raw.broker = { ...raw.broker, gatewayPort: Number(new URL(String(raw.mqtt!.url)).port) }
   for (const [k, v] of Object.entries(sections)) if (!(k in raw)) raw[k] = v

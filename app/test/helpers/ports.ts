@@ -25,7 +25,7 @@ export function freeUdpPort (host = '127.0.0.1'): Promise<number> {
 }
 
 /** Polls until `fn` returns a truthy value or the time is up. */
-export async function waitFor<T> (fn: () => T | Promise<T>, what: string, timeoutMs = 20000, everyMs = 50): Promise<NonNullable<T>> {
+export async function waitFor<T> (fn: () => T | Promise<T>, what: string | (() => string | Promise<string>), timeoutMs = 20000, everyMs = 50): Promise<NonNullable<T>> {
   const until = Date.now() + timeoutMs
   let last: unknown
   for (;;) {
@@ -33,7 +33,10 @@ export async function waitFor<T> (fn: () => T | Promise<T>, what: string, timeou
       const v = await fn()
       if (v) return v as NonNullable<T>
     } catch (err) { last = err }
-    if (Date.now() > until) throw new Error(`timed out waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`)
+    if (Date.now() > until) {
+      const text = typeof what === 'string' ? what : await what()
+      throw new Error(`timed out waiting for ${text}${last ? `: ${(last as Error).message}` : ''}`)
+    }
     await new Promise(resolve => setTimeout(resolve, everyMs))
   }
 }

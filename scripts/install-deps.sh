@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian 12 machine lacks for the tests: Debian packages (as root, with
+# --no-install-recommends) and Node 22 from the npm registry (scripts/node22.sh).
+set -eu
+PKGS=(
+  ca-certificates openssl git python3 make g++
+  mosquitto mosquitto-clients                              # the broker the image ships, devices
+  libcoap3-bin                                             # coap-client-notls as a CoAP device
+  nftables iproute2 wireguard-go wireguard-tools           # firewall and tunnel in network namespaces
+  systemd                                                  # systemd-analyze verify for the units
+  qemu-user-static g++-aarch64-linux-gnu libc6-dev-arm64-cross   # the arm64 run under emulation
+  python3-jsonschema python3-yaml                          # kas files against kas's schema
+)
+missing=()
+for p in "${PKGS[@]}"; do
+  case "$p" in \#*) continue ;; esac
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null; then SUDO=sudo; else
+      echo "install-deps: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2; exit 1
+    fi
+  else SUDO=; fi
+  echo "install-deps: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  # policy-rc.d: packages must not start their daemons here (the tests start their own).
+  DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+"$(dirname "$0")/node22.sh" >/dev/null
