@@ -27,7 +27,7 @@ export class GatewayProcess {
     const log = openSync(this.logFile, 'a')
     const proc = spawn(this.command.bin, [...this.command.args, 'run', '-c', this.configFile], {
       stdio: ['ignore', log, log],
-      env: { ...process.env, ...this.command.env, NOTIFY_SOCKET: '' }
+      env: { ...process.env, NOTIFY_SOCKET: '', ...this.command.env }
     })
     this.proc = proc
     this.exit = new Promise(resolve => proc.once('exit', code => resolve(code)))
