@@ -129,7 +129,7 @@ export function renderRuleset (p: FirewallPolicy, opts: { header?: string } = {}
     if (z.nets4.length > 0) L.push(`    iifname != ${ifaces(z)} ip saddr ${set(z.nets4)} counter name "spoofed" drop`)
     if (z.nets6.length > 0) L.push(`    iifname != ${ifaces(z)} ip6 saddr ${set(z.nets6)} counter name "spoofed" drop`)
   }
-  L.push('    # IPv6 neighbour discovery and MLD (link-local only: hop limit 255 / 1)')
+  L.push('    # IPv6 neighbour discovery (hop limit 255: from the link itself) and MLD queries from link-local routers')
   L.push('    icmpv6 type { nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert } ip6 hoplimit 255 accept')
   L.push('    icmpv6 type mld-listener-query ip6 saddr fe80::/10 accept')
   L.push('    ct state new jump ratelimit')

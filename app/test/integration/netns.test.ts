@@ -91,10 +91,12 @@ async function main (t: Tap): Promise<void> {
   }, 'a WireGuard handshake between gateway and hub', 15000, 200)
   t.comment(`namespaces and tunnel up in ${Date.now() - t0} ms`)
 
-  // The daemon, unprivileged in the image; here it only has to serve its API inside the namespace.
+  // The daemon holds no capabilities (as in the image): it cannot run nft, and does not need to.
   // A plain loopback Mosquitto lets it start at once instead of waiting for a broker.
   lab.spawnIn(gw, ['mosquitto', '-p', String(MQTT_PORT)], log('mosquitto'))
-  const daemon = lab.spawnIn(gw, [process.execPath, bundle, 'run', '-c', baseFile], log('daemon'))
+  const noCaps = ['setpriv', '--bounding-set', '-all', '--inh-caps', '-all', '--no-new-privs']
+  t.not((await lab.exec(gw, [...noCaps, 'nft', 'list', 'tables'])).code, 0, 'without CAP_NET_ADMIN nft is refused')
+  const daemon = lab.spawnIn(gw, [...noCaps, process.execPath, bundle, 'run', '-c', baseFile], log('daemon'))
   let daemonExited = false
   daemon.once('exit', () => { daemonExited = true })
   await waitFor(async () => {
@@ -102,6 +104,7 @@ async function main (t: Tap): Promise<void> {
     return (await lab.http(hub, `http://${A.gwTun}:${API_PORT}/health`, 1000)).status === 200
   }, 'the daemon\'s /health through the tunnel', 20000, 200)
   t.comment(`daemon answering after ${Date.now() - t0} ms`)
+  t.match(readFileSync(`/proc/${daemon.pid}/status`, 'utf8'), /^CapEff:\s+0+$/m, 'the daemon runs with no effective capabilities')
 
   // Controls without a firewall, so that the checks below can fail: the API answers on the LAN,
   // and the LAN reaches the WAN through the gateway.
