@@ -1,4 +1,4 @@
-// The /etc/iot-gateway/gateway.json the recipe writes (its python do_install:append, run here with
+// The /etc/iot-gateway/gateway.json the recipe writes (its python write_gateway_json, run here with
 // a stand-in for BitBake's datastore) is accepted by the gateway's own configuration loader, and
 // `iot-gateway render mosquitto` with it prints exactly the Mosquitto configuration the image
 // ships. With the WireGuard knobs set, `iot-gateway wg render` accepts the tunnel settings.
@@ -11,7 +11,7 @@ const INC = join(LAYER, 'recipes-gateway', 'iot-gateway', 'iot-gateway.inc')
 const SHIPPED = join(LAYER, 'recipes-connectivity', 'mosquitto', 'files', 'iot-gateway.conf')
 const BUNDLE = join(REPO, 'app', 'dist', 'gateway.cjs')
 
-// Runs the recipe's `python do_install:append() {...}` with the ?= defaults of the .inc, overridden
+// Runs the recipe's `python write_gateway_json() {...}` (a postfunc of do_install) with the ?= defaults of the .inc, overridden
 // by the knobs given as JSON; prints the written gateway.json.
 const RUN_PY = String.raw`
 import json, os, re, sys
@@ -20,7 +20,7 @@ knobs = json.loads(sys.argv[3])
 vals = dict(re.findall(r'^([A-Z_]+) \?= "([^"]*)"', text, re.M))
 vals.update({'sysconfdir': '/etc', 'D': sys.argv[2]})
 vals.update(knobs)
-body = re.search(r'^python do_install:append\(\) \{\n(.*?)^\}', text, re.M | re.S).group(1)
+body = re.search(r'^python write_gateway_json\(\) \{\n(.*?)^\}', text, re.M | re.S).group(1)
 class D:
     def getVar(self, k):
         return vals.get(k, '')

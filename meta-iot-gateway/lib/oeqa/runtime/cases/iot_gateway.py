@@ -185,10 +185,13 @@ class IotGatewayTest(OERuntimeTestCase):
 
         # enrol a device and publish as that device
         device = 'oeqa-device-1'
-        self.run_ok('cd /run/oeqa-iotgw && iot-gateway device enroll %s --out /run/oeqa-iotgw' % device)
+        # as the gateway's user: enrolment writes its registry and CA on /data/iot-gateway
+        self.run_ok('mkdir -p /run/oeqa-iotgw/dev && chown iot-gateway:iot-gateway /run/oeqa-iotgw/dev')
+        self.run_ok('systemd-run --wait --pipe --quiet --uid=iot-gateway --gid=iot-gateway '
+                    'iot-gateway device enroll %s --out /run/oeqa-iotgw/dev' % device)
         payload = json.dumps({'seq': 1, 'ts': int(time.time() * 1000), 'temperature': 21.5})
         self.run_ok("mosquitto_pub -h 127.0.0.1 -p 8883 -q 1 --cafile /data/iot-gateway/pki/ca.crt "
-                    "--cert /run/oeqa-iotgw/%s.crt --key /run/oeqa-iotgw/%s.key "
+                    "--cert /run/oeqa-iotgw/dev/%s.crt --key /run/oeqa-iotgw/dev/%s.key "
                     "-t devices/%s/telemetry -m '%s'" % (device, device, device, payload))
         received = self.wait_for('cat /run/oeqa-iotgw/received.jsonl', seconds=60, interval=2)
         self.assertIn(device, received)
