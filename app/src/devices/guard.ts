@@ -32,6 +32,7 @@ export class DeviceGuard {
   private maintenance?: NodeJS.Timeout
   private dirty = new Set<string>()
   private holdBuffer: Array<Omit<HeldMessage, 'id'>> = []
+  private holdWaiters: Array<{ resolve: () => void, reject: (e: Error) => void }> = []
   private holdScheduled = false
   private readonly auditSeen = new Map<string, { at: number, suppressed: number }>()
   private readonly keys = new Map<string, Buffer>()
@@ -135,31 +136,38 @@ export class DeviceGuard {
 
   status (id: string): DeviceStatus | undefined { return this.states.get(id)?.status }
 
-  private gate (device: string, s: Submission): { reason: 'device_blocked', detail: string } | undefined {
+  private gate (device: string, s: Submission): { reason: 'device_blocked', detail: string, held?: Promise<void> } | undefined {
     const st = this.states.get(device)
     if (!st || st.status === 'active') return undefined
     if (st.status === 'revoked') return { reason: 'device_blocked', detail: 'device revoked' }
-    this.hold({ device, transport: s.transport, stream: s.stream, receivedAt: Date.now(), payload: typeof s.raw === 'string' ? Buffer.from(s.raw) : s.raw })
-    return { reason: 'device_blocked', detail: 'device quarantined: message held back for the operator' }
+    const held = this.hold({ device, transport: s.transport, stream: s.stream, receivedAt: Date.now(), payload: typeof s.raw === 'string' ? Buffer.from(s.raw) : s.raw })
+    return { reason: 'device_blocked', detail: 'device quarantined: message held back for the operator', held }
   }
 
-  private hold (m: Omit<HeldMessage, 'id'>): void {
-    this.holdBuffer.push(m)
-    if (this.holdScheduled) return
-    this.holdScheduled = true
-    setImmediate(() => this.flushHold())
+  /** Queues a held message; the promise settles once its transaction has committed (or failed). */
+  private hold (m: Omit<HeldMessage, 'id'>): Promise<void> {
+    return new Promise((resolve, reject) => {
+      this.holdBuffer.push(m)
+      this.holdWaiters.push({ resolve, reject })
+      if (this.holdScheduled) return
+      this.holdScheduled = true
+      setImmediate(() => this.flushHold())
+    })
   }
 
   private flushHold (): void {
     this.holdScheduled = false
     if (this.holdBuffer.length === 0) return
     const batch = this.holdBuffer.splice(0)
+    const waiters = this.holdWaiters.splice(0)
     try {
       const dropped = this.registry.hold(batch, this.config.devices.holdMaxPerDevice)
       this.heldTotal.inc({}, batch.length - dropped)
       if (dropped > 0) this.heldDropped.inc({}, dropped)
+      for (const w of waiters) w.resolve()
     } catch (err) {
       this.log.error('cannot hold quarantined messages', { err, messages: batch.length })
+      for (const w of waiters) w.reject(err instanceof Error ? err : new Error(String(err)))
     }
   }
 

@@ -22,7 +22,11 @@ export type Outcome =
 export interface RejectionEvent { device: string | null, transport: string, stream: string | null, reason: RejectReason, detail: string }
 
 /** A hook for the identity layer: return a reason to refuse a device (revoked, quarantined, unknown). */
-export type DeviceGate = (device: string, submission: Submission) => { reason: RejectReason, detail: string } | undefined
+/**
+ * `held`: the message was kept back (quarantine); the outcome waits for that write to commit, so a
+ * transport acknowledges a held message only once it is on disk.
+ */
+export type DeviceGate = (device: string, submission: Submission) => { reason: RejectReason, detail: string, held?: Promise<void> } | undefined
 
 interface Pending { msg: InboundMessage, resolve: (o: Outcome) => void, reject: (e: Error) => void }
 
@@ -83,7 +87,10 @@ export class Pipeline extends EventEmitter {
     if (!DEVICE_ID_PATTERN.test(s.device)) return Promise.resolve(this.refuse(s, size, 'bad_device_id', 'device id has characters outside [A-Za-z0-9_.-] or is too long', null))
     if (!this.config.mqtt.streams.includes(s.stream)) return Promise.resolve(this.refuse(s, size, 'unknown_stream', `stream "${s.stream}" is not one of ${this.config.mqtt.streams.join(', ')}`, null))
     const blocked = this.gate?.(s.device, s)
-    if (blocked) return Promise.resolve(this.refuse(s, size, blocked.reason, blocked.detail, null))
+    if (blocked) {
+      if (blocked.held) return blocked.held.then(() => this.refuse(s, size, blocked.reason, blocked.detail, null))
+      return Promise.resolve(this.refuse(s, size, blocked.reason, blocked.detail, null))
+    }
     const parsed = parseMessage(s.raw, this.config.limits.maxPayloadBytes)
     if (!parsed.ok) return Promise.resolve(this.refuse(s, size, parsed.reason, parsed.detail, null))
     const { epoch, seq, payload } = parsed.value

@@ -1,0 +1,244 @@
+/**
+ * Gateway vs Node-RED, same workload, same machine, one run. Devices publish QoS 1 over TLS with
+ * client certificates through a real Mosquitto; the system under test forwards to a local HTTPS sink.
+ *  - saturation: as fast as the devices can get PUBACKs, for a fixed time: delivered msg/s, CPU
+ *    seconds per 10,000 messages, peak RSS, messages acknowledged to a device but never delivered;
+ *  - latency: a fixed 1,000 msg/s: p50 and p99 from publish to arrival at the sink.
+ * Usage: npm run bench [-- --seconds 20 --devices 10 --rate 1000 --only gateway|node-red]
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:https'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { homedir, tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { gunzipSync } from 'node:zlib'
+import mqtt from 'mqtt'
+import { createCertificate, keyToPem, newKeyPair } from '../src/pki/x509.js'
+import { Mosquitto } from '../test/helpers/mosquitto.js'
+import { testConfig } from '../test/helpers/env.js'
+import { GatewayProcess } from '../test/helpers/gateway-process.js'
+import { deviceCreds, type DeviceCreds } from '../test/helpers/devices.js'
+import { freePort, waitFor } from '../test/helpers/ports.js'
+
+const NODE_RED_VERSION = '5.0.7'
+const arg = (name: string, def: string): string => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1]! : def }
+
+// ---------------------------------------------------------------- load worker (a child process)
+async function worker (): Promise<void> {
+  const [port, seconds, rate, ...credFiles] = process.argv.slice(3)
+  const creds = credFiles.map(f => JSON.parse(readFileSync(f, 'utf8')) as DeviceCreds)
+  const perDeviceRate = Number(rate) / creds.length // 0 = as fast as acknowledged
+  const until = Date.now() + Number(seconds) * 1000
+  let acked = 0
+  let sent = 0
+  await Promise.all(creds.map(async c => {
+    const client = await mqtt.connectAsync(`mqtts://localhost:${port}`, {
+      clientId: `${c.id}-bench`, ca: readFileSync(c.caFile), cert: readFileSync(c.certFile), key: readFileSync(c.keyFile), reconnectPeriod: 0, clean: true
+    })
+    let seq = 0
+    const inflight = new Set<Promise<void>>()
+    const t0 = Date.now()
+    while (Date.now() < until) {
+      if (perDeviceRate > 0) {
+        const due = t0 + seq * 1000 / perDeviceRate - Date.now()
+        if (due > 0) await new Promise(resolve => setTimeout(resolve, due))
+      }
+      const s = ++seq
+      sent++
+      const p: Promise<void> = client.publishAsync(`devices/${c.id}/telemetry`, JSON.stringify({ seq: s, d: c.id, t: Date.now(), temp: 21.5 }), { qos: 1 })
+        .then(() => { acked++ }, () => {}).finally(() => inflight.delete(p))
+      inflight.add(p)
+      if (inflight.size >= 20) await Promise.race(inflight)
+    }
+    await Promise.all(inflight)
+    await client.endAsync()
+  }))
+  process.stdout.write(JSON.stringify({ sent, acked }) + '\n')
+}
+
+// ---------------------------------------------------------------- the HTTPS sink
+class Sink {
+  delivered = new Set<string>()
+  latencies: number[] = []
+  requests = 0
+  firstAt = 0
+  lastAt = 0
+  url = ''
+  caFile = ''
+  private server?: ReturnType<typeof createServer>
+  async start (dir: string): Promise<void> {
+    const ca = newKeyPair()
+    const caCert = createCertificate({ subject: { CN: 'bench sink CA' }, publicKey: ca.publicKey, selfKey: ca.privateKey, days: 2, ca: true })
+    const k = newKeyPair()
+    const cert = createCertificate({ subject: { CN: 'localhost' }, publicKey: k.publicKey, issuer: { cert: caCert, key: ca.privateKey }, days: 2, serverNames: { dns: ['localhost'], ip: ['127.0.0.1'] } })
+    this.caFile = join(dir, 'sink-ca.crt')
+    writeFileSync(this.caFile, caCert)
+    this.server = createServer({ key: keyToPem(k.privateKey), cert, keepAliveTimeout: 60000 }, (req, res) => {
+      const chunks: Buffer[] = []
+      req.on('data', c => chunks.push(c))
+      req.on('end', () => {
+        const now = Date.now()
+        this.requests++
+        let raw = Buffer.concat(chunks)
+        if (req.headers['content-encoding'] === 'gzip') raw = gunzipSync(raw)
+        const body = JSON.parse(raw.toString('utf8'))
+        const msgs: Array<{ seq: number, d: string, t: number }> = Array.isArray(body.messages) ? body.messages.map((m: { payload: unknown }) => m.payload) : [body]
+        for (const m of msgs) {
+          const key = `${m.d}/${m.seq}`
+          if (!this.delivered.has(key)) { this.delivered.add(key); this.latencies.push(now - m.t) }
+        }
+        if (this.firstAt === 0) this.firstAt = now
+        this.lastAt = now
+        res.writeHead(200).end()
+      })
+    })
+    await new Promise<void>(resolve => this.server!.listen(0, '127.0.0.1', resolve))
+    this.url = `https://localhost:${(this.server.address() as { port: number }).port}/ingest`
+  }
+  reset (): void { this.delivered.clear(); this.latencies = []; this.requests = 0; this.firstAt = 0; this.lastAt = 0 }
+  async stop (): Promise<void> { this.server?.closeAllConnections(); await new Promise(resolve => this.server?.close(resolve)) }
+}
+
+// ---------------------------------------------------------------- process sampling
+function cpuSeconds (pid: number): number {
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ')
+  return (Number(f[11]) + Number(f[12])) / 100 // utime + stime, in clock ticks (USER_HZ = 100)
+}
+const peakRssBytes = (pid: number): number => Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]) * 1024
+
+const percentile = (xs: number[], p: number): number => {
+  if (xs.length === 0) return NaN
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(p / 100 * s.length))]!
+}
+
+interface Result { name: string, msgPerSec: number, p50: number, p99: number, peakRssMB: number, cpuPer10k: number, lost: number, acked: number, delivered: number }
+
+// ---------------------------------------------------------------- systems under test
+interface System { name: string, pid: () => number, stop: () => Promise<void> }
+
+async function startGateway (dir: string, sink: Sink, brokerSections: Record<string, unknown>): Promise<{ sys: System, config: Awaited<ReturnType<typeof testConfig>>['config'] }> {
+  const { config, file } = await testConfig(dir, { gateway: { logLevel: 'warn' }, uplink: { url: sink.url, caFile: sink.caFile, lingerMs: 20 }, broker: brokerSections, limits: { ratePerSecond: 100000, rateBurst: 100000 } })
+  const gw = new GatewayProcess(file, config.api.port, join(dir, 'gateway.log'), { bin: process.execPath, args: [join(process.cwd(), 'dist', 'gateway.cjs')] })
+  return { config, sys: { name: 'gateway', pid: () => gw.proc!.pid!, stop: async () => { await gw.stop('SIGTERM') } , start: () => gw.start() } as System & { start: () => Promise<void> } }
+}
+
+function nodeRedDir (): string {
+  const dir = join(process.env.XDG_CACHE_HOME ?? join(homedir(), '.cache'), 'iot-gateway', `node-red-${NODE_RED_VERSION}`)
+  if (!existsSync(join(dir, 'node_modules', 'node-red', 'red.js'))) {
+    process.stderr.write(`installing node-red@${NODE_RED_VERSION} from the npm registry into ${dir}\n`)
+    mkdirSync(dir, { recursive: true })
+    execFileSync('npm', ['install', '--prefix', dir, '--no-audit', '--no-fund', '--loglevel=error', `node-red@${NODE_RED_VERSION}`], { stdio: 'inherit' })
+  }
+  return dir
+}
+
+async function startNodeRed (dir: string, sink: Sink, brokerPort: number, creds: DeviceCreds): Promise<System> {
+  const userDir = join(dir, 'node-red')
+  mkdirSync(userDir, { recursive: true })
+  const port = await freePort()
+  // The flow a Pi user would build: mqtt in (QoS 1, TLS client certificate) -> http request (POST).
+  const flows = [
+    { id: 'tab', type: 'tab', label: 'bench' },
+    { id: 'tlsb', type: 'tls-config', cert: creds.certFile, key: creds.keyFile, ca: creds.caFile, verifyservercert: true, servername: 'localhost' },
+    { id: 'tlss', type: 'tls-config', ca: sink.caFile, verifyservercert: true },
+    { id: 'broker', type: 'mqtt-broker', broker: 'localhost', port: String(brokerPort), usetls: true, tls: 'tlsb', clientid: 'nodered-bench', protocolVersion: '4', keepalive: '60', cleansession: false, autoConnect: true },
+    { id: 'in', type: 'mqtt in', z: 'tab', topic: 'devices/+/telemetry', qos: '1', datatype: 'utf8', broker: 'broker', wires: [['post']] },
+    { id: 'post', type: 'http request', z: 'tab', method: 'POST', ret: 'txt', url: sink.url, tls: 'tlss', persist: true, wires: [[]] }
+  ]
+  writeFileSync(join(userDir, 'flows.json'), JSON.stringify(flows))
+  writeFileSync(join(userDir, 'settings.js'), `module.exports = { uiPort: ${port}, uiHost: '127.0.0.1', flowFile: 'flows.json', disableEditor: true, httpAdminRoot: false, credentialSecret: false, logging: { console: { level: 'warn' } }, telemetry: { enabled: false } }\n`)
+  const red = join(nodeRedDir(), 'node_modules', 'node-red', 'red.js')
+  const proc: ChildProcess = spawn(process.execPath, [red, '--userDir', userDir, '--settings', join(userDir, 'settings.js')], { stdio: ['ignore', 'inherit', 'inherit'] })
+  return { name: 'node-red', pid: () => proc.pid!, stop: async () => { proc.kill('SIGTERM'); await new Promise(resolve => proc.once('exit', resolve)) } }
+}
+
+// ---------------------------------------------------------------- one run
+async function load (brokerPort: number, credFiles: string[], seconds: number, rate: number): Promise<{ sent: number, acked: number }> {
+  const out = execFileSync(process.execPath, [process.argv[1]!, 'worker', String(brokerPort), String(seconds), String(rate), ...credFiles], { encoding: 'utf8', maxBuffer: 1 << 20 })
+  return JSON.parse(out.trim().split('\n').pop()!)
+}
+
+async function measure (name: string, seconds: number, devices: number, rate: number): Promise<Result> {
+  const dir = mkdtempSync(join(tmpdir(), `bench-${name}-`))
+  try {
+    const sink = new Sink()
+    await sink.start(dir)
+    let sys: System
+    let config
+    if (name === 'gateway') {
+      const g = await startGateway(dir, sink, {})
+      config = g.config
+      sys = g.sys
+    } else {
+      config = (await testConfig(dir, {})).config
+    }
+    const b = new Mosquitto(config)
+    await b.start()
+    const credFiles = Array.from({ length: devices }, (_, i) => {
+      const c = deviceCreds(config, `dev${i}`, dir)
+      const f = join(dir, `dev${i}.json`)
+      writeFileSync(f, JSON.stringify(c))
+      return f
+    })
+    if (name === 'gateway') await (sys! as System & { start: () => Promise<void> }).start()
+    else {
+      sys = await startNodeRed(dir, sink, b.lanPort, deviceCreds(config, 'nodered', dir))
+      await new Promise(resolve => setTimeout(resolve, 4000)) // flows start, the subscription is made
+    }
+    // Saturation.
+    const pid = sys!.pid()
+    const cpu0 = cpuSeconds(pid)
+    const t0 = Date.now()
+    const sat = await load(b.lanPort, credFiles, seconds, 0)
+    await waitFor(() => sink.delivered.size >= sat.acked, 'delivery', 120000, 200).catch(() => {})
+    const elapsed = (sink.lastAt - t0) / 1000
+    const delivered = sink.delivered.size
+    const cpu = cpuSeconds(pid) - cpu0
+    const msgPerSec = delivered / elapsed
+    // Latency at a fixed rate.
+    sink.reset()
+    const fixed = await load(b.lanPort, credFiles, Math.min(10, seconds), rate)
+    await waitFor(() => sink.delivered.size >= fixed.acked, 'delivery', 60000, 200).catch(() => {})
+    const result: Result = {
+      name,
+      msgPerSec,
+      p50: percentile(sink.latencies, 50),
+      p99: percentile(sink.latencies, 99),
+      peakRssMB: peakRssBytes(pid) / 1048576,
+      cpuPer10k: cpu / delivered * 10000,
+      lost: sat.acked - delivered + Math.max(0, fixed.acked - sink.delivered.size),
+      acked: sat.acked + fixed.acked,
+      delivered: delivered + sink.delivered.size
+    }
+    await sys!.stop()
+    await b.stop()
+    await sink.stop()
+    return result
+  } finally {
+    rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+async function main (): Promise<void> {
+  const seconds = Number(arg('seconds', '20'))
+  const devices = Number(arg('devices', '10'))
+  const rate = Number(arg('rate', '1000'))
+  const only = arg('only', '')
+  const results: Result[] = []
+  for (const name of ['gateway', 'node-red']) {
+    if (only !== '' && only !== name) continue
+    process.stderr.write(`measuring ${name} (${devices} devices, ${seconds} s saturation, ${rate} msg/s latency run)\n`)
+    results.push(await measure(name, seconds, devices, rate))
+  }
+  const f = (n: number, d = 0): string => Number.isFinite(n) ? n.toFixed(d) : '-'
+  console.log('\nsystem      msg/s   p50 ms  p99 ms  peak RSS MB  CPU s/10k msgs  lost / acked')
+  for (const r of results) console.log(`${r.name.padEnd(10)} ${f(r.msgPerSec).padStart(6)} ${f(r.p50).padStart(8)} ${f(r.p99).padStart(7)} ${f(r.peakRssMB, 1).padStart(12)} ${f(r.cpuPer10k, 2).padStart(15)}  ${r.lost} / ${r.acked}`)
+  const [g, n] = results
+  if (g && n) {
+    console.log(`\nratio gateway/node-red: throughput x${f(g.msgPerSec / n.msgPerSec, 1)}, p99 x${f(n.p99 / g.p99, 1)} lower, RSS x${f(n.peakRssMB / g.peakRssMB, 1)} lower, CPU per message x${f(n.cpuPer10k / g.cpuPer10k, 1)} lower`)
+  }
+}
+
+if (process.argv[2] === 'worker') void worker()
+else main().catch(err => { console.error(err); process.exitCode = 1 })
