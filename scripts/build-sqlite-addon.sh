@@ -98,8 +98,13 @@ for t in "${tc}gcc" "${tc}g++" "${tc}ar" make python3; do
     command -v "$t" >/dev/null || die "$t not found (Debian: apt-get install --no-install-recommends $tc_pkg make python3)"
 done
 if [ -z "${NODE_GYP:-}" ]; then
-    for cand in "$(npm root -g 2>/dev/null)/npm/node_modules/node-gyp/bin/node-gyp.js" \
-                "$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js"; do
+    # npm's own copy, next to the npm that is on PATH (npm root -g is not it when Node 22 from the
+    # registry comes first on PATH), or a common global install, or a node-gyp on PATH.
+    for cand in "$(dirname "$(readlink -f "$(command -v npm)")")/../node_modules/node-gyp/bin/node-gyp.js" \
+                "$(npm root -g 2>/dev/null)/npm/node_modules/node-gyp/bin/node-gyp.js" \
+                /usr/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js \
+                /usr/local/lib/node_modules/npm/node_modules/node-gyp/bin/node-gyp.js \
+                "$(readlink -f "$(command -v node-gyp)" 2>/dev/null)"; do
         if [ -f "$cand" ]; then NODE_GYP=$(readlink -f "$cand"); break; fi
     done
 fi
