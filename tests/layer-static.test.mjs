@@ -34,6 +34,9 @@ t.test('distro: systemd, static IDs that match the recipes', t => {
   t.notOk(existsSync(join(LAYER, 'conf/distro/iot-gateway.conf')), 'no distro named iot-gateway (the recipe\'s PN)')
   t.match(d, /^INIT_MANAGER = "systemd"$/m)
   t.match(d, /^USERADDEXTENSION = "useradd-staticids"$/m)
+  // oe-core appends DISTRO_FEATURES_DEFAULTS unless opted out: a headless gateway opts out of these
+  const optedOut = (/^DISTRO_FEATURES_OPTED_OUT = "([^"]*)"/ms.exec(d)?.[1] ?? '').replace(/\\\n/g, ' ').split(/\s+/)
+  for (const f of ['x11', 'wayland', 'opengl', 'vulkan', 'pulseaudio', 'alsa', 'bluetooth', 'ptest']) t.ok(optedOut.includes(f), `distro opts out of ${f}`)
   const passwd = Object.fromEntries(read('files/passwd').trim().split('\n').map(l => [l.split(':')[0], l.split(':')]))
   const group = Object.fromEntries(read('files/group').trim().split('\n').map(l => [l.split(':')[0], l.split(':')]))
   for (const u of ['iot-gateway', 'mosquitto']) {
