@@ -47,7 +47,7 @@ WantedBy=multi-user.target
 `
 }
 const STUB_EXECUTABLES = ['/usr/bin/iot-gateway', '/usr/bin/node', '/usr/sbin/nft', '/usr/sbin/mosquitto',
-  '/usr/sbin/hostapd', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown', '/bin/sh']
+  '/usr/sbin/hostapd', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown', '/bin/chmod', '/bin/sh']
 
 function fakeRoot (t) {
   const root = mkdtempSync(join(tmpdir(), 'iotgw-units-'))
