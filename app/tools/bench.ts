@@ -6,7 +6,8 @@
  *  - latency: a fixed 1,000 msg/s: p50 and p99 from publish to arrival at the sink.
  * Usage: npm run bench [-- --seconds 20 --devices 10 --rate 1000 --only gateway|node-red]
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
+import { promisify } from 'node:util'
 import { createServer } from 'node:https'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { homedir, tmpdir } from 'node:os'
@@ -21,6 +22,9 @@ import { deviceCreds, type DeviceCreds } from '../test/helpers/devices.js'
 import { freePort, waitFor } from '../test/helpers/ports.js'
 
 const NODE_RED_VERSION = '5.0.7'
+const execFileAsync = promisify(execFile)
+/** The V8 flags the image's unit gives the gateway (meta-iot-gateway iot-gateway.service). */
+const GATEWAY_NODE_FLAGS = (process.env.IOTGW_GATEWAY_NODE_FLAGS ?? '--max-old-space-size=64 --max-semi-space-size=4').split(' ').filter(Boolean)
 const arg = (name: string, def: string): string => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1]! : def }
 
 // ---------------------------------------------------------------- load worker (a child process)
@@ -29,6 +33,8 @@ async function worker (): Promise<void> {
   const creds = credFiles.map(f => JSON.parse(readFileSync(f, 'utf8')) as DeviceCreds)
   const perDeviceRate = Number(rate) / creds.length // 0 = as fast as acknowledged
   const until = Date.now() + Number(seconds) * 1000
+  // Each run of the worker is a new "boot" of the devices: a new epoch, so seq may start at 1 again.
+  const epoch = Date.now()
   let acked = 0
   let sent = 0
   await Promise.all(creds.map(async c => {
@@ -45,7 +51,7 @@ async function worker (): Promise<void> {
       }
       const s = ++seq
       sent++
-      const p: Promise<void> = client.publishAsync(`devices/${c.id}/telemetry`, JSON.stringify({ seq: s, d: c.id, t: Date.now(), temp: 21.5 }), { qos: 1 })
+      const p: Promise<void> = client.publishAsync(`devices/${c.id}/telemetry`, JSON.stringify({ epoch, seq: s, d: c.id, t: Date.now(), temp: 21.5 }), { qos: 1 })
         .then(() => { acked++ }, () => {}).finally(() => inflight.delete(p))
       inflight.add(p)
       if (inflight.size >= 20) await Promise.race(inflight)
@@ -119,7 +125,7 @@ interface System { name: string, pid: () => number, stop: () => Promise<void> }
 
 async function startGateway (dir: string, sink: Sink, brokerSections: Record<string, unknown>): Promise<{ sys: System, config: Awaited<ReturnType<typeof testConfig>>['config'] }> {
   const { config, file } = await testConfig(dir, { gateway: { logLevel: 'warn' }, uplink: { url: sink.url, caFile: sink.caFile, lingerMs: 20 }, broker: brokerSections, limits: { ratePerSecond: 100000, rateBurst: 100000 } })
-  const gw = new GatewayProcess(file, config.api.port, join(dir, 'gateway.log'), { bin: process.execPath, args: [join(process.cwd(), 'dist', 'gateway.cjs')] })
+  const gw = new GatewayProcess(file, config.api.port, join(dir, 'gateway.log'), { bin: process.execPath, args: [...GATEWAY_NODE_FLAGS, join(process.cwd(), 'dist', 'gateway.cjs')] })
   return { config, sys: { name: 'gateway', pid: () => gw.proc!.pid!, stop: async () => { await gw.stop('SIGTERM') } , start: () => gw.start() } as System & { start: () => Promise<void> } }
 }
 
@@ -133,6 +139,7 @@ function nodeRedDir (): string {
   return dir
 }
 
+/** Node-RED gets what the gateway gets: the broker's loopback listener and the gateway's identity. */
 async function startNodeRed (dir: string, sink: Sink, brokerPort: number, creds: DeviceCreds): Promise<System> {
   const userDir = join(dir, 'node-red')
   mkdirSync(userDir, { recursive: true })
@@ -142,7 +149,7 @@ async function startNodeRed (dir: string, sink: Sink, brokerPort: number, creds:
     { id: 'tab', type: 'tab', label: 'bench' },
     { id: 'tlsb', type: 'tls-config', cert: creds.certFile, key: creds.keyFile, ca: creds.caFile, verifyservercert: true, servername: 'localhost' },
     { id: 'tlss', type: 'tls-config', ca: sink.caFile, verifyservercert: true },
-    { id: 'broker', type: 'mqtt-broker', broker: 'localhost', port: String(brokerPort), usetls: true, tls: 'tlsb', clientid: 'nodered-bench', protocolVersion: '4', keepalive: '60', cleansession: false, autoConnect: true },
+    { id: 'broker', type: 'mqtt-broker', broker: 'localhost', port: String(brokerPort), usetls: true, tls: 'tlsb', clientid: creds.id, protocolVersion: '4', keepalive: '60', cleansession: false, autoConnect: true },
     { id: 'in', type: 'mqtt in', z: 'tab', topic: 'devices/+/telemetry', qos: '1', datatype: 'utf8', broker: 'broker', wires: [['post']] },
     { id: 'post', type: 'http request', z: 'tab', method: 'POST', ret: 'txt', url: sink.url, tls: 'tlss', persist: true, wires: [[]] }
   ]
@@ -154,9 +161,10 @@ async function startNodeRed (dir: string, sink: Sink, brokerPort: number, creds:
 }
 
 // ---------------------------------------------------------------- one run
+/** The devices run in a child process (asynchronously: the sink in this process must keep answering). */
 async function load (brokerPort: number, credFiles: string[], seconds: number, rate: number): Promise<{ sent: number, acked: number }> {
-  const out = execFileSync(process.execPath, [process.argv[1]!, 'worker', String(brokerPort), String(seconds), String(rate), ...credFiles], { encoding: 'utf8', maxBuffer: 1 << 20 })
-  return JSON.parse(out.trim().split('\n').pop()!)
+  const { stdout } = await execFileAsync(process.execPath, [process.argv[1]!, 'worker', String(brokerPort), String(seconds), String(rate), ...credFiles], { encoding: 'utf8', maxBuffer: 1 << 20 })
+  return JSON.parse(stdout.trim().split('\n').pop()!)
 }
 
 async function measure (name: string, seconds: number, devices: number, rate: number): Promise<Result> {
@@ -183,7 +191,8 @@ async function measure (name: string, seconds: number, devices: number, rate: nu
     })
     if (name === 'gateway') await (sys! as System & { start: () => Promise<void> }).start()
     else {
-      sys = await startNodeRed(dir, sink, b.lanPort, deviceCreds(config, 'nodered', dir))
+      const pki = join(config.gateway.dataDir, 'pki')
+      sys = await startNodeRed(dir, sink, config.broker.gatewayPort, { id: config.gateway.id, certFile: join(pki, 'gateway.crt'), keyFile: join(pki, 'gateway.key'), caFile: join(pki, 'ca.crt') })
       await new Promise(resolve => setTimeout(resolve, 4000)) // flows start, the subscription is made
     }
     // Saturation.
@@ -216,7 +225,8 @@ async function measure (name: string, seconds: number, devices: number, rate: nu
     await sink.stop()
     return result
   } finally {
-    rmSync(dir, { recursive: true, force: true })
+    if (process.argv.includes('--keep')) process.stderr.write(`kept ${dir}\n`)
+    else rmSync(dir, { recursive: true, force: true })
   }
 }
 
