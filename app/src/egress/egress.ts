@@ -86,11 +86,16 @@ export class Egress {
 
   private waitForWork (ms: number): Promise<void> {
     return new Promise(resolve => {
+      const signal = this.abort.signal
+      const done = (): void => {
+        clearTimeout(t)
+        signal.removeEventListener('abort', done)
+        if (this.wake === done) this.wake = undefined
+        resolve()
+      }
       const t = setTimeout(done, ms)
-      const self = this // eslint-disable-line @typescript-eslint/no-this-alias
-      function done (): void { clearTimeout(t); self.wake = undefined; resolve() }
       this.wake = done
-      this.abort.signal.addEventListener('abort', done, { once: true })
+      signal.addEventListener('abort', done, { once: true })
     })
   }
 
