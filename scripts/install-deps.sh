@@ -9,6 +9,8 @@ PKGS=(
   nftables iproute2 wireguard-go wireguard-tools           # firewall and tunnel in network namespaces
   systemd                                                  # systemd-analyze verify for the units
   qemu-user-static g++-aarch64-linux-gnu libc6-dev-arm64-cross   # the arm64 run under emulation
+  g++-arm-linux-gnueabihf libc6-dev-armhf-cross            # the 32-bit Pi's addon: a compile check
+  util-linux procps                                        # setpriv, sysctl (namespace tests)
   python3-jsonschema python3-yaml                          # kas files against kas's schema
 )
 missing=()
