@@ -1,5 +1,8 @@
 import { join } from 'node:path'
 
+/** Mosquitto's count of messages it dropped (queue limits): the gateway reads it so no loss is silent. */
+export const BROKER_DROPPED_TOPIC = '$SYS/broker/publish/messages/dropped'
+
 export interface BrokerOptions {
   dataDir: string
   /** The devices' listener (TLS, client certificates). */
@@ -11,6 +14,8 @@ export interface BrokerOptions {
   /** The per-client queue for the gateway's persistent session: when it is full Mosquitto drops. */
   maxQueuedMessages: number
   autosaveIntervalSeconds: number
+  /** How often Mosquitto publishes $SYS (the gateway reads the dropped-messages count there). */
+  sysIntervalSeconds: number
   streams: readonly string[]
   gatewayId: string
 }
@@ -50,6 +55,7 @@ export function renderMosquittoConf (o: BrokerOptions): string {
     '# Beyond this many messages Mosquitto drops for that session (counted by the gateway from $SYS).',
     `max_queued_messages ${o.maxQueuedMessages}`,
     'max_inflight_messages 1000',
+    `sys_interval ${o.sysIntervalSeconds}`,
     'log_dest stdout',
     'log_type error',
     'log_type warning',
@@ -81,6 +87,7 @@ export function renderAcl (o: { gatewayId: string, streams: readonly string[], r
     `user ${o.gatewayId}`,
     ...o.streams.map(s => `topic read devices/+/${s}`),
     'topic write devices/+/commands',
+    `topic read ${BROKER_DROPPED_TOPIC}`,
     '',
     '# Every device, by the CN of its certificate (%u):',
     ...o.streams.map(s => `pattern write devices/%u/${s}`),

@@ -75,6 +75,7 @@ const broker = defineSection({
   lanBind: { type: 'string', default: '', description: 'Address of the device listener; empty: all addresses (the firewall admits it from the LAN only).' },
   gatewayPort: { type: 'integer', default: 8884, min: 1, max: 65535, description: 'Mosquitto\'s loopback listener for the gateway itself.' },
   maxQueuedMessages: { type: 'integer', default: 200000, min: 100, max: 10000000, description: 'Messages Mosquitto queues for the gateway\'s session while it is down or slow.' },
+  sysIntervalSeconds: { type: 'integer', default: 10, min: 1, max: 3600, description: 'How often Mosquitto publishes its $SYS statistics; the gateway reads the count of dropped messages there.' },
   autosaveIntervalSeconds: { type: 'integer', default: 10, min: 1, max: 3600, description: 'How often Mosquitto writes its persistence file on /data.' },
   names: { type: 'string[]', default: ['iot-gateway.local', 'localhost'], description: 'DNS names in the broker certificate (devices connect to one of these).' },
   addresses: { type: 'string[]', default: ['192.168.100.1', '127.0.0.1'], description: 'IP addresses in the broker certificate.' }

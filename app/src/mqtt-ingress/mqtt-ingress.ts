@@ -6,6 +6,7 @@ import { backoffDelay } from '../lib/backoff.js'
 import type { Logger } from '../lib/logger.js'
 import type { Registry } from '../lib/metrics.js'
 import type { Pipeline } from '../pipeline/pipeline.js'
+import { BROKER_DROPPED_TOPIC } from '../broker/mosquitto-conf.js'
 
 /** Topic scheme: devices/<device id>/<stream>. The broker's ACL ties <device id> to the certificate CN. */
 export function parseTopic (topic: string): { device: string, stream: string } | undefined {
@@ -36,6 +37,8 @@ export class MqttIngress {
   private stopping = false
   private readonly abort = new AbortController()
   connected = false
+  /** Mosquitto's own count of dropped messages ($SYS), since the broker started. */
+  brokerDropped = 0
   private readonly connects
   private readonly errors
 
@@ -43,6 +46,7 @@ export class MqttIngress {
     this.connects = metrics.counter('gateway_mqtt_connects_total', 'Successful connections of the gateway to the broker.')
     this.errors = metrics.counter('gateway_mqtt_errors_total', 'Broker connection errors.')
     metrics.gauge('gateway_mqtt_connected', '1 while the gateway is connected to the broker.', () => this.connected ? 1 : 0)
+    metrics.gauge('gateway_broker_messages_dropped', 'Messages Mosquitto dropped (its queue limits), from $SYS; any rise means loss before the gateway.', () => this.brokerDropped, 'counter')
   }
 
   /**
@@ -96,7 +100,8 @@ export class MqttIngress {
         this.connects.inc()
         this.log.info('connected to broker', { url: c.url, sessionPresent: connack.sessionPresent })
         // Subscribing again on a present session is harmless and covers a broker that lost it.
-        const topics = Object.fromEntries(c.streams.map(s => [`devices/+/${s}`, { qos: 1 as const }]))
+        const topics: Record<string, { qos: 0 | 1 }> = Object.fromEntries(c.streams.map(s => [`devices/+/${s}`, { qos: 1 as const }]))
+        topics[BROKER_DROPPED_TOPIC] = { qos: 0 }
         client.subscribe(topics, (err, granted) => {
           if (err) { this.log.error('subscribe failed', { err }); this.dropConnection('subscribe failed'); return }
           const refused = (granted ?? []).filter(g => g.qos === 128)
@@ -118,6 +123,14 @@ export class MqttIngress {
   }
 
   private async onPublish (packet: IPublishPacket): Promise<void> {
+    if (packet.topic === BROKER_DROPPED_TOPIC) {
+      const n = Number(packet.payload.toString())
+      if (Number.isFinite(n)) {
+        if (n > this.brokerDropped) this.log.error('the broker dropped messages before they reached the gateway', { dropped: n - this.brokerDropped, total: n })
+        this.brokerDropped = n
+      }
+      return
+    }
     const t = parseTopic(packet.topic)
     const submit = async (): Promise<void> => {
       if (this.pipeline.full) {

@@ -1,4 +1,5 @@
 import t from 'tap'
+import { readFileSync } from 'node:fs'
 import { startStack } from '../helpers/env.js'
 import { LoadGenerator } from '../helpers/load.js'
 import { waitFor } from '../helpers/ports.js'
@@ -102,6 +103,24 @@ t.test('outbox full: the gateway stops acknowledging and loses nothing', async t
   s.cloud.respond = () => undefined
   await waitFor(() => s.cloud.unique().size >= 300, 'all 300 delivered once the cloud is back', 60000)
   checkDelivery(t, load.acked, s.cloud.accepted)
+})
+
+t.test('when Mosquitto\'s queue for the gateway overflows, the loss is visible in /metrics', async t => {
+  const s = await startStack(t, { broker: { maxQueuedMessages: 100, sysIntervalSeconds: 1 } })
+  t.equal(await s.gateway.metric('gateway_broker_messages_dropped'), 0)
+  await s.gateway.stop('SIGTERM')
+  const load = new LoadGenerator(s.config, ['q1'], 5)
+  await load.connect()
+  load.start(400)
+  await load.finished()
+  await load.close()
+  t.equal(load.acked.length, 400, 'the broker acknowledged all 400 to the device')
+  await s.gateway.start()
+  const dropped = await waitFor(async () => await s.gateway.metric('gateway_broker_messages_dropped'), 'the broker\'s dropped count', 15000)
+  await waitFor(async () => (await s.gateway.health()).body.outbox.depth === 0 && s.cloud.unique().size > 0, 'what was queued delivered')
+  t.ok(dropped >= 200, `dropped ${dropped} reported`)
+  t.equal(s.cloud.unique().size + dropped, 400, 'delivered + reported dropped = acknowledged: nothing vanishes unseen')
+  t.match(readFileSync(s.gateway.logFile, 'utf8'), /the broker dropped messages before they reached the gateway/)
 })
 
 t.test('4xx from the cloud: the batch goes to dead letters with the reason, and can be retried', async t => {

@@ -10,6 +10,7 @@ export const brokerOptions = (c: Config) => ({
   gatewayPort: c.broker.gatewayPort,
   maxQueuedMessages: c.broker.maxQueuedMessages,
   autosaveIntervalSeconds: c.broker.autosaveIntervalSeconds,
+  sysIntervalSeconds: c.broker.sysIntervalSeconds,
   streams: c.mqtt.streams,
   gatewayId: c.gateway.id
 })
