@@ -52,3 +52,13 @@ t.test('loading a file: JSON errors and unreadable files are named', async t => 
   t.equal(loadConfig(good, {}).uplink.url, 'https://cloud.example/ingest')
   t.equal(loadConfig(undefined, { GATEWAY_CONFIG: good }).uplink.url, 'https://cloud.example/ingest')
 })
+
+t.test('the shipped example loads, and CONFIG.md is the reference the schema makes', async t => {
+  const { readFileSync } = await import('node:fs')
+  const { configReference } = await import('../../src/config/reference.js')
+  const here = new URL('../../', import.meta.url)
+  const example = loadConfig(new URL('gateway.example.json', here).pathname, {})
+  t.equal(example.uplink.url, 'https://ingest.example.com/v1/telemetry')
+  t.equal(example.api.host, '0.0.0.0')
+  t.equal(readFileSync(new URL('CONFIG.md', here), 'utf8'), configReference(), 'CONFIG.md is up to date (regenerate: iot-gateway config reference > app/CONFIG.md)')
+})
