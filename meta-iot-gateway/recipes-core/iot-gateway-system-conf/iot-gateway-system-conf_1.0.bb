@@ -23,6 +23,7 @@ SRC_URI = " \
     file://resolved-iot-gateway.conf \
     file://hostapd-iot-gateway.conf.in \
     file://hostapd-iot-gateway-dropin.conf.in \
+    file://90-iot-gateway-hostapd.rules \
 "
 S = "${UNPACKDIR}"
 
@@ -67,6 +68,8 @@ do_install() {
         -e "s,@PSK_LINE@,$psk_line,g" \
         ${UNPACKDIR}/hostapd-iot-gateway.conf.in > ${D}${sysconfdir}/hostapd/iot-gateway-lan.conf
     chmod 0600 ${D}${sysconfdir}/hostapd/iot-gateway-lan.conf
+    # hostapd starts when wlan0 appears (not enabled for multi-user.target: no wait where there is no Wi-Fi)
+    install -D -m 0644 ${UNPACKDIR}/90-iot-gateway-hostapd.rules ${D}${nonarch_base_libdir}/udev/rules.d/90-iot-gateway-hostapd.rules
     install -d ${D}${systemd_system_unitdir}/hostapd.service.d
     sed -e "s,@PSK_CONDITION@,$psk_condition,g" ${UNPACKDIR}/hostapd-iot-gateway-dropin.conf.in \
         > ${D}${systemd_system_unitdir}/hostapd.service.d/iot-gateway.conf
@@ -91,5 +94,6 @@ FILES:${PN} = " \
     ${nonarch_libdir}/systemd/resolved.conf.d \
     ${nonarch_libdir}/tmpfiles.d \
     ${systemd_system_unitdir}/hostapd.service.d \
+    ${nonarch_base_libdir}/udev/rules.d/90-iot-gateway-hostapd.rules \
 "
 RDEPENDS:${PN} = "hostapd"
