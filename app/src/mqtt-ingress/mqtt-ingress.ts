@@ -15,6 +15,9 @@ export function parseTopic (topic: string): { device: string, stream: string } |
   return { device: parts[1]!, stream: parts[2]! }
 }
 
+/** Most QoS 1 messages read from the broker and not yet acknowledged (bounds the gateway's memory). */
+const MAX_UNACKED = 2000
+
 type SendPacket = (packet: Packet, cb?: (err?: Error) => void, ...rest: unknown[]) => void
 
 /**
@@ -33,6 +36,10 @@ export class MqttIngress {
   private client?: MqttClient
   private readonly held = new Map<number, Promise<unknown>>()
   private ackChain: Promise<unknown> = Promise.resolve()
+  /** Messages read but not yet acknowledged; past MAX_UNACKED the ingress stops reading. */
+  private unacked = 0
+  /** Bumped at each reconnect, so PUBACKs of a dropped connection do not count against the new one. */
+  private generation = 0
   private attempts = 0
   private stopping = false
   private readonly abort = new AbortController()
@@ -77,11 +84,12 @@ export class MqttIngress {
         const commit = this.held.get(packet.messageId)
         if (commit) {
           this.held.delete(packet.messageId)
+          const generation = this.generation
           // Keep the PUBACKs in arrival order: each waits for its own commit and for the previous PUBACK.
           this.ackChain = Promise.all([this.ackChain, commit]).then(
             () => { if (client.connected) send(packet, undefined, ...rest) },
             () => { this.dropConnection('commit failed') }
-          )
+          ).finally(() => { if (generation === this.generation) this.unacked-- })
           cb?.()
           return
         }
@@ -147,9 +155,14 @@ export class MqttIngress {
       }
     }
     const done = submit()
-    if (packet.qos > 0 && typeof packet.messageId === 'number') this.held.set(packet.messageId, done)
+    if (packet.qos > 0 && typeof packet.messageId === 'number') {
+      this.held.set(packet.messageId, done)
+      this.unacked++
+    }
     // The handler returns before the commit so mqtt.js keeps reading; the PUBACK waits in _sendPacket.
-    if (this.pipeline.full) await done.catch(() => {})
+    // Reading stops (the broker then queues) while the outbox is full or too much is unacknowledged:
+    // the broker's own inflight limit is not a bound the gateway's memory should rely on.
+    if (this.pipeline.full || this.unacked >= MAX_UNACKED) await done.catch(() => {})
   }
 
   private dropConnection (why: string): void {
@@ -164,6 +177,8 @@ export class MqttIngress {
       if (this.stopping || !this.client || this.client.connected) return
       this.held.clear()
       this.ackChain = Promise.resolve()
+      this.unacked = 0
+      this.generation++
       this.client.reconnect()
     }, delay).unref()
   }
