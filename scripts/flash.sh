@@ -29,36 +29,8 @@ case $# in
     *) usage ;;
 esac
 
-# ---- disk safety checks (the same in flash.sh and reflash.sh) ----
-# The whole disks that hold the running system: /, /boot, /usr, /var and active swap, followed
-# through partitions, LVM, dm-crypt and RAID to the disks below them.
-system_disks() {
-    for m in / /boot /boot/efi /boot/firmware /usr /var; do
-        findmnt -no SOURCE "$m" 2>/dev/null || true
-    done
-    tail -n +2 /proc/swaps 2>/dev/null | awk '{print $1}'
-}
-check_target_disk() { # check_target_disk DEV: refuse anything but an unused whole disk
-    dev=$1
-    [ -b "$dev" ] || die "$dev is not a block device"
-    command -v lsblk >/dev/null 2>&1 || die "lsblk (util-linux) is needed to check $dev"
-    type=$(lsblk -dno TYPE "$dev" 2>/dev/null || true)
-    [ "$type" = disk ] || die "$dev is not a whole disk (lsblk type: ${type:-unknown}); give e.g. /dev/sdX or /dev/mmcblkN"
-    name=$(lsblk -dno NAME "$dev")
-    mounted=$(lsblk -nro NAME,MOUNTPOINT "$dev" | awk '$2 != "" {print "/dev/" $1 " on " $2}')
-    [ -z "$mounted" ] || die "$dev is in use (unmount it first): $mounted"
-    for src in $(system_disks); do
-        case "$src" in /dev/*) ;; *) continue ;; esac
-        for d in $(lsblk -nsro NAME,TYPE "$src" 2>/dev/null | awk '$2 == "disk" {print $1}'); do
-            [ "$d" != "$name" ] || die "$dev holds the running system ($src): refusing to overwrite it"
-        done
-    done
-    return 0
-}
-disk_description() {
-    lsblk -dno SIZE,MODEL,TRAN "$1" 2>/dev/null | tr -s ' ' | sed 's/ *$//'
-}
-# ---- end of disk safety checks ----
+# shellcheck source=disk-checks.sh
+. "$(dirname "$0")/disk-checks.sh"
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "$image" ]; then
