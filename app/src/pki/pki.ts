@@ -52,14 +52,15 @@ export function initPki (dir: string, o: PkiInitOptions): PkiInitResult {
     created.push(p.caCert)
   }
   const ca = loadIssuer(p)
-  const leaf = (cert: string, key: string, make: (pub: ReturnType<typeof newKeyPair>['publicKey']) => string): void => {
+  const leaf = (cert: string, key: string, make: (pub: ReturnType<typeof newKeyPair>['publicKey']) => string, keyMode = 0o600): void => {
     if (existsSync(cert) && existsSync(key)) return
     const k = newKeyPair()
-    writeAtomic(key, keyToPem(k.privateKey), 0o600)
+    writeAtomic(key, keyToPem(k.privateKey), keyMode)
     writeAtomic(cert, make(k.publicKey), 0o644)
     created.push(cert)
   }
-  leaf(p.brokerCert, p.brokerKey, publicKey => createCertificate({ subject: { CN: 'iot-gateway broker' }, publicKey, issuer: ca, days: o.certDays ?? 3650, serverNames: o.brokerNames }))
+  // 0640: Mosquitto reads the broker key through the group of the (setgid) pki directory.
+  leaf(p.brokerCert, p.brokerKey, publicKey => createCertificate({ subject: { CN: 'iot-gateway broker' }, publicKey, issuer: ca, days: o.certDays ?? 3650, serverNames: o.brokerNames }), 0o640)
   leaf(p.gatewayCert, p.gatewayKey, publicKey => createCertificate({ subject: { CN: o.gatewayId }, publicKey, issuer: ca, days: o.certDays ?? 3650, clientAuth: true }))
   if (!existsSync(p.crl)) {
     writeAtomic(p.crl, createCrl(ca, [], 1), 0o644)

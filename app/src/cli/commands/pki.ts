@@ -1,16 +1,23 @@
 import { Command } from 'commander'
 import { paths } from '../../config/load.js'
+import { existsSync } from 'node:fs'
+import { aclPath, writeAcl } from '../../broker/broker-files.js'
 import { initPki } from '../../pki/pki.js'
 import { configFrom, printJson, type Io } from '../io.js'
 
 export function makePkiCommand (io: Io): Command {
   const pki = new Command('pki').description('the gateway\'s local certificate authority')
   pki.command('init')
-    .description('create the device CA, the broker and gateway certificates and the CRL on the data directory (idempotent; first boot)')
+    .description('create the device CA, the broker and gateway certificates, the CRL and the broker\'s ACL on the data directory (idempotent; first boot)')
     .option('--json', 'print JSON')
     .action((opts: { json?: boolean }, cmd: Command) => {
       const c = configFrom(cmd.optsWithGlobals(), io)
       const r = initPki(paths(c).pkiDir, { gatewayId: c.gateway.id, brokerNames: { dns: [...c.broker.names], ip: [...c.broker.addresses] } })
+      // Mosquitto will not start without its ACL; later the gateway rewrites it on enrolment and revocation.
+      if (!existsSync(aclPath(c.gateway.dataDir))) {
+        writeAcl(c.gateway.dataDir, { gatewayId: c.gateway.id, streams: c.mqtt.streams, revoked: [] })
+        r.created.push(aclPath(c.gateway.dataDir))
+      }
       if (opts.json === true) printJson(io, r)
       else io.out(r.created.length === 0 ? 'PKI already initialised; nothing changed\n' : r.created.map(f => `created ${f}\n`).join(''))
     })
