@@ -5,7 +5,7 @@ t.test('the ACL without revocations is unchanged; revoked devices get a deny blo
   const base = renderAcl({ gatewayId: 'gw', streams: ['telemetry'] })
   t.equal(base, [
     '# Mosquitto ACL for meta-iot-gateway (rendered by the gateway; do not edit).',
-    'user gw', 'topic read devices/+/telemetry', 'topic write devices/+/commands', '',
+    'user gw', 'topic read devices/+/telemetry', 'topic write devices/+/commands', 'topic read $SYS/broker/publish/messages/dropped', '',
     '# Every device, by the CN of its certificate (%u):', 'pattern write devices/%u/telemetry', 'pattern read devices/%u/commands', ''
   ].join('\n'))
   t.equal(renderAcl({ gatewayId: 'gw', streams: ['telemetry'], revoked: [] }), base)
