@@ -1,23 +1,15 @@
-import { spawn } from 'node:child_process'
 import { FirewallError } from '../lib/errors.js'
+import { runProcess, type RunResult } from '../lib/run-process.js'
 import { TABLE_FAMILY, TABLE_NAME } from './ruleset.js'
 
-export interface RunResult { code: number, stdout: string, stderr: string }
+export type { RunResult }
 
 /** Runs nft with arguments and optional stdin. The one privileged side effect; tests inject a fake. */
 export type NftRunner = (args: string[], input?: string) => Promise<RunResult>
 
 export function spawnRunner (bin = process.env.IOTGW_NFT ?? 'nft'): NftRunner {
-  return (args, input) => new Promise((resolve, reject) => {
-    const p = spawn(bin, args, { stdio: ['pipe', 'pipe', 'pipe'] })
-    const out: Buffer[] = []
-    const err: Buffer[] = []
-    p.stdout.on('data', (b: Buffer) => out.push(b))
-    p.stderr.on('data', (b: Buffer) => err.push(b))
-    p.once('error', e => reject(new FirewallError('NFT_MISSING', `cannot run ${bin}: ${e.message}`, { cause: e })))
-    p.once('close', code => resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }))
-    p.stdin.on('error', () => {})
-    p.stdin.end(input ?? '')
+  return (args, input) => runProcess(bin, args, input ?? '').catch((e: Error) => {
+    throw new FirewallError('NFT_MISSING', `cannot run ${bin}: ${e.message}`, { cause: e })
   })
 }
 

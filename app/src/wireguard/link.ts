@@ -1,19 +1,13 @@
-import { spawn } from 'node:child_process'
+import { runProcess, type RunResult } from '../lib/run-process.js'
 import { WireguardError } from '../lib/errors.js'
 import { extraRoutes, type TunnelSpec } from './networkd.js'
 
-export interface CmdResult { code: number, stdout: string, stderr: string }
+export type CmdResult = RunResult
 /** Runs `ip` or `wg`; tests inject a recorder. Keys are passed as file paths, never as arguments. */
 export type CmdRunner = (bin: string, args: string[]) => Promise<CmdResult>
 
-export const spawnCmd: CmdRunner = (bin, args) => new Promise((resolve, reject) => {
-  const p = spawn(bin, args, { stdio: ['ignore', 'pipe', 'pipe'] })
-  const out: Buffer[] = []
-  const err: Buffer[] = []
-  p.stdout.on('data', (b: Buffer) => out.push(b))
-  p.stderr.on('data', (b: Buffer) => err.push(b))
-  p.once('error', e => reject(new WireguardError('TOOL_MISSING', `cannot run ${bin}: ${e.message}`, { cause: e })))
-  p.once('close', code => resolve({ code: code ?? 1, stdout: Buffer.concat(out).toString('utf8'), stderr: Buffer.concat(err).toString('utf8') }))
+export const spawnCmd: CmdRunner = (bin, args) => runProcess(bin, args).catch((e: Error) => {
+  throw new WireguardError('TOOL_MISSING', `cannot run ${bin}: ${e.message}`, { cause: e })
 })
 
 /** The same settings as the networkd files, applied directly with `ip` and `wg` (tests, images without networkd). */
