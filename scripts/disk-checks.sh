@@ -1,4 +1,5 @@
-# Disk safety checks shared by flash.sh and reflash.sh (sourced; needs die()).
+# Argument parsing and disk safety checks shared by flash.sh and reflash.sh (sourced; needs die()
+# and usage()).
 # The whole disks that hold the running system: /, /boot, /usr, /var and active swap, followed
 # through partitions, LVM, dm-crypt and RAID to the disks below them.
 system_disks() {
@@ -26,4 +27,23 @@ check_target_disk() { # check_target_disk DEV: refuse anything but an unused who
 }
 disk_description() {
     lsblk -dno SIZE,MODEL,TRAN "$1" 2>/dev/null | tr -s ' ' | sed 's/ *$//'
+}
+
+# parse_image_and_disk [-y] [IMAGE] DEVICE: sets yes, image ("" = the newest build) and dev; needs usage().
+parse_image_and_disk() {
+    yes=0
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            -y) yes=1; shift ;;
+            -h|--help) usage 0 ;;
+            --) shift; break ;;
+            -*) usage ;;
+            *) break ;;
+        esac
+    done
+    case $# in
+        1) image=""; dev=$1 ;;
+        2) image=$1; dev=$2 ;;
+        *) usage ;;
+    esac
 }

@@ -13,24 +13,9 @@ set -eu
 die() { echo "flash.sh: $*" >&2; exit 1; }
 usage() { sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-2}"; }
 
-yes=0
-while [ $# -gt 0 ]; do
-    case "$1" in
-        -y) yes=1; shift ;;
-        -h|--help) usage 0 ;;
-        --) shift; break ;;
-        -*) usage ;;
-        *) break ;;
-    esac
-done
-case $# in
-    1) image=""; dev=$1 ;;
-    2) image=$1; dev=$2 ;;
-    *) usage ;;
-esac
-
 # shellcheck source=disk-checks.sh
 . "$(dirname "$0")/disk-checks.sh"
+parse_image_and_disk "$@"
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "$image" ]; then

@@ -28,21 +28,7 @@ mbr_part() {
     od -An -tu4 -j $((446 + 16 * ($2 - 1) + 8)) -N 8 "$1" | awk '{print $1, $2}'
 }
 
-yes=0
-while [ $# -gt 0 ]; do
-    case "$1" in
-        -y) yes=1; shift ;;
-        -h|--help) usage 0 ;;
-        --) shift; break ;;
-        -*) usage ;;
-        *) break ;;
-    esac
-done
-case $# in
-    1) image=""; dev=$1 ;;
-    2) image=$1; dev=$2 ;;
-    *) usage ;;
-esac
+parse_image_and_disk "$@"
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 if [ -z "$image" ]; then
