@@ -29,7 +29,8 @@ disk_description() {
     lsblk -dno SIZE,MODEL,TRAN "$1" 2>/dev/null | tr -s ' ' | sed 's/ *$//'
 }
 
-# parse_image_and_disk [-y] [IMAGE] DEVICE: sets yes, image ("" = the newest build) and dev; needs usage().
+# parse_image_and_disk [-y] [IMAGE] DEVICE: sets yes, image (default: the newest kas build), dev and
+# here (the repository); needs usage().
 parse_image_and_disk() {
     yes=0
     while [ $# -gt 0 ]; do
@@ -46,4 +47,10 @@ parse_image_and_disk() {
         2) image=$1; dev=$2 ;;
         *) usage ;;
     esac
+    here=$(cd "$(dirname "$0")/.." && pwd)
+    if [ -z "$image" ]; then
+        image=$(ls -t "$here"/build/tmp/deploy/images/*/iot-gateway-image-*.rootfs.wic.bz2 2>/dev/null | head -n 1 || true)
+        [ -n "$image" ] || die "no image given and none found under build/tmp/deploy/images (run: kas build kas.yml)"
+    fi
+    [ -f "$image" ] || die "$image: no such image"
 }

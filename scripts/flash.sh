@@ -17,12 +17,6 @@ usage() { sed -n '2,/^set -eu/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit "${1:-2}"
 . "$(dirname "$0")/disk-checks.sh"
 parse_image_and_disk "$@"
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "$image" ]; then
-    image=$(ls -t "$here"/build/tmp/deploy/images/*/iot-gateway-image-*.rootfs.wic.bz2 2>/dev/null | head -n 1 || true)
-    [ -n "$image" ] || die "no image given and none found under build/tmp/deploy/images (run: kas build kas.yml)"
-fi
-[ -f "$image" ] || die "$image: no such image"
 bmap="${image%.bz2}"; bmap="${bmap%.gz}"; bmap="${bmap%.xz}"; bmap="${bmap%.zst}.bmap"
 [ -f "$bmap" ] || die "$bmap: the block map is missing (IMAGE_FSTYPES must contain wic.bmap)"
 check_target_disk "$dev"

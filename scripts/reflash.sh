@@ -30,12 +30,6 @@ mbr_part() {
 
 parse_image_and_disk "$@"
 
-here=$(cd "$(dirname "$0")/.." && pwd)
-if [ -z "$image" ]; then
-    image=$(ls -t "$here"/build/tmp/deploy/images/*/iot-gateway-image-*.rootfs.wic.bz2 2>/dev/null | head -n 1 || true)
-    [ -n "$image" ] || die "no image given and none found under build/tmp/deploy/images (run: kas build kas.yml)"
-fi
-[ -f "$image" ] || die "$image: no such image"
 
 if [ "${REFLASH_ALLOW_FILE:-0}" = 1 ] && [ -f "$dev" ]; then
     echo "reflash.sh: REFLASH_ALLOW_FILE=1: writing to the regular file $dev (test mode)" >&2
