@@ -88,7 +88,7 @@ export class Gateway {
     this.metrics.gauge('gateway_outbox_messages', 'Messages waiting in the outbox.', () => store.outboxDepth)
     this.metrics.gauge('gateway_outbox_bytes', 'Payload bytes waiting in the outbox.', () => store.outboxBytes)
     this.metrics.gauge('gateway_outbox_oldest_age_seconds', 'Age of the oldest message in the outbox.', () => {
-      const at = store.stats().oldestReceivedAt
+      const at = store.oldestReceivedAt()
       return at === null ? 0 : (Date.now() - at) / 1000
     })
     this.metrics.gauge('gateway_dead_letters', 'Messages in the dead-letter table.', () => store.stats().deadLetters)

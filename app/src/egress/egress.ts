@@ -103,19 +103,19 @@ export class Egress {
     const u = this.config.uplink
     let attempt = 0
     while (!this.abort.signal.aborted) {
-      const stats = this.store.stats()
-      if (stats.depth === 0) {
+      if (this.store.outboxDepth === 0) {
         this.state = 'idle'
         await this.waitForWork(1000)
         // While idle, look again at the table itself: `outbox retry` from the CLI adds rows from another process.
-        if (this.store.outboxDepth === 0) this.store.refreshTotals()
+        this.store.refreshTotals()
         continue
       }
-      // Linger: a partial batch waits a little for more, counted from its oldest message.
+      // Linger: a partial batch waits a little for more, counted from its oldest message. The totals
+      // are kept in memory; only the oldest message's time is read, once per wait.
+      const oldest = this.store.oldestReceivedAt() ?? 0
       for (;;) {
-        const s = this.store.stats()
-        const wait = (s.oldestReceivedAt ?? 0) + (this.draining ? 0 : u.lingerMs) - Date.now()
-        if (wait <= 0 || s.depth >= u.batchMaxMessages || s.bytes >= u.batchMaxBytes || this.abort.signal.aborted) break
+        const wait = oldest + (this.draining ? 0 : u.lingerMs) - Date.now()
+        if (wait <= 0 || this.store.outboxDepth >= u.batchMaxMessages || this.store.outboxBytes >= u.batchMaxBytes || this.abort.signal.aborted) break
         await this.waitForWork(wait)
       }
       if (this.abort.signal.aborted) break

@@ -165,12 +165,15 @@ export class Store {
     return trimmed
   }
 
+  oldestReceivedAt (): number | null {
+    return (this.q.oldestAt.get() as { at: number } | undefined)?.at ?? null
+  }
+
   stats (): OutboxStats {
-    const oldest = this.q.oldestAt.get() as { at: number } | undefined
     return {
       depth: this.depth,
       bytes: this.bytes,
-      oldestReceivedAt: oldest?.at ?? null,
+      oldestReceivedAt: this.oldestReceivedAt(),
       deadLetters: (this.q.deadCount.get() as { n: number }).n
     }
   }
