@@ -11,6 +11,8 @@ PKGS=(
   qemu-user-static g++-aarch64-linux-gnu libc6-dev-arm64-cross   # the arm64 run under emulation
   g++-arm-linux-gnueabihf libc6-dev-armhf-cross            # the 32-bit Pi's addon: a compile check
   util-linux procps                                        # setpriv, sysctl (namespace tests)
+  fdisk e2fsprogs                                          # sfdisk, resize2fs: growing /data on a loop device
+  dropbear-bin openssh-client                              # the image's SSH server, probed by a real client
   python3-jsonschema python3-yaml                          # kas files against kas's schema
 )
 missing=()

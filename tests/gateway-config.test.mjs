@@ -78,3 +78,20 @@ t.test('knobs reach the configuration and the gateway accepts them', { skip }, t
   t.not(r.status, 0, 'an invalid knob is rejected by the gateway (the check can fail)')
   t.end()
 })
+
+t.test('IOT_GATEWAY_SSH_FROM_WAN opens SSH on the WAN in the rendered ruleset, and only then', { skip }, t => {
+  const rules = knobs => {
+    const { file } = recipeConfig(t, knobs)
+    const r = run(process.execPath, [BUNDLE, '--config', file, 'firewall', 'render'])
+    t.equal(r.status, 0, r.stderr)
+    return r.stdout
+  }
+  // the rendered chain of each zone names its services in comments: "# ssh: tcp/22"
+  const wanChain = text => text.split(/\n(?=\s*chain )/).find(c => /chain zone_wan\b/.test(c)) ?? ''
+  const release = rules({})
+  const debug = rules({ IOT_GATEWAY_SSH_FROM_WAN: '1' })
+  t.ok(wanChain(release) !== '' && wanChain(debug) !== '', 'the ruleset has a WAN zone chain')
+  t.notMatch(wanChain(release), /tcp dport \{?[^}\n]*\b22\b/, 'release: no SSH from the WAN')
+  t.match(wanChain(debug), /tcp dport \{?[^}\n]*\b22\b/, 'debug/test images: SSH from the WAN')
+  t.end()
+})

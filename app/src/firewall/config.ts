@@ -104,6 +104,7 @@ export const DEFAULT_SERVICES: readonly ServiceSpec[] = [
 export const firewall = defineSection({
   zones: { type: 'object[]', default: DEFAULT_ZONES, item: checkZone, description: 'Firewall zones: {name, interfaces, networks, detectScans, ping}. Input from an interface of no zone is dropped. Networks may not overlap between zones.' },
   services: { type: 'object[]', default: DEFAULT_SERVICES, item: checkService, description: 'What each zone may reach on the gateway: {name, zone, protocol tcp|udp, port}. port is a number or a configuration field ("api.port"). Everything else is dropped.' },
+  extraServices: { type: 'object[]', default: [], item: checkService, description: 'Services admitted in addition to `services` (same form), so a build can open one more port without repeating the defaults: the layer\'s debug and QEMU test images add SSH from the WAN here.' },
   lanZone: { type: 'string', default: 'lan', description: 'The devices\' zone: forwarding from it is dropped and counted on its own.' },
   newConnRate: { type: 'integer', default: 50, min: 1, max: 1000000, description: 'New connections per second allowed per source address (nft dynamic set with a limit); more are dropped and the source is reported (rate_limit_applied).' },
   newConnBurst: { type: 'integer', default: 100, min: 1, max: 1000000, description: 'Burst of new connections allowed per source before the rate applies.' },

@@ -49,7 +49,10 @@ function lookupPort (c: Config, ref: string, path: string, strict: boolean): num
 export function firewallPolicy (c: Config, strict = true): FirewallPolicy {
   const fw: FirewallSection = c.firewall
   const zones = fw.zones as readonly ZoneSpec[]
-  const services = fw.services as readonly ServiceSpec[]
+  const services = [
+    ...(fw.services as readonly ServiceSpec[]).map((s, i) => ({ s, path: `firewall.services[${i}]` })),
+    ...(fw.extraServices as readonly ServiceSpec[]).map((s, i) => ({ s, path: `firewall.extraServices[${i}]` }))
+  ]
   const byName = new Map<string, number>()
   const ifaceOwner = new Map<string, string>()
   const nets: Array<{ cidr: Cidr, zone: string, path: string }> = []
@@ -72,8 +75,7 @@ export function firewallPolicy (c: Config, strict = true): FirewallPolicy {
     })
   })
   const known = (): string => [...byName.keys()].join(', ')
-  const resolved = services.map((s, i) => {
-    const path = `firewall.services[${i}]`
+  const resolved = services.map(({ s, path }) => {
     if (!byName.has(s.zone)) throw new ConfigError(`${path}.zone`, `unknown zone "${s.zone}" (zones: ${known()})`)
     const port = typeof s.port === 'number' ? s.port : lookupPort(c, s.port, `${path}.port`, strict)
     return { ...s, port }

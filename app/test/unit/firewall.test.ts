@@ -44,6 +44,10 @@ t.test('the shipped policy is the one the design names', async t => {
   // Ports follow the configuration they refer to.
   const moved = firewallPolicy(buildConfig({ api: { port: 9443 }, broker: { lanPort: 8884, gatewayPort: 8885 }, wireguard: { listenPort: 4500 } }))
   t.same(moved.zones.map(z => [z.tcp, z.udp]), [[[], [4500]], [[53, 8884], [53, 67, 5683]], [[22, 9443], []]])
+  // extraServices adds to the defaults (what the layer's debug and QEMU test images write)
+  const extra = firewallPolicy(buildConfig({ firewall: { extraServices: [{ name: 'ssh', zone: 'wan', protocol: 'tcp', port: 22 }] } }))
+  t.same(extra.zones.map(z => [z.name, z.tcp, z.udp]), [['wan', [22], [51820]], ['lan', [53, 8883], [53, 67, 5683]], ['wg', [22, 8080], []]])
+  t.ok(isOpen(extra, 'wan', 'tcp', 22) && !isOpen(p, 'wan', 'tcp', 22))
 })
 
 t.test('bad firewall configurations are refused with the field and the reason', async t => {
@@ -58,7 +62,9 @@ t.test('bad firewall configurations are refused with the field and the reason', 
     ['duplicate zone', { zones: [{ name: 'a', interfaces: ['eth0'] }, { name: 'a', interfaces: ['eth1'] }], services: [], lanZone: '' }, /zone "a" is defined twice/],
     ['bad network', { zones: [{ name: 'a', interfaces: ['eth0'], networks: ['10.0.0.300/24'] }], services: [], lanZone: '' }, /is not a network/],
     ['reserved zone name', { zones: [{ name: 'other', interfaces: ['eth0'] }], services: [], lanZone: '' }, /reserved/],
-    ['unknown lan zone', { lanZone: 'devices' }, /firewall\.lanZone: unknown zone "devices"/]
+    ['unknown lan zone', { lanZone: 'devices' }, /firewall\.lanZone: unknown zone "devices"/],
+    ['extra service in an unknown zone', { extraServices: [{ name: 'ssh', zone: 'dmz', protocol: 'tcp', port: 22 }] }, /^firewall\.extraServices\[0\]\.zone: unknown zone "dmz"/],
+    ['extra service with a bad port', { extraServices: [{ name: 'ssh', zone: 'wan', protocol: 'tcp', port: 70000 }] }, /^firewall\.extraServices\[0\]\.port: port out of range/]
   ]
   for (const [what, firewall, reason] of cases) {
     t.throws(() => firewallPolicy(buildConfig({ firewall })), reason, what)

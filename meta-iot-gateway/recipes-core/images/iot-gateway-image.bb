@@ -27,6 +27,12 @@ IMAGE_INSTALL = " \
 # kernel-modules: WireGuard and the nf_tables expressions are modules (the layer's kernel
 # fragment), loaded on demand by wg/nft.
 
+# SSH for the operator: with IOT_GATEWAY_SSH_AUTHORIZED_KEYS (a file of public keys) the image gets
+# dropbear, key-only, listening on the WireGuard tunnel's address, host keys on /data
+# (recipes-core/iot-gateway-ssh). Without it a release image has no SSH server at all.
+IOT_GATEWAY_SSH_AUTHORIZED_KEYS ?= ""
+IMAGE_INSTALL += "${@'iot-gateway-ssh' if d.getVar('IOT_GATEWAY_SSH_AUTHORIZED_KEYS') else ''}"
+
 # Partitions: boot (vfat, Pi only), root (ext4, read-only), data (ext4, /data). Fixed sizes keep
 # the layout identical across releases (scripts/reflash.sh relies on it).
 IOT_GATEWAY_BOOT_SIZE ?= "128M"

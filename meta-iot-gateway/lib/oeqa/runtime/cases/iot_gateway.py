@@ -147,6 +147,28 @@ class IotGatewayTest(OERuntimeTestCase):
         self.assertRegex(ruleset, r'hook forward priority [^;]*; policy drop;',
                          msg='forwarding is not dropped:\n%s' % ruleset)
 
+    @OEHasPackage(['iot-gateway-ssh'])
+    def test_ssh_key_only_host_keys_on_data(self):
+        """Images built with IOT_GATEWAY_SSH_AUTHORIZED_KEYS: dropbear by key only, where the drop-in says."""
+        self.run_ok('systemctl start dropbearkey.service')
+        self.run_ok('test -s /data/ssh/dropbear_ed25519_host_key && test -s /data/ssh/dropbear_ecdsa_host_key')
+        self.assertEqual(self.run_ok('stat -c %a /data/ssh').strip(), '700')
+        before = self.run_ok('md5sum /data/ssh/dropbear_ed25519_host_key')
+        # the key unit is idempotent: a restart keeps the identity
+        self.run_ok('systemctl restart dropbearkey.service')
+        self.assertEqual(self.run_ok('md5sum /data/ssh/dropbear_ed25519_host_key'), before)
+        execstart = self.run_ok('systemctl show -p ExecStart --value dropbear@.service')
+        self.assertIn(' -s ', execstart + ' ', msg='password logins are not disabled: %s' % execstart)
+        dropin = self.run_ok('cat /usr/lib/systemd/system/dropbear.socket.d/iot-gateway.conf')
+        wanted = [l.split('=', 1)[1] for l in dropin.splitlines() if l.startswith('ListenStream=') and l != 'ListenStream=']
+        # a bare port (IOT_GATEWAY_SSH_FROM_WAN) is every address: systemd shows it as [::]:port
+        wanted = ['[::]:' + w if w.isdigit() else w for w in wanted]
+        listen = self.run_ok('systemctl show -p Listen --value dropbear.socket').split()
+        self.assertEqual(sorted(l for l in listen if l != '(Stream)'), sorted(wanted),
+                         msg='dropbear.socket listens on %s, the drop-in says %s' % (listen, wanted))
+        keys = self.run_ok('cat /home/root/.ssh/authorized_keys')
+        self.assertRegex(keys, r'(?m)^(\S+ )?(ssh-|ecdsa-|sk-)', msg='no public key in root\'s authorized_keys')
+
     @OETestDepends(['iot_gateway.IotGatewayTest.test_gateway_active_and_ready'])
     @OEHasPackage(['mosquitto-clients'])
     def test_mqtt_tls_to_https_sink(self):

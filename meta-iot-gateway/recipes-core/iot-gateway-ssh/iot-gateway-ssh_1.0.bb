@@ -1,0 +1,119 @@
+SUMMARY = "SSH for the operator of the IoT gateway: public keys only, on the management tunnel"
+DESCRIPTION = "Drop-ins that turn the image's dropbear into the operator's door: root logs in with \
+a key from IOT_GATEWAY_SSH_AUTHORIZED_KEYS and never with a password, the socket listens on the \
+WireGuard tunnel's address only, and the host keys are made on first boot on /data, so a reflash \
+keeps the gateway's SSH identity. The image installs this package when the knob is set."
+HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
+SECTION = "net"
+LICENSE = "MIT"
+LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+
+# Knobs (see the layer's README.md), normally set in local.conf or the kas file:
+# - IOT_GATEWAY_SSH_AUTHORIZED_KEYS: a file of OpenSSH public keys (authorized_keys format), on the
+#   build host; relative paths are relative to the build directory (TOPDIR). Required.
+# - IOT_GATEWAY_WG_ADDRESS: the gateway's address in the management tunnel (also a knob of the
+#   iot-gateway recipe); SSH listens there.
+# - IOT_GATEWAY_SSH_FROM_WAN = "1": listen on every address, and the gateway's firewall admits SSH
+#   from the WAN too (conf/debug.yml and conf/qemuarm64.yml; never in a release).
+IOT_GATEWAY_SSH_AUTHORIZED_KEYS ?= ""
+IOT_GATEWAY_WG_ADDRESS ?= ""
+IOT_GATEWAY_SSH_FROM_WAN ?= "0"
+
+SRC_URI = " \
+    file://dropbear-socket-iot-gateway.conf.in \
+    file://dropbear-service-iot-gateway.conf \
+    file://dropbearkey-iot-gateway.conf \
+    file://iot-gateway-ssh-hostkeys.sh \
+    file://iot-gateway-ssh.tmpfiles \
+"
+S = "${UNPACKDIR}"
+
+inherit allarch
+
+do_configure[noexec] = "1"
+do_compile[noexec] = "1"
+
+def iot_gateway_ssh_keys_path(d):
+    path = d.getVar('IOT_GATEWAY_SSH_AUTHORIZED_KEYS') or ''
+    if path and not os.path.isabs(path):
+        path = os.path.join(d.getVar('TOPDIR'), path)
+    return os.path.normpath(path) if path else ''
+
+# A changed key file rebuilds the package (it is not in SRC_URI: it is the user's, outside the layer).
+do_install[file-checksums] += "${@'%s:True' % iot_gateway_ssh_keys_path(d) if iot_gateway_ssh_keys_path(d) else ''}"
+do_install[vardeps] += "IOT_GATEWAY_SSH_AUTHORIZED_KEYS IOT_GATEWAY_WG_ADDRESS IOT_GATEWAY_SSH_FROM_WAN"
+
+# Public keys only: every line an OpenSSH public key (optionally with options before it); a private
+# key or anything else stops the build with the line number.
+python iot_gateway_ssh_prepare() {
+    import ipaddress, re
+    path = iot_gateway_ssh_keys_path(d)
+    if not path:
+        bb.fatal("iot-gateway-ssh needs IOT_GATEWAY_SSH_AUTHORIZED_KEYS: the file of the operators' "
+                 "public SSH keys (leave the knob empty to build an image without SSH)")
+    if not os.path.isfile(path):
+        bb.fatal("IOT_GATEWAY_SSH_AUTHORIZED_KEYS: %s is not a file" % path)
+    key_re = re.compile(r'(?:^|\s)(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|'
+                        r'sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com)\s+[A-Za-z0-9+/]+={0,3}(?:\s|$)')
+    keys = []
+    with open(path, encoding='utf-8') as f:
+        for n, line in enumerate(f, 1):
+            line = line.strip()
+            if not line or line.startswith('#'):
+                continue
+            if 'PRIVATE KEY' in line:
+                bb.fatal("IOT_GATEWAY_SSH_AUTHORIZED_KEYS: %s:%d is a PRIVATE key; give the public "
+                         "key (the .pub file) instead, and treat that private key as exposed" % (path, n))
+            if not key_re.search(line):
+                bb.fatal("IOT_GATEWAY_SSH_AUTHORIZED_KEYS: %s:%d is not an OpenSSH public key line" % (path, n))
+            keys.append(line)
+    if not keys:
+        bb.fatal("IOT_GATEWAY_SSH_AUTHORIZED_KEYS: %s holds no public key" % path)
+
+    if d.getVar('IOT_GATEWAY_SSH_FROM_WAN') == '1':
+        listen = ['ListenStream=22']
+        bb.warn("IOT_GATEWAY_SSH_FROM_WAN = \"1\": SSH listens on every address and the firewall admits "
+                "it from the WAN; for the bench and test images only")
+    else:
+        addr = (d.getVar('IOT_GATEWAY_WG_ADDRESS') or '').split('/')[0]
+        if not addr:
+            bb.fatal("IOT_GATEWAY_SSH_AUTHORIZED_KEYS is set but SSH would listen nowhere: SSH is only "
+                     "reachable through the management tunnel, so set IOT_GATEWAY_WG_ADDRESS (and the "
+                     "hub's knobs), or leave IOT_GATEWAY_SSH_AUTHORIZED_KEYS empty")
+        try:
+            ip = ipaddress.ip_address(addr)
+        except ValueError:
+            bb.fatal("IOT_GATEWAY_WG_ADDRESS: %s is not an IP address" % addr)
+        listen = ['ListenStream=%s:22' % (('[%s]' % ip) if ip.version == 6 else ip)]
+
+    workdir = d.getVar('WORKDIR')
+    with open(os.path.join(workdir, 'authorized_keys'), 'w') as f:
+        f.write('# The operators of this gateway (IOT_GATEWAY_SSH_AUTHORIZED_KEYS at build time).\n')
+        f.write('\n'.join(keys) + '\n')
+    with open(os.path.join(d.getVar('UNPACKDIR'), 'dropbear-socket-iot-gateway.conf.in')) as f:
+        socket = f.read().replace('@LISTEN_STREAMS@', '\n'.join(listen))
+    with open(os.path.join(workdir, 'dropbear-socket-iot-gateway.conf'), 'w') as f:
+        f.write(socket)
+}
+do_install[prefuncs] += "iot_gateway_ssh_prepare"
+
+do_install() {
+    install -d -m 0700 ${D}${ROOT_HOME}/.ssh
+    install -m 0600 ${WORKDIR}/authorized_keys ${D}${ROOT_HOME}/.ssh/authorized_keys
+
+    install -D -m 0644 ${WORKDIR}/dropbear-socket-iot-gateway.conf ${D}${systemd_system_unitdir}/dropbear.socket.d/iot-gateway.conf
+    install -D -m 0644 ${UNPACKDIR}/dropbear-service-iot-gateway.conf ${D}${systemd_system_unitdir}/dropbear@.service.d/iot-gateway.conf
+    install -D -m 0644 ${UNPACKDIR}/dropbearkey-iot-gateway.conf ${D}${systemd_system_unitdir}/dropbearkey.service.d/iot-gateway.conf
+    install -D -m 0755 ${UNPACKDIR}/iot-gateway-ssh-hostkeys.sh ${D}${libexecdir}/iot-gateway-ssh-hostkeys
+    install -D -m 0644 ${UNPACKDIR}/iot-gateway-ssh.tmpfiles ${D}${nonarch_libdir}/tmpfiles.d/iot-gateway-ssh.conf
+}
+
+FILES:${PN} = " \
+    ${ROOT_HOME}/.ssh \
+    ${systemd_system_unitdir}/dropbear.socket.d \
+    ${systemd_system_unitdir}/dropbear@.service.d \
+    ${systemd_system_unitdir}/dropbearkey.service.d \
+    ${libexecdir}/iot-gateway-ssh-hostkeys \
+    ${nonarch_libdir}/tmpfiles.d/iot-gateway-ssh.conf \
+"
+RDEPENDS:${PN} = "dropbear"
