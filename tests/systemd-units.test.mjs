@@ -10,7 +10,10 @@ import { t, LAYER, run, which } from './helpers.mjs'
 const GW = join(LAYER, 'recipes-gateway', 'iot-gateway', 'files')
 const MOSQ = join(LAYER, 'recipes-connectivity', 'mosquitto', 'files')
 const SYSCONF = join(LAYER, 'recipes-core', 'iot-gateway-system-conf', 'files')
-const gatewayUnits = readdirSync(GW).filter(f => /\.(service|path|socket|timer|mount)$/.test(f)).sort()
+const UNIT_RE = /\.(service|path|socket|timer|mount)$/
+const gatewayUnits = readdirSync(GW).filter(f => UNIT_RE.test(f)).sort()
+// units of iot-gateway-system-conf (its .in files are drop-ins, checked below)
+const sysconfUnits = readdirSync(SYSCONF).filter(f => UNIT_RE.test(f)).sort()
 
 // Stand-ins of upstream units extended by drop-ins (as installed by their wrynose recipes).
 const UPSTREAM = {
@@ -44,10 +47,50 @@ ExecStart=/usr/sbin/hostapd /etc/hostapd.conf -P /run/hostapd.pid -B
 
 [Install]
 WantedBy=multi-user.target
+`,
+  // oe-core recipes-core/dropbear/dropbear/*.socket|*.service (after the recipe's sed, usrmerge)
+  'dropbear.socket': `[Unit]
+Conflicts=dropbear.service
+
+[Socket]
+ListenStream=22
+Accept=yes
+
+[Install]
+WantedBy=sockets.target
+Also=dropbearkey.service
+`,
+  'dropbear@.service': `[Unit]
+Description=SSH Per-Connection Server
+Wants=dropbearkey.service
+After=syslog.target dropbearkey.service
+
+[Service]
+Environment="DROPBEAR_RSAKEY_DIR=/etc/dropbear"
+EnvironmentFile=-/etc/default/dropbear
+ExecStart=-/usr/sbin/dropbear -i -r \${DROPBEAR_RSAKEY_DIR}/dropbear_rsa_host_key $DROPBEAR_EXTRA_ARGS
+ExecReload=/usr/bin/kill -HUP $MAINPID
+StandardInput=socket
+KillMode=process
+`,
+  'dropbearkey.service': `[Unit]
+Description=SSH Key Generation
+RequiresMountsFor=/var /var/lib
+ConditionPathExists=!/etc/dropbear/dropbear_rsa_host_key
+ConditionPathExists=!/var/lib/dropbear/dropbear_rsa_host_key
+
+[Service]
+Environment="DROPBEAR_RSAKEY_DIR=/etc/dropbear"
+EnvironmentFile=-/etc/default/dropbear
+Type=oneshot
+ExecStart=/usr/bin/mkdir -p \${DROPBEAR_RSAKEY_DIR}
+ExecStart=/usr/sbin/dropbearkey -t rsa -f \${DROPBEAR_RSAKEY_DIR}/dropbear_rsa_host_key $DROPBEAR_RSAKEY_ARGS
+RemainAfterExit=yes
+Nice=10
 `
 }
 const STUB_EXECUTABLES = ['/usr/bin/iot-gateway', '/usr/bin/node', '/usr/sbin/nft', '/usr/sbin/mosquitto',
-  '/usr/sbin/hostapd', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown', '/bin/chmod', '/bin/sh']
+  '/usr/sbin/hostapd', '/usr/sbin/iot-gateway-grow-data', '/usr/sbin/dropbear', '/usr/sbin/dropbearkey', '/usr/libexec/iot-gateway-ssh-hostkeys', '/usr/bin/kill', '/usr/bin/mkdir', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown', '/bin/chmod', '/bin/sh']
 
 function fakeRoot (t) {
   const root = mkdtempSync(join(tmpdir(), 'iotgw-units-'))
@@ -90,6 +133,16 @@ t.test('units of the gateway recipe pass systemd-analyze verify', { skip: !haveA
   t.end()
 })
 
+t.test('units of the system-conf recipe pass systemd-analyze verify', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, t => {
+  const { root, unitDir } = fakeRoot(t)
+  for (const u of sysconfUnits) copyFileSync(join(SYSCONF, u), join(unitDir, u))
+  t.ok(sysconfUnits.includes('iot-gateway-grow-data.service'), `found ${sysconfUnits.join(' ')}`)
+  const r = verify(root, unitDir, sysconfUnits)
+  t.equal(r.status, 0, 'exit status')
+  t.same(r.complaints, [], 'no warnings')
+  t.end()
+})
+
 t.test('drop-ins of mosquitto and hostapd pass systemd-analyze verify', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, t => {
   for (const psk of ['', 'ConditionPathExists=/data/hostapd/wpa_psk']) {
     const { root, unitDir } = fakeRoot(t)
@@ -105,6 +158,31 @@ t.test('drop-ins of mosquitto and hostapd pass systemd-analyze verify', { skip: 
     // the drop-in really took effect
     const show = run('systemd-analyze', ['cat-config', `--root=${root}`, 'systemd/system/mosquitto.service'])
     if (show.status === 0) t.match(show.stdout, /iot-gateway\.conf/, 'drop-in is read')
+  }
+  t.end()
+})
+
+t.test('drop-ins of dropbear (iot-gateway-ssh) pass systemd-analyze verify', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, t => {
+  const SSH = join(LAYER, 'recipes-core', 'iot-gateway-ssh', 'files')
+  for (const listen of ['ListenStream=10.66.0.2:22', 'ListenStream=[fd00:66::2]:22', 'ListenStream=22', 'ListenStream=10.66.0.300:22']) {
+    const { root, unitDir } = fakeRoot(t)
+    const dropIns = {
+      'dropbear.socket.d': readFileSync(join(SSH, 'dropbear-socket-iot-gateway.conf.in'), 'utf8').replace('@LISTEN_STREAMS@', listen),
+      'dropbear@.service.d': readFileSync(join(SSH, 'dropbear-service-iot-gateway.conf'), 'utf8'),
+      'dropbearkey.service.d': readFileSync(join(SSH, 'dropbearkey-iot-gateway.conf'), 'utf8')
+    }
+    for (const [d, text] of Object.entries(dropIns)) {
+      mkdirSync(join(unitDir, d))
+      writeFileSync(join(unitDir, d, 'iot-gateway.conf'), text)
+    }
+    const r = verify(root, unitDir, ['dropbear.socket', 'dropbear@0.service', 'dropbearkey.service'])
+    if (listen.includes('300')) {
+      // the drop-ins are really read: a bad address in the socket's drop-in is reported
+      t.match(r.complaints.join('\n'), /dropbear\.socket\.d\/iot-gateway\.conf.*10\.66\.0\.300/, 'a bad ListenStream in the drop-in is reported')
+      continue
+    }
+    t.equal(r.status, 0, `exit status (${listen})`)
+    t.same(r.complaints, [], 'no warnings')
   }
   t.end()
 })
@@ -132,7 +210,8 @@ function sections (text) {
 }
 
 t.test('unit style: [Service] sorted, Node units without MemoryDenyWriteExecute (and say why)', t => {
-  const files = gatewayUnits.filter(u => u.endsWith('.service')).map(u => join(GW, u)).concat(join(MOSQ, 'mosquitto-iot-gateway.conf'))
+  const files = gatewayUnits.filter(u => u.endsWith('.service')).map(u => join(GW, u))
+    .concat(sysconfUnits.filter(u => u.endsWith('.service')).map(u => join(SYSCONF, u)), join(MOSQ, 'mosquitto-iot-gateway.conf'))
   for (const f of files) {
     const text = readFileSync(f, 'utf8')
     const s = sections(text).Service

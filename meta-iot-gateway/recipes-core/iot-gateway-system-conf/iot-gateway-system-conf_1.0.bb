@@ -1,6 +1,7 @@
 SUMMARY = "System configuration of the IoT gateway image (networkd, hostapd, journald, /data)"
 DESCRIPTION = "systemd-networkd for eth0 (WAN, DHCP) and wlan0 (IoT LAN with a DHCP server), \
-the hostapd access point of the IoT LAN, a volatile journal and the /data mount point."
+the hostapd access point of the IoT LAN, a volatile journal, the /data mount point and the \
+growth of the data partition to the end of the SD card."
 HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
 SECTION = "base"
 LICENSE = "MIT"
@@ -15,6 +16,11 @@ IOT_GATEWAY_WIFI_CHANNEL ?= "6"
 # it per device) and does not start until that file exists.
 IOT_GATEWAY_WIFI_PASSPHRASE ?= ""
 IOT_GATEWAY_PERSISTENT_JOURNAL ?= "0"
+# "1" (default): iot-gateway-grow-data.service grows the data partition to the end of the SD card
+# at boot (the first boot on a bigger card; later boots find nothing to do) and systemd-growfs
+# grows its ext4 (x-systemd.growfs in the wks files). "0": the unit is installed but not enabled;
+# /data keeps IOT_GATEWAY_DATA_SIZE (the file system still grows to its partition).
+IOT_GATEWAY_DATA_GROW ?= "1"
 
 SRC_URI = " \
     file://10-iot-gateway-wan.network \
@@ -24,15 +30,19 @@ SRC_URI = " \
     file://hostapd-iot-gateway.conf.in \
     file://hostapd-iot-gateway-dropin.conf.in \
     file://90-iot-gateway-hostapd.rules \
+    file://iot-gateway-grow-data.sh \
+    file://iot-gateway-grow-data.service \
 "
 S = "${UNPACKDIR}"
 
-inherit allarch
+inherit allarch systemd
 
 do_configure[noexec] = "1"
 do_compile[noexec] = "1"
 
 python do_check_knobs() {
+    if d.getVar('IOT_GATEWAY_DATA_GROW') not in ('0', '1'):
+        bb.fatal("IOT_GATEWAY_DATA_GROW must be \"0\" or \"1\"")
     p = d.getVar('IOT_GATEWAY_WIFI_PASSPHRASE')
     if p and not (8 <= len(p) <= 63):
         bb.fatal("IOT_GATEWAY_WIFI_PASSPHRASE must have 8 to 63 characters")
@@ -84,6 +94,10 @@ do_install() {
         echo "d /data/journal 2755 root systemd-journal -" > ${D}${nonarch_libdir}/tmpfiles.d/iot-gateway-journal.conf
         echo "L+ /var/log/journal - - - - /data/journal" >> ${D}${nonarch_libdir}/tmpfiles.d/iot-gateway-journal.conf
     fi
+
+    # the data partition grows to the end of the card (the script's header says how)
+    install -D -m 0755 ${UNPACKDIR}/iot-gateway-grow-data.sh ${D}${sbindir}/iot-gateway-grow-data
+    install -D -m 0644 ${UNPACKDIR}/iot-gateway-grow-data.service ${D}${systemd_system_unitdir}/iot-gateway-grow-data.service
 }
 
 FILES:${PN} = " \
@@ -94,6 +108,13 @@ FILES:${PN} = " \
     ${nonarch_libdir}/systemd/resolved.conf.d \
     ${nonarch_libdir}/tmpfiles.d \
     ${systemd_system_unitdir}/hostapd.service.d \
+    ${systemd_system_unitdir}/iot-gateway-grow-data.service \
+    ${sbindir}/iot-gateway-grow-data \
     ${nonarch_base_libdir}/udev/rules.d/90-iot-gateway-hostapd.rules \
 "
-RDEPENDS:${PN} = "hostapd"
+# WantedBy=data.mount: enabled, it runs before /data is mounted at every boot
+SYSTEMD_SERVICE:${PN} = "${@'iot-gateway-grow-data.service' if d.getVar('IOT_GATEWAY_DATA_GROW') == '1' else ''}"
+SYSTEMD_AUTO_ENABLE:${PN} = "enable"
+# sfdisk and partx: util-linux splits every program into util-linux-<name>; the file system is
+# grown by systemd-growfs (systemd, EXT4_IOC_RESIZE_FS), so no e2fsprogs-resize2fs
+RDEPENDS:${PN} = "hostapd util-linux-partx util-linux-sfdisk"
