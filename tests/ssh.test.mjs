@@ -63,7 +63,7 @@ function recipePrepare (dir, keysText, knobs = {}) {
 }
 
 const missing = ['dropbear', 'dropbearkey', 'ssh', 'ssh-keygen', 'systemd-socket-activate', 'unshare'].filter(c => which(c) === null)
-const skip = !isRoot ? 'needs root (a mount namespace with its own /root)'
+const skip = !isRoot ? 'needs root (a mount namespace with its own home for root)'
   : which('python3') === null ? 'python3 is not installed'
   : missing.length > 0 ? `not installed: ${missing.join(', ')} (scripts/install-deps.sh installs them)` : false
 
@@ -121,7 +121,7 @@ t.test('dropbear as the drop-in runs it: public keys only, the host keys from /d
   const start = async () => {
     const port = await freePort()
     // a private mount namespace: root's home is a tmpfs holding the image's .ssh
-    const script = 'set -e; mount -t tmpfs -o mode=0700 tmpfs /root; cp -a "$HOME_SRC/.ssh" /root/.ssh; ' +
+    const script = 'set -e; h=$(getent passwd 0 | cut -d: -f6); mount -t tmpfs -o mode=0700 tmpfs "$h"; cp -a "$HOME_SRC/.ssh" "$h/.ssh"; ' +
       'exec systemd-socket-activate --inetd -a -l "127.0.0.1:$PORT" "$@"'
     const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', ...cmd], {
       env: { ...process.env, HOME_SRC: home, PORT: String(port) },

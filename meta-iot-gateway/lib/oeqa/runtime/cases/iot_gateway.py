@@ -166,7 +166,7 @@ class IotGatewayTest(OERuntimeTestCase):
         listen = self.run_ok('systemctl show -p Listen --value dropbear.socket').split()
         self.assertEqual(sorted(l for l in listen if l != '(Stream)'), sorted(wanted),
                          msg='dropbear.socket listens on %s, the drop-in says %s' % (listen, wanted))
-        keys = self.run_ok('cat /home/root/.ssh/authorized_keys')
+        keys = self.run_ok('cat ~root/.ssh/authorized_keys')
         self.assertRegex(keys, r'(?m)^(\S+ )?(ssh-|ecdsa-|sk-)', msg='no public key in root\'s authorized_keys')
 
     @OETestDepends(['iot_gateway.IotGatewayTest.test_gateway_active_and_ready'])
