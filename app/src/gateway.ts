@@ -4,6 +4,7 @@ import { paths } from './config/load.js'
 import type { Config } from './config/schema.js'
 import { Egress } from './egress/egress.js'
 import { AuditLog } from './audit/audit.js'
+import { DenialFollower } from './broker/denial-log.js'
 import { FirewallMonitor } from './firewall/monitor.js'
 import { createLogger, type Logger } from './lib/logger.js'
 import { Registry } from './lib/metrics.js'
@@ -32,6 +33,8 @@ export class Gateway {
   egress?: Egress
   mqtt?: MqttIngress
   devices?: DeviceGuard
+  /** Reads Mosquitto's log for ACL denials (broker.denialLogCommand); each lowers the device's trust. */
+  denials?: DenialFollower
   coap?: CoapIngress
   api?: ApiServer
   /** Reads the privileged firewall's counter snapshot and events (the daemon runs no nft itself). */
@@ -63,6 +66,18 @@ export class Gateway {
     egress.start()
     const devices = this.devices = new DeviceGuard(c, this.db, pipeline, this.metrics, this.log.child({ cap: 'devices' }))
     devices.start()
+    if (c.broker.denialLogCommand.length > 0) {
+      this.denials = new DenialFollower(c.broker.denialLogCommand, {
+        gatewayId: c.gateway.id,
+        onDenial: d => devices.aclDenied(d.device, {
+          kind: d.kind,
+          topic: d.topic.slice(0, 256),
+          ...(d.truncated ? { truncated: true } : {}),
+          ...(d.device === null ? { clientId: d.clientId.slice(0, 128) } : {})
+        })
+      }, this.metrics, this.log.child({ cap: 'broker-log' }))
+      this.denials.start()
+    }
     this.mqtt = new MqttIngress(c, pipeline, this.metrics, this.log.child({ cap: 'mqtt' }))
     // READY waits for the broker subscription, but only so long: a broker that comes up later is
     // reached by the reconnect loop, and /health says "broker": "disconnected" meanwhile.
@@ -155,6 +170,7 @@ export class Gateway {
       await this.mqtt?.stop().catch(err => this.log.warn('mqtt stop', { err }))
       await this.coap?.stop().catch(err => this.log.warn('coap stop', { err }))
       this.pipeline?.close()
+      await this.denials?.stop().catch(err => this.log.warn('broker log follower stop', { err }))
       this.devices?.stop()
       await this.egress?.stop(graceMs)
       await this.api?.stop()

@@ -18,6 +18,8 @@ export interface BrokerOptions {
   sysIntervalSeconds: number
   streams: readonly string[]
   gatewayId: string
+  /** The gateway follows the broker's log for ACL denials (broker.denialLogCommand): debug lines on. */
+  logDenials: boolean
 }
 
 /**
@@ -56,10 +58,19 @@ export function renderMosquittoConf (o: BrokerOptions): string {
     `max_queued_messages ${o.maxQueuedMessages}`,
     'max_inflight_messages 1000',
     `sys_interval ${o.sysIntervalSeconds}`,
-    'log_dest stdout',
+    '# stderr, not stdout: Mosquitto before 2.0.16 block-buffers stdout when it is not a terminal, so',
+    '# journald would get its lines kilobytes late.',
+    'log_dest stderr',
     'log_type error',
     'log_type warning',
     'log_type notice',
+    ...(o.logDenials
+      ? ['# ACL denials ("Denied PUBLISH from <client id> ...") are logged only at debug level; the gateway',
+          '# reads them from the journal (broker.denialLogCommand) and maps client ids to devices by the',
+          '# connection lines. Debug also logs every packet, about 3.4 lines per QoS 1 message (journal',
+          '# space and CPU; see the mosquitto.service drop-in). broker.denialLogCommand [] turns it off.',
+          'log_type debug']
+      : []),
     'log_timestamp false',
     'connection_messages true',
     '',

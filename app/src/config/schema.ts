@@ -78,7 +78,8 @@ const broker = defineSection({
   sysIntervalSeconds: { type: 'integer', default: 10, min: 1, max: 3600, description: 'How often Mosquitto publishes its $SYS statistics; the gateway reads the count of dropped messages there.' },
   autosaveIntervalSeconds: { type: 'integer', default: 10, min: 1, max: 3600, description: 'How often Mosquitto writes its persistence file on /data.' },
   names: { type: 'string[]', default: ['iot-gateway.local', 'localhost'], description: 'DNS names in the broker certificate (devices connect to one of these).' },
-  addresses: { type: 'string[]', default: ['192.168.100.1', '127.0.0.1'], description: 'IP addresses in the broker certificate.' }
+  addresses: { type: 'string[]', default: ['192.168.100.1', '127.0.0.1'], description: 'IP addresses in the broker certificate.' },
+  denialLogCommand: { type: 'string[]', default: ['journalctl', '--follow', '--lines=all', '--boot', '--all', '--output=short-unix', '--unit=mosquitto.service'], description: 'Command (no shell) whose standard output is Mosquitto\'s log. The gateway follows it and turns each ACL denial into an `acl_denied` security event of the device (trust penalty, audit row). Mosquitto logs denials only at debug level, so a non-empty command also makes `render mosquitto` add `log_type debug` (about 3.4 log lines per message: journal space and CPU). Lines with a journal time from before the gateway started only teach it which client id is which device. Restarted with backoff when it exits. `[]`: off.' }
 })
 
 export const sections = { gateway, mqtt, limits, outbox, uplink, api, broker, coap: coapSection, devices: devicesSection, trust: trustSection, firewall, wireguard } as const satisfies Record<string, SectionSpec>

@@ -189,6 +189,18 @@ export class DeviceGuard {
     this.securityEvent(e.device, ev, { reason: e.reason, transport: e.transport, stream: e.stream, detail: e.detail })
   }
 
+  /**
+   * An ACL denial the broker reported (read from its log by broker/denial-log.ts): for a device, the
+   * same path as the pipeline's refusals (securityEvent: acl_denied); for a client whose device is not
+   * known (its connection was not seen), an audit row without a device, coalesced by type only.
+   */
+  aclDenied (device: string | null, detail: Record<string, unknown>): void {
+    const d = { reason: 'acl_denied', transport: 'mqtt', ...detail }
+    if (device === null) { this.recordAudit('acl_denied', null, d); return }
+    if (this.states.get(device)?.status === 'revoked') { this.recordAudit('revoked_device_traffic', device, d); return }
+    this.securityEvent(device, 'acl_denied', d)
+  }
+
   /** A security event for a device: audit row (coalesced), trust penalty, quarantine below the floor. */
   securityEvent (device: string, ev: TrustEvent, detail: Record<string, unknown>): void {
     this.securityEvents.inc({ type: ev })

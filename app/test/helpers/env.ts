@@ -45,12 +45,12 @@ export interface Stack { dir: string, config: Config, configFile: string, broker
  * Broker + cloud + gateway process, all real, on loopback, torn down with the test.
  * `sections` adjusts the gateway configuration (the cloud URL and CA are filled in).
  */
-export async function startStack (t: { teardown: (fn: () => Promise<void> | void) => void }, sections: Sections = {}, opts: { startGateway?: boolean, command?: ConstructorParameters<typeof GatewayProcess>[3] } = {}): Promise<Stack> {
+export async function startStack (t: { teardown: (fn: () => Promise<void> | void) => void }, sections: Sections = {}, opts: { startGateway?: boolean, command?: ConstructorParameters<typeof GatewayProcess>[3], brokerConf?: string[] } = {}): Promise<Stack> {
   const dir = tempDir(t)
   const cloud = new Cloud(dir)
   await cloud.start()
   const { config, file } = await testConfig(dir, { ...sections, uplink: { url: cloud.url, caFile: cloud.caFile, ...sections.uplink } })
-  const broker = new Mosquitto(config)
+  const broker = new Mosquitto(config, opts.brokerConf)
   await broker.start()
   const gateway = new GatewayProcess(file, config.api.port, join(dir, 'gateway.log'), opts.command)
   t.teardown(async () => {

@@ -23,7 +23,8 @@ export class Mosquitto {
   proc?: ChildProcess
   readonly confFile: string
   readonly logFile: string
-  constructor (readonly config: Config) {
+  /** `extraConf`: lines appended to the rendered configuration (a test's own logging settings). */
+  constructor (readonly config: Config, readonly extraConf: readonly string[] = []) {
     this.confFile = join(config.gateway.dataDir, 'mosquitto.conf')
     this.logFile = join(config.gateway.dataDir, 'mosquitto.log')
   }
@@ -36,7 +37,7 @@ export class Mosquitto {
     mkdirSync(join(c.gateway.dataDir, 'mosquitto'), { recursive: true })
     writeFileSync(join(c.gateway.dataDir, 'mosquitto', 'acl'), renderAcl({ gatewayId: c.gateway.id, streams: c.mqtt.streams }))
     const conf = renderMosquittoConf(brokerOptions(c))
-    writeFileSync(this.confFile, (process.getuid?.() === 0 ? 'user root\n' : '') + conf)
+    writeFileSync(this.confFile, (process.getuid?.() === 0 ? 'user root\n' : '') + conf + this.extraConf.map(l => `${l}\n`).join(''))
     const log = openSync(this.logFile, 'a')
     this.proc = spawn('mosquitto', ['-c', this.confFile], { stdio: ['ignore', log, log] })
     const proc = this.proc

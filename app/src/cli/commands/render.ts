@@ -12,7 +12,8 @@ export const brokerOptions = (c: Config) => ({
   autosaveIntervalSeconds: c.broker.autosaveIntervalSeconds,
   sysIntervalSeconds: c.broker.sysIntervalSeconds,
   streams: c.mqtt.streams,
-  gatewayId: c.gateway.id
+  gatewayId: c.gateway.id,
+  logDenials: c.broker.denialLogCommand.length > 0
 })
 
 /** `render <what>`: prints the files the image's services read, made from the same configuration. */

@@ -1,0 +1,108 @@
+import { readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import mqtt from 'mqtt'
+import t from 'tap'
+import { mqttDevice } from '../helpers/devices.js'
+import { startStack } from '../helpers/env.js'
+import { cli, enrollDevice } from '../helpers/identity.js'
+import { waitFor } from '../helpers/ports.js'
+
+const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
+
+interface Shown { status: string, trustScore: number | null, trustEvents: Record<string, number>, statusReason: string | null }
+interface AuditRow { type: string, device: string | null, source: string | null, detail: Record<string, unknown> }
+
+/**
+ * Real Mosquitto (the rendered configuration: log_type debug on stderr, into a file here), real
+ * certificates from our CLI, the gateway process following the broker's log with a command. On the
+ * image the command is journalctl (short-unix lines); here Mosquitto writes that same line form
+ * itself, so the gateway can tell the lines from before it started (learnt from, not counted).
+ */
+t.test('ACL denials in the broker log lower the device\'s trust, are audited, and quarantine it', async t => {
+  const s = await startStack(t, { trust: { floor: 40, penaltyAclDenied: 25, recoverPerMessage: 0 } }, {
+    startGateway: false,
+    brokerConf: ['log_timestamp true', 'log_timestamp_format %s.000000 iot-gateway mosquitto[1]']
+  })
+  const follow = (command: string[]): void => {
+    const j = JSON.parse(readFileSync(s.configFile, 'utf8')) as { broker: Record<string, unknown> }
+    j.broker.denialLogCommand = command
+    writeFileSync(s.configFile, JSON.stringify(j, null, 2))
+  }
+  const show = async (id: string): Promise<Shown> => JSON.parse((await cli(s.configFile, ['device', 'show', id, '--json'])).out) as Shown
+  const audit = async (device?: string): Promise<AuditRow[]> => JSON.parse((await cli(s.configFile, ['audit', 'list', '--json', ...(device ? ['--device', device] : [])])).out) as AuditRow[]
+  const gatewayLog = (): string => readFileSync(s.gateway.logFile, 'utf8')
+
+  // A follower command that does not exist: the gateway runs without it, and says so.
+  follow(['/nonexistent/broker-log-follower'])
+  await s.gateway.start()
+  await waitFor(() => gatewayLog().includes('cannot run the broker log follower'), 'the follower error in the log')
+  t.match(gatewayLog(), /ENOENT/)
+  t.equal((await s.gateway.health()).status, 200, 'a missing follower command does not stop the gateway')
+  t.equal(await s.gateway.metric('gateway_broker_log_follower_up'), 0, '/metrics says nobody reads the broker log')
+
+  const a = await enrollDevice(s.configFile, join(s.dir, 'a'), 'sensor-a')
+  const b = await enrollDevice(s.configFile, join(s.dir, 'b'), 'sensor-b')
+  // sensor-a connects while nobody follows the log, and is refused once: the next gateway learns its
+  // client id from the log's history, and does not count that old denial.
+  const devA = await mqttDevice(s.broker.lanPort, a)
+  t.teardown(() => devA.endAsync())
+  await devA.publishAsync('devices/sensor-b/telemetry', '{"seq":1,"before":true}', { qos: 1 })
+  await waitFor(() => readFileSync(s.broker.logFile, 'utf8').includes('Denied PUBLISH from sensor-a'), 'the broker to log the denial')
+  t.equal(await s.gateway.stop(), 0)
+  await sleep(1100) // Mosquitto's own times are in seconds
+
+  // A follower that exits every 4 s (restarted, printing the whole file again each time).
+  follow(['timeout', '4', 'tail', '-F', '-n', '+1', s.broker.logFile])
+  await s.gateway.start()
+  await waitFor(async () => await s.gateway.metric('gateway_broker_log_follower_up') === 1, 'the follower to run')
+  await sleep(1100)
+  await devA.publishAsync('devices/sensor-b/telemetry', '{"seq":2,"spoofed":true}', { qos: 1 })
+  await waitFor(async () => (await show('sensor-a')).trustScore === 75, async () => `sensor-a's score to fall (${JSON.stringify(await show('sensor-a'))})`)
+  const shown = await show('sensor-a')
+  t.same(shown.trustEvents, { acl_denied: 1 }, 'one penalty: the denial from before the gateway started is not counted')
+  t.equal(shown.status, 'active')
+  const rows = (await audit('sensor-a')).filter(r => r.type === 'acl_denied')
+  t.equal(rows.length, 1, 'an audit row for the device')
+  t.match(rows[0], { device: 'sensor-a', source: 'mqtt', detail: { reason: 'acl_denied', kind: 'publish', topic: 'devices/sensor-b/telemetry' } })
+  t.equal(await s.gateway.metric('gateway_security_events_total', '{type="acl_denied"}'), 1)
+  t.equal(await s.gateway.metric('gateway_broker_acl_denials_total', '{kind="publish",client="device"}'), 1)
+  t.equal(await s.gateway.metric('gateway_device_trust_score', '{device="sensor-a"}'), 75, 'the score in /metrics')
+  t.equal((await show('sensor-b')).trustScore ?? 100, 100, 'the device whose topic was targeted is not blamed')
+  t.match((await cli(s.configFile, ['device', 'show', 'sensor-a'])).out, /trust\s+75\.0 \(events: acl_denied=1\)/, '`device show` names the reason')
+
+  // Its own traffic still flows.
+  await devA.publishAsync('devices/sensor-a/telemetry', '{"seq":1,"v":"mine"}', { qos: 1 })
+  await waitFor(() => s.cloud.accepted.some(m => m.payload.v === 'mine'), 'the device\'s own message in the cloud')
+
+  // The follower exits and is started again; what it prints again is not counted again.
+  const restarts = await s.gateway.metric('gateway_broker_log_follower_restarts_total')
+  await waitFor(async () => await s.gateway.metric('gateway_broker_log_follower_restarts_total') > restarts, 'the follower to be restarted', 20000, 200)
+  await waitFor(async () => await s.gateway.metric('gateway_broker_log_follower_up') === 1, 'the follower to run again')
+  await sleep(1000)
+  t.equal((await show('sensor-a')).trustScore, 75, 'the restarted follower does not count the same denial twice')
+  t.match(gatewayLog(), /broker log follower exited; starting it again.*"code":124/, 'its exit is logged')
+
+  // Two more denials: below the floor (100 - 3 x 25 < 40): quarantine.
+  await devA.publishAsync('devices/sensor-b/events', '{"seq":3}', { qos: 1 })
+  await devA.publishAsync('devices/sensor-b/commands', '{"seq":4}', { qos: 0 })
+  await waitFor(async () => (await show('sensor-a')).status === 'quarantined', 'quarantine', 20000, 200)
+  const q = await show('sensor-a')
+  t.equal(q.trustScore, 25)
+  t.same(q.trustEvents, { acl_denied: 3 }, 'each denial counted once, across restarts of the follower')
+  t.match(q.statusReason, /below 40 after acl_denied/)
+  t.ok((await audit('sensor-a')).some(r => r.type === 'device_quarantined'), 'quarantine audited')
+  t.match(gatewayLog(), /ALERT device quarantined/)
+
+  // A client Mosquitto cannot name (its connection line cut at 999 bytes): counted and audited, nobody penalised.
+  const longId = await mqtt.connectAsync(`mqtts://localhost:${s.broker.lanPort}`, {
+    clientId: 'L'.repeat(990), ca: readFileSync(b.caFile), cert: readFileSync(b.certFile), key: readFileSync(b.keyFile), reconnectPeriod: 0, protocolVersion: 4
+  })
+  t.teardown(() => longId.endAsync())
+  await longId.publishAsync('devices/sensor-a/telemetry', '{"seq":9}', { qos: 1 })
+  await waitFor(async () => await s.gateway.metric('gateway_broker_acl_denials_total', '{kind="publish",client="unknown"}') === 1, 'the unattributed denial', 20000, 200)
+  const unknown = (await audit()).filter(r => r.type === 'acl_denied' && r.device === null)
+  t.equal(unknown.length, 1, 'audited without a device')
+  t.match(unknown[0]!.detail, { truncated: true, clientId: /^L{128}$/ })
+  t.equal((await show('sensor-b')).trustScore ?? 100, 100, 'sensor-b is not blamed for a client the log cannot name')
+  t.equal(await s.gateway.metric('gateway_security_events_total', '{type="acl_denied"}'), 3, 'only attributed denials are security events of a device')
+})
