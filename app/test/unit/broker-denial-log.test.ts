@@ -198,5 +198,5 @@ t.test('the rendered broker configuration logs debug lines only when the gateway
   t.match(on, /^connection_messages true$/m, 'the connection lines map client ids to devices')
   const off = renderMosquittoConf(brokerOptions(buildConfig({ broker: { denialLogCommand: [] } })))
   t.notMatch(off, /log_type debug/)
-  t.same(buildConfig({}).broker.denialLogCommand, ['journalctl', '--follow', '--lines=all', '--boot', '--all', '--output=short-unix', '--unit=mosquitto.service'])
+  t.same(buildConfig({}).broker.denialLogCommand, ['journalctl', '--namespace=mosquitto', '--follow', '--lines=all', '--boot', '--all', '--output=short-unix', '--unit=mosquitto.service'])
 })

@@ -218,6 +218,21 @@ class IotGatewayTest(OERuntimeTestCase):
         self.assertIn(device, received)
         self.assertIn('21.5', received)
 
+        # the broker logs into its own journal namespace, where the gateway follows it
+        self.wait_for("journalctl --namespace=mosquitto -u mosquitto -o cat | grep -q \"u'%s'\"" % device, seconds=30)
+        # a publish on another device's topic is denied by the broker's ACL and seen by the gateway
+        self.run_ok("mosquitto_pub -h 127.0.0.1 -p 8883 -q 1 --cafile /data/iot-gateway/pki/ca.crt "
+                    "--cert /run/oeqa-iotgw/dev/%s.crt --key /run/oeqa-iotgw/dev/%s.key "
+                    "-t devices/someone-else/telemetry -m '{}'" % (device, device))
+        deadline = time.time() + 60
+        while True:
+            status, output = self.http_get('http://127.0.0.1:8080/metrics')
+            if status == 0 and 'gateway_security_events_total{type="acl_denied"}' in output:
+                break
+            if time.time() > deadline:
+                self.fail('the ACL denial did not reach the gateway\'s metrics:\n%s' % output[-2000:])
+            time.sleep(3)
+
 
 # The HTTPS "cloud" on the target: stores every request body (gunzipped) as one line.
 SINK_JS = r"""
