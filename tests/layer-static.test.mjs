@@ -129,7 +129,7 @@ t.test('README (maintainer, patches, knobs) and SECURITY.md', t => {
   const r = read('README.md')
   t.match(r, /^## Maintainer/m)
   t.match(r, /patches/i)
-  for (const k of ['IOT_GATEWAY_CLOUD_URL', 'IOT_GATEWAY_TRUST_DIR', 'WireGuard', 'IOT_GATEWAY_WIFI_SSID', 'IOT_GATEWAY_SSH_AUTHORIZED_KEYS', 'IOT_GATEWAY_SSH_FROM_WAN', '### Machine']) t.match(r, k)
+  for (const k of ['IOT_GATEWAY_CLOUD_URL', 'IOT_GATEWAY_TRUST_DIR', 'WireGuard', 'IOT_GATEWAY_WIFI_SSID', 'IOT_GATEWAY_SSH_AUTHORIZED_KEYS', 'IOT_GATEWAY_SSH_FROM_WAN', 'IOT_GATEWAY_ACL_DENIALS', 'IOT_GATEWAY_DATA_GROW', '### Machine']) t.match(r, k)
   t.ok(existsSync(join(LAYER, 'SECURITY.md')))
   t.end()
 })

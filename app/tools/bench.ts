@@ -4,7 +4,9 @@
  *  - saturation: as fast as the devices can get PUBACKs, for a fixed time: delivered msg/s, CPU
  *    seconds per 10,000 messages, peak RSS, messages acknowledged to a device but never delivered;
  *  - latency: a fixed 1,000 msg/s: p50 and p99 from publish to arrival at the sink.
- * Usage: npm run bench [-- --seconds 20 --devices 10 --rate 1000 --only gateway|node-red]
+ * Usage: npm run bench [-- --seconds 20 --devices 10 --rate 1000 --only gateway|node-red --denials on|off]
+ *  --denials off: the broker without debug logging and the gateway without its ACL-denial follower
+ *  (broker.denialLogCommand []), to see what seeing ACL denials costs.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { promisify } from 'node:util'
@@ -26,6 +28,8 @@ const execFileAsync = promisify(execFile)
 /** The V8 flags the image's unit gives the gateway (meta-iot-gateway iot-gateway.service). */
 const GATEWAY_NODE_FLAGS = (process.env.IOTGW_GATEWAY_NODE_FLAGS ?? '--max-old-space-size=64 --max-semi-space-size=4').split(' ').filter(Boolean)
 const arg = (name: string, def: string): string => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1]! : def }
+/** The broker's debug log and the gateway's follower of it (ACL denials) are on by default, as on the image. */
+const denialSections: Record<string, unknown> = arg('denials', 'on') === 'off' ? { denialLogCommand: [] } : {}
 
 // ---------------------------------------------------------------- load worker (a child process)
 async function worker (): Promise<void> {
@@ -124,7 +128,11 @@ interface Result { name: string, msgPerSec: number, p50: number, p99: number, pe
 interface System { name: string, pid: () => number, stop: () => Promise<void> }
 
 async function startGateway (dir: string, sink: Sink, brokerSections: Record<string, unknown>): Promise<{ sys: System, config: Awaited<ReturnType<typeof testConfig>>['config'] }> {
-  const { config, file } = await testConfig(dir, { gateway: { logLevel: 'warn' }, uplink: { url: sink.url, caFile: sink.caFile, lingerMs: 20 }, broker: brokerSections, limits: { ratePerSecond: 100000, rateBurst: 100000 } })
+  // The gateway follows the broker's debug log for ACL denials as on the image (there: journalctl on
+  // the broker's journal namespace; here: the helper's log file), so that cost is in the numbers.
+  const broker = { denialLogCommand: ['tail', '-F', '-n', '+1', join(dir, 'data', 'mosquitto.log')], ...brokerSections }
+  const { config, file } = await testConfig(dir, { gateway: { logLevel: 'warn' }, uplink: { url: sink.url, caFile: sink.caFile, lingerMs: 20 }, broker, limits: { ratePerSecond: 100000, rateBurst: 100000 } })
+  if (config.broker.denialLogCommand.length > 0 && join(config.gateway.dataDir, 'mosquitto.log') !== config.broker.denialLogCommand[4]) throw new Error('the bench follows the wrong broker log file')
   const gw = new GatewayProcess(file, config.api.port, join(dir, 'gateway.log'), { bin: process.execPath, args: [...GATEWAY_NODE_FLAGS, join(process.cwd(), 'dist', 'gateway.cjs')] })
   return { config, sys: { name: 'gateway', pid: () => gw.proc!.pid!, stop: async () => { await gw.stop('SIGTERM') } , start: () => gw.start() } as System & { start: () => Promise<void> } }
 }
@@ -175,11 +183,11 @@ async function measure (name: string, seconds: number, devices: number, rate: nu
     let sys: System
     let config
     if (name === 'gateway') {
-      const g = await startGateway(dir, sink, {})
+      const g = await startGateway(dir, sink, denialSections)
       config = g.config
       sys = g.sys
     } else {
-      config = (await testConfig(dir, {})).config
+      config = (await testConfig(dir, { broker: denialSections })).config
     }
     const b = new Mosquitto(config)
     await b.start()
