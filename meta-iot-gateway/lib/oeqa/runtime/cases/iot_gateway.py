@@ -118,6 +118,13 @@ class IotGatewayTest(OERuntimeTestCase):
         self.run_ok('touch /data/.oeqa-probe && rm /data/.oeqa-probe')
         owner = self.run_ok('stat -c %U:%G /data/iot-gateway').strip()
         self.assertEqual(owner, 'iot-gateway:iot-pki')
+        # IOT_GATEWAY_DATA_GROW: the growth unit ran before /data was mounted and succeeded (on a
+        # disk the size of the image it finds nothing to do)
+        status, _ = self.target.run('systemctl is-enabled iot-gateway-grow-data.service')
+        if status == 0:
+            result = self.run_ok('systemctl show -p ActiveState,Result iot-gateway-grow-data.service')
+            self.assertIn('ActiveState=active', result)
+            self.assertIn('Result=success', result)
 
     @OETestDepends(['iot_gateway.IotGatewayTest.test_gateway_active_and_ready'])
     def test_only_intended_ports_listen(self):
