@@ -6,10 +6,9 @@
 // the broker configuration the image ships.
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
-import { createServer, connect as connectTcp } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { t, require, REPO, LAYER, run, which, isRoot } from './helpers.mjs'
+import { t, require, REPO, LAYER, run, which, isRoot, freePort, listening } from './helpers.mjs'
 
 const BUNDLE = join(REPO, 'app', 'dist', 'gateway.cjs')
 const UNIT = join(LAYER, 'recipes-gateway', 'iot-gateway', 'files', 'iot-gateway-firstboot.service')
@@ -17,16 +16,6 @@ const CONF = join(LAYER, 'recipes-connectivity', 'mosquitto', 'files', 'iot-gate
 const mosquitto = which('mosquitto')
 const skip = !existsSync(BUNDLE) ? 'app/dist/gateway.cjs is not built (npm run build in app/)' : !mosquitto ? 'mosquitto is not installed' : false
 
-const freePort = () => new Promise((resolve, reject) => {
-  const s = createServer()
-  s.once('error', reject)
-  s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)) })
-})
-const listening = port => new Promise(resolve => {
-  const s = connectTcp(port, '127.0.0.1')
-  s.once('connect', () => { s.destroy(); resolve(true) })
-  s.once('error', () => resolve(false))
-})
 
 t.test('pki init + firstboot unit + shipped mosquitto.conf: gateway and device talk over TLS', { skip, timeout: 120000 }, async t => {
   const mqtt = require('mqtt')

@@ -3,6 +3,7 @@
 // so packages from there are loaded with a require() made here.
 import { createRequire } from 'node:module'
 import { spawnSync } from 'node:child_process'
+import { connect, createServer } from 'node:net'
 import { existsSync } from 'node:fs'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -29,3 +30,21 @@ export function which (name) {
 }
 
 export const isRoot = typeof process.getuid === 'function' && process.getuid() === 0
+
+/** A TCP port on 127.0.0.1 that is free right now. */
+export function freePort () {
+  return new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)) })
+  })
+}
+
+/** Whether something accepts TCP connections on 127.0.0.1:port. */
+export function listening (port) {
+  return new Promise(resolve => {
+    const s = connect(port, '127.0.0.1')
+    s.once('connect', () => { s.destroy(); resolve(true) })
+    s.once('error', () => resolve(false))
+  })
+}

@@ -7,23 +7,14 @@
 // is written to the data directory.
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs'
 import { spawn } from 'node:child_process'
-import { createServer, connect as connectTcp } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { t, require, REPO, LAYER, run, which, isRoot } from './helpers.mjs'
+import { t, require, REPO, LAYER, run, which, isRoot, freePort, listening } from './helpers.mjs'
 
 const CONF = join(LAYER, 'recipes-connectivity', 'mosquitto', 'files', 'iot-gateway.conf')
 const mosquitto = which('mosquitto')
 const openssl = which('openssl')
 const skip = !mosquitto ? 'mosquitto is not installed (Debian: apt install mosquitto)' : !openssl ? 'openssl is not installed' : false
-
-function freePort () {
-  return new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)) })
-  })
-}
 
 function ssl (dir, args) {
   const r = run(openssl, args, { cwd: dir })
@@ -128,11 +119,6 @@ t.test('the shipped mosquitto.conf runs a broker that enforces certificate ident
   const exited = new Promise(resolve => broker.once('exit', (code, signal) => resolve({ code, signal })))
   t.teardown(() => { if (broker.exitCode === null) broker.kill('SIGKILL') })
   // ready when both listeners accept connections (its log on a pipe is block-buffered)
-  const listening = port => new Promise(resolve => {
-    const s = connectTcp(port, '127.0.0.1')
-    s.once('connect', () => { s.destroy(); resolve(true) })
-    s.once('error', () => resolve(false))
-  })
   const deadline = Date.now() + 15000
   while (!(await listening(lanPort) && await listening(gwPort))) {
     if (broker.exitCode !== null || Date.now() > deadline) {

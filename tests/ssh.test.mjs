@@ -5,10 +5,9 @@
 // the recipe installs; /data/ssh in the command line points at the test's folder.
 import { spawn } from 'node:child_process'
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { connect, createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { t, LAYER, isRoot, run, which } from './helpers.mjs'
+import { t, LAYER, isRoot, run, which, freePort, listening } from './helpers.mjs'
 
 const FILES = join(LAYER, 'recipes-core', 'iot-gateway-ssh', 'files')
 const dropIn = readFileSync(join(FILES, 'dropbear-service-iot-gateway.conf'), 'utf8')
@@ -20,12 +19,6 @@ function execStart (text) {
   if (lines.length === 0) throw new Error('no ExecStart= with a command')
   return lines[lines.length - 1].slice('ExecStart='.length).replace(/^-/, '').trim().split(/\s+/)
 }
-
-const freePort = () => new Promise((resolve, reject) => {
-  const s = createServer()
-  s.once('error', reject)
-  s.listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) })
-})
 
 // The recipe's `python iot_gateway_ssh_prepare()` (a prefunc of do_install), run with a stand-in for
 // BitBake's datastore: which keys it accepts, what the socket drop-in listens on.
@@ -131,12 +124,7 @@ t.test('dropbear as the drop-in runs it: public keys only, the host keys from /d
     child.stderr.on('data', d => { log += d })
     // listening when a TCP connect succeeds
     for (let i = 0; i < 100; i++) {
-      const ok = await new Promise(resolve => {
-        const s = connect(port, '127.0.0.1')
-        s.once('connect', () => { s.destroy(); resolve(true) })
-        s.once('error', () => resolve(false))
-      })
-      if (ok) break
+      if (await listening(port)) break
       if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the socket activator exited: ${log}`)
       await new Promise(resolve => setTimeout(resolve, 100))
     }

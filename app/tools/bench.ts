@@ -17,7 +17,7 @@ import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
 import mqtt from 'mqtt'
 import { createCertificate, keyToPem, newKeyPair } from '../src/pki/x509.js'
-import { Mosquitto } from '../test/helpers/mosquitto.js'
+import { Mosquitto, mosquittoLogFile } from '../test/helpers/mosquitto.js'
 import { testConfig } from '../test/helpers/env.js'
 import { GatewayProcess } from '../test/helpers/gateway-process.js'
 import { deviceCreds, type DeviceCreds } from '../test/helpers/devices.js'
@@ -130,9 +130,9 @@ interface System { name: string, pid: () => number, stop: () => Promise<void> }
 async function startGateway (dir: string, sink: Sink, brokerSections: Record<string, unknown>): Promise<{ sys: System, config: Awaited<ReturnType<typeof testConfig>>['config'] }> {
   // The gateway follows the broker's debug log for ACL denials as on the image (there: journalctl on
   // the broker's journal namespace; here: the helper's log file), so that cost is in the numbers.
-  const broker = { denialLogCommand: ['tail', '-F', '-n', '+1', join(dir, 'data', 'mosquitto.log')], ...brokerSections }
-  const { config, file } = await testConfig(dir, { gateway: { logLevel: 'warn' }, uplink: { url: sink.url, caFile: sink.caFile, lingerMs: 20 }, broker, limits: { ratePerSecond: 100000, rateBurst: 100000 } })
-  if (config.broker.denialLogCommand.length > 0 && join(config.gateway.dataDir, 'mosquitto.log') !== config.broker.denialLogCommand[4]) throw new Error('the bench follows the wrong broker log file')
+  const dataDir = join(dir, 'data')
+  const broker = { denialLogCommand: ['tail', '-F', '-n', '+1', mosquittoLogFile(dataDir)], ...brokerSections }
+  const { config, file } = await testConfig(dir, { gateway: { logLevel: 'warn', dataDir }, uplink: { url: sink.url, caFile: sink.caFile, lingerMs: 20 }, broker, limits: { ratePerSecond: 100000, rateBurst: 100000 } })
   const gw = new GatewayProcess(file, config.api.port, join(dir, 'gateway.log'), { bin: process.execPath, args: [...GATEWAY_NODE_FLAGS, join(process.cwd(), 'dist', 'gateway.cjs')] })
   return { config, sys: { name: 'gateway', pid: () => gw.proc!.pid!, stop: async () => { await gw.stop('SIGTERM') } , start: () => gw.start() } as System & { start: () => Promise<void> } }
 }

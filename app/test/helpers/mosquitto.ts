@@ -19,6 +19,9 @@ const canConnect = (port: number): Promise<boolean> => new Promise(resolve => {
  * with the PKI made by the gateway's own `pki init` code. Only `user root` is added, so that a
  * broker started by root in CI keeps reading the 0600 keys of the test directory.
  */
+/** Where the helper's broker writes its log (stdout and stderr) for a gateway data directory. */
+export const mosquittoLogFile = (dataDir: string): string => join(dataDir, 'mosquitto.log')
+
 export class Mosquitto {
   proc?: ChildProcess
   readonly confFile: string
@@ -26,7 +29,7 @@ export class Mosquitto {
   /** `extraConf`: lines appended to the rendered configuration (a test's own logging settings). */
   constructor (readonly config: Config, readonly extraConf: readonly string[] = []) {
     this.confFile = join(config.gateway.dataDir, 'mosquitto.conf')
-    this.logFile = join(config.gateway.dataDir, 'mosquitto.log')
+    this.logFile = mosquittoLogFile(config.gateway.dataDir)
   }
 
   get lanPort (): number { return this.config.broker.lanPort }
