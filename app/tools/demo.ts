@@ -228,7 +228,7 @@ Try next:
   # publish as that device
   mosquitto_pub -h localhost -p ${config.broker.lanPort} --cafile ${me}/ca.crt --cert ${me}/my-sensor.crt --key ${me}/my-sensor.key -i my-sensor -q 1 -t devices/my-sensor/telemetry -m '{"seq":1,"temp":21.5}'
   # or run the mqtt.js example sensor (README: "Connect a sensor")
-  node ${example} --url mqtts://localhost:${config.broker.lanPort} --id my-sensor --dir ${me} --count 20
+  ${process.execPath} ${example} --url mqtts://localhost:${config.broker.lanPort} --id my-sensor --dir ${me} --count 20
   # take the cloud down (and, the same again, bring it back); watch the outbox hold the data
   kill -USR1 ${process.pid}; curl -s http://127.0.0.1:${config.api.port}/metrics | grep '^gateway_outbox_messages'
   # what the broker refuses, as the gateway reads it
