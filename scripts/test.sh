@@ -14,10 +14,11 @@ echo "node $(node --version), npm $(npm --version)"
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build
 npx tsc --noEmit -p .
-# tap writes each test file's result to .tap/test-results when the file ends (always, for `tap replay`); tap-summary prints a
-# line for it then (with the time since the start; tap's own stream keeps the files' order, so a slow
-# file would hold back the rest), the failing assertions of a failed file, and the closing line
-# "N passed, N failed[, N skipped]", whether or not the output is a terminal.
+# tap writes each test file's result to .tap/test-results when the file ends (always: it is what
+# `tap replay` reads); tap-summary prints a line for it then, with the time since the start (tap's
+# own stream keeps the files' order, so one slow file would hold back the rest), the failing
+# assertions of a failed file, and the closing line "N passed, N failed[, N skipped]", whether or
+# not the output is a terminal.
 set +e
 NODE_PATH="$root/app/node_modules" npx tap --reporter=tap "$@" 2>&1 |
   node "$root/scripts/tap-summary.mjs" --results "$root/app/.tap/test-results"
