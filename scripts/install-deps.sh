@@ -1,10 +1,16 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian 12 machine lacks for the tests: Debian packages (as root, with
+# Installs what a fresh Debian 12 machine lacks: Debian packages (as root, with
 # --no-install-recommends) and Node 22 from the npm registry (scripts/node22.sh).
+#   install-deps.sh          everything the tests use (scripts/test.sh)
+#   install-deps.sh --demo   only what scripts/demo.sh uses: Mosquitto and its clients, and the
+#                            compiler for better-sqlite3 when app/node_modules is not there yet
 set -eu
-PKGS=(
-  ca-certificates openssl git python3 make g++
+DEMO_PKGS=(
+  ca-certificates
   mosquitto mosquitto-clients                              # the broker the image ships, devices
+)
+TEST_PKGS=(
+  openssl git python3 make g++
   libcoap3-bin                                             # coap-client-notls as a CoAP device
   nftables iproute2 wireguard-go wireguard-tools           # firewall and tunnel in network namespaces
   systemd                                                  # systemd-analyze verify for the units
@@ -15,6 +21,13 @@ PKGS=(
   dropbear-bin openssh-client                              # the image's SSH server, probed by a real client
   python3-jsonschema python3-yaml                          # kas files against kas's schema
 )
+if [ "${1:-}" = --demo ]; then
+  PKGS=("${DEMO_PKGS[@]}")
+  # npm ci may have to compile better-sqlite3 (no prebuilt binary for this platform)
+  [ -d "$(dirname "$0")/../app/node_modules/better-sqlite3" ] || PKGS+=(python3 make g++)
+else
+  PKGS=("${DEMO_PKGS[@]}" "${TEST_PKGS[@]}")
+fi
 missing=()
 for p in "${PKGS[@]}"; do
   case "$p" in \#*) continue ;; esac

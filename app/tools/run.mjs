@@ -1,7 +1,8 @@
 // `npm run bench` / `npm run demo`: bundles tools/<name>.ts (TypeScript that shares the test
 // helpers) with esbuild and runs it with this Node. Arguments after the name go to the tool.
 import { build } from 'esbuild'
-import { spawnSync } from 'node:child_process'
+import { spawn } from 'node:child_process'
+import { constants } from 'node:os'
 import { mkdirSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -14,5 +15,8 @@ mkdirSync(dirname(out), { recursive: true })
 await build({ entryPoints: [join(app, 'tools', `${name}.ts`)], outfile: out, bundle: true, platform: 'node', target: 'node22', format: 'esm', external: ['better-sqlite3'],
   // The helpers are ESM (import.meta.url); bundled CommonJS dependencies still need a require.
   banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" }, logLevel: 'warning', logOverride: { 'require-resolve-not-external': 'silent' } })
-const r = spawnSync(process.execPath, [out, ...process.argv.slice(3)], { stdio: 'inherit', cwd: app })
-process.exitCode = r.status ?? 1
+// Not spawnSync: a signal sent to this process (kill <pid>, SIGUSR1 in the demo) is passed on, so the
+// tool cleans up after itself instead of being orphaned.
+const child = spawn(process.execPath, [out, ...process.argv.slice(3)], { stdio: 'inherit', cwd: app })
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGUSR1']) process.on(sig, () => { child.kill(sig) })
+child.on('exit', (code, signal) => { process.exitCode = code ?? (signal ? 128 + constants.signals[signal] : 1) })

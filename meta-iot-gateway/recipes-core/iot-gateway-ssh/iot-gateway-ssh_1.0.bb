@@ -6,7 +6,8 @@ keeps the gateway's SSH identity. The image installs this package when the knob 
 HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
 SECTION = "net"
 LICENSE = "MIT"
-LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+# The repository's LICENSE; FILE_DIRNAME is in BB_BASEHASH_IGNORE_VARS, so no checkout path in signatures
+LIC_FILES_CHKSUM = "file://${FILE_DIRNAME}/../../../LICENSE;md5=5bca9c920e769d83bd766aa9a54ccabf"
 
 # Knobs (see the layer's README.md), normally set in local.conf or the kas file:
 # - IOT_GATEWAY_SSH_AUTHORIZED_KEYS: a file of OpenSSH public keys (authorized_keys format), on the

@@ -5,7 +5,8 @@ growth of the data partition to the end of the SD card."
 HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
 SECTION = "base"
 LICENSE = "MIT"
-LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+# The repository's LICENSE; FILE_DIRNAME is in BB_BASEHASH_IGNORE_VARS, so no checkout path in signatures
+LIC_FILES_CHKSUM = "file://${FILE_DIRNAME}/../../../LICENSE;md5=5bca9c920e769d83bd766aa9a54ccabf"
 
 # Knobs (see the layer's README.md).
 IOT_GATEWAY_LAN_ADDRESS ?= "192.168.100.1/24"

@@ -5,7 +5,8 @@ and client keys are made on the data partition at first boot (iot-gateway pki in
 HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
 SECTION = "net"
 LICENSE = "MIT"
-LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+# The repository's LICENSE; FILE_DIRNAME is in BB_BASEHASH_IGNORE_VARS, so no checkout path in signatures
+LIC_FILES_CHKSUM = "file://${FILE_DIRNAME}/../../../LICENSE;md5=5bca9c920e769d83bd766aa9a54ccabf"
 
 # A folder on the build host with cloud-ca.pem (and fleet-ca.pem when IOT_GATEWAY_FLEET_CA = "1").
 # Empty: the placeholder of this recipe is installed and the build warns.
