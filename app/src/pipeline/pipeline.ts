@@ -36,6 +36,8 @@ export type DiskFullReason = 'sqlite_full' | 'free_space'
 
 /** How often /data's free space is looked at (one statfs). */
 const DISK_CHECK_MS = 2000
+/** Free space above the floor needed to leave the disk-full state. */
+const RESUME_MARGIN_BYTES = 1048576
 
 /**
  * validate -> replay check -> rate limit -> group commit into the outbox. submit() resolves only
@@ -314,8 +316,9 @@ export class Pipeline extends EventEmitter {
       if (free !== undefined && free < floor) this.setDiskFull('free_space', free)
       return
     }
-    // Resume with some margin above the floor, so the state does not flap around it.
-    if (free === undefined || free >= floor + Math.min(4 * 1048576, floor / 4)) this.tryResume()
+    // Resume with a margin above the floor (at least 1 MB, even with no floor after SQLITE_FULL),
+    // so the state does not flap around it.
+    if (free === undefined || free >= floor + Math.max(RESUME_MARGIN_BYTES, Math.min(4 * 1048576, floor / 4))) this.tryResume()
   }
 
   private setDiskFull (reason: DiskFullReason, free?: number): void {
