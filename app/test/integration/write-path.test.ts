@@ -33,6 +33,8 @@ t.test(`${N} messages at ${DEVICES * RATE_PER_DEVICE} msg/s: commits, fsyncs and
     command: { bin: 'strace', args: ['-f', '-qq', '--seccomp-bpf', '-e', 'trace=fsync,fdatasync,msync', '-o', straceLog, process.execPath, requireBundle()] }
   })
   const pid = await waitFor(() => { try { return tracedChild(s.gateway.proc!.pid!) } catch { return undefined } }, 'the traced gateway')
+  // Stopping strace does not stop its child: the teardown stops the gateway itself, by its pid.
+  t.teardown(() => { try { process.kill(pid, 'SIGKILL') } catch {} })
   const load = new LoadGenerator(s.config, Array.from({ length: DEVICES }, (_, i) => `w${i}`), 10)
   await load.connect()
   t.teardown(() => load.close())
