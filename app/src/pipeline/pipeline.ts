@@ -70,6 +70,7 @@ export class Pipeline extends EventEmitter {
   private readonly last = new Map<string, { epoch: number, seq: number }>()
   private readonly limiter: RateLimiter
   private readonly spaceWaiters: Array<() => void> = []
+  private readonly drainWaiters: Array<() => void> = []
   private readonly received
   private readonly accepted
   private readonly rejected
@@ -146,7 +147,11 @@ export class Pipeline extends EventEmitter {
     if (verdict !== 'new') {
       // After a gateway crash the broker resends what the gateway had committed but not yet
       // acknowledged: those are dropped as 'redelivered' and do not count against the device.
-      return Promise.resolve(this.refuse(s, size, s.redelivery === true ? 'redelivered' : verdict, `(epoch ${epoch}, seq ${seq}) is not after (epoch ${last.epoch}, seq ${last.seq})`, seq))
+      const refusal = (): Outcome => this.refuse(s, size, s.redelivery === true ? 'redelivered' : verdict, `(epoch ${epoch}, seq ${seq}) is not after (epoch ${last.epoch}, seq ${last.seq})`, seq)
+      // The copy that set this sequence number may still wait for its commit (a broker reconnect
+      // during the linger resends it): refusing this one is acknowledging it, so only after that commit.
+      if (this.pending.some(p => p.msg.device === s.device)) return this.committed().then(refusal)
+      return Promise.resolve(refusal())
     }
     if (!this.limiter.take(s.device)) return Promise.resolve(this.refuse(s, size, 'rate_limited', `more than ${this.config.limits.ratePerSecond}/s`, seq))
     if (this.full) return Promise.resolve(this.refuse(s, size, 'outbox_full', 'outbox at capacity; retry later', seq, false))
@@ -169,6 +174,15 @@ export class Pipeline extends EventEmitter {
   reject (s: Submission, reason: RejectReason, detail: string): Outcome {
     this.received.inc({ transport: s.transport })
     return this.refuse(s, typeof s.raw === 'string' ? Buffer.byteLength(s.raw) : s.raw.length, reason, detail, null)
+  }
+
+  /** Resolves once nothing is pending (after a commit, or when pending messages were failed). */
+  private committed (): Promise<void> {
+    return new Promise(resolve => this.drainWaiters.push(resolve))
+  }
+
+  private drained (): void {
+    if (this.pending.length === 0) for (const w of this.drainWaiters.splice(0)) w()
   }
 
   /** Commits what is pending now (up to commitMaxMessages), with the rollups of finished minutes. */
@@ -198,6 +212,7 @@ export class Pipeline extends EventEmitter {
       this.log.error('outbox commit failed', { err, messages: group.length })
       const e = err instanceof Error ? err : new Error(String(err))
       for (const p of group) { this.pendingBytes -= p.size; p.reject(e) }
+      this.drained()
       if (this.pending.length > 0) this.schedule()
       return
     }
@@ -208,6 +223,7 @@ export class Pipeline extends EventEmitter {
       p.resolve({ accepted: true })
     }
     if (group.length > 0) this.emit('committed', group.length, group.map(p => p.msg))
+    this.drained()
     if (this.pending.length > 0) this.schedule()
   }
 
@@ -220,6 +236,7 @@ export class Pipeline extends EventEmitter {
     // Still full: what is pending was never acknowledged; the broker or the device sends it again.
     for (const p of this.pending.splice(0)) p.reject(new Error('stopping with a full disk'))
     this.pendingBytes = 0
+    this.drained()
     for (const w of this.spaceWaiters.splice(0)) w()
   }
 
