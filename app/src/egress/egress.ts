@@ -49,7 +49,7 @@ export class Egress {
   private readonly dispatcher: Dispatcher
   private readonly url: URL
   private token: string | undefined
-  /** mtime and size of the token file when it was read: a change means a rotated token. */
+  /** mtime, size and inode of the token file when it was read: a change means a rotated token. */
   private tokenStamp = ''
   /** True while the cloud refuses the gateway's credentials (401/403): for /health and the alerts. */
   authFailing = false
@@ -103,8 +103,8 @@ export class Egress {
   }
 
   /**
-   * Reads the token file if it changed (mtime, size) since the last read: rotating the token needs
-   * no restart. Called at start and before every retry. A missing file keeps the last token.
+   * Reads the token file if it changed (mtime, size, inode) since the last read: rotating the token
+   * needs no restart. Called at start and before every retry. A missing file keeps the last token.
    */
   reloadToken (): void {
     const f = this.config.uplink.tokenFile
@@ -119,7 +119,14 @@ export class Egress {
     }
     if (stamp === this.tokenStamp) return
     const first = this.token === undefined
-    this.token = readFileSync(f, 'utf8').trim()
+    try {
+      this.token = readFileSync(f, 'utf8').trim()
+    } catch (err) {
+      // At start a missing or unreadable token is a configuration error; later the last one is kept.
+      if (first) throw err
+      this.log.warn('uplink token file changed but cannot be read; keeping the previous token', { file: f, err })
+      return
+    }
     this.tokenStamp = stamp
     if (!first) this.log.info('uplink token file changed; using the new token', { file: f })
   }
