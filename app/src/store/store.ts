@@ -84,7 +84,10 @@ export class Store {
   readonly instance: string
   /** Commits by kind, for the write-path counters (`group`: FULL; `meta`: NORMAL bookkeeping). */
   readonly counts = { group: 0, meta: 0, deletes: 0, metaFailures: 0 }
+  /** The connection's synchronous level as opened (2 FULL, 1 NORMAL), restored after bookkeeping writes. */
+  private readonly synchronous: number
   constructor (readonly db: DB) {
+    this.synchronous = db.pragma('synchronous', { simple: true }) as number
     this.instance = (db.prepare("SELECT value FROM store_meta WHERE key = 'instance'").get() as { value: string }).value
     this.q = {
       insert: db.prepare('INSERT INTO outbox (device, transport, stream, epoch, seq, received_at, payload, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
@@ -191,12 +194,13 @@ export class Store {
 
   /** A small bookkeeping write at synchronous=NORMAL (no fsync; the WAL keeps it across a process crash). */
   private normal (fn: () => void): void {
-    this.db.pragma('synchronous = NORMAL')
+    if (this.synchronous !== 1) this.db.pragma('synchronous = NORMAL')
     try {
       this.db.transaction(fn)()
       this.counts.meta++
     } finally {
-      this.db.pragma('synchronous = FULL')
+      // Back to what the connection was opened with (outbox.synchronous; FULL by default).
+      if (this.synchronous !== 1) this.db.pragma(`synchronous = ${this.synchronous}`)
     }
   }
 

@@ -143,6 +143,18 @@ t.test('a crash after the acknowledgement, before it is written, sends the batch
   t.same(again.rows.map(r => r.seq), [1, 2])
 })
 
+t.test('the uplink bookkeeping does not change the configured synchronous level', async t => {
+  const dir = tempDir(t)
+  for (const [mode, level] of [['FULL', 2], ['NORMAL', 1]] as const) {
+    const s = new Store(openDatabase(join(dir, `${mode}.db`), { synchronous: mode }))
+    s.commitGroup([msg('a', 1)], [])
+    s.ackBatch(s.nextBatch('gw', 10, 1 << 20)!)
+    t.ok(s.flushAcks(Date.now() + 5000, true))
+    t.equal(s.db.pragma('synchronous', { simple: true }), level, `${mode} stays ${mode}`)
+    s.db.close()
+  }
+})
+
 t.test('ids are never reused, even once the outbox was empty', async t => {
   const s = new Store(openDatabase(':memory:'))
   s.commitGroup([msg('a', 1), msg('a', 2)], [])
