@@ -19,6 +19,7 @@ TEST_PKGS=(
   util-linux procps                                        # setpriv, sysctl (namespace tests)
   fdisk e2fsprogs                                          # sfdisk, resize2fs: growing /data on a loop device
   dropbear-bin openssh-client                              # the image's SSH server, probed by a real client
+  strace                                                   # fsync order of atomic file writes; fsyncs in npm run bench
   python3-jsonschema python3-yaml                          # kas files against kas's schema
 )
 if [ "${1:-}" = --demo ]; then

@@ -56,7 +56,8 @@ export class Gateway {
     if (c.uplink.url === '') throw new Error('uplink.url is not set: the gateway has nowhere to deliver (set it in the configuration file or GATEWAY_UPLINK_URL)')
     this.db = openDatabase(paths(c).db, { synchronous: c.outbox.synchronous })
     const store = this.store = new Store(this.db)
-    const pipeline = this.pipeline = new Pipeline(store, c, this.metrics, this.log.child({ cap: 'pipeline' }))
+    const pipeline = this.pipeline = new Pipeline(store, c, this.metrics, this.log.child({ cap: 'pipeline' }), c.gateway.dataDir)
+    pipeline.start()
     const egress = this.egress = new Egress(c, store, this.metrics, this.log.child({ cap: 'egress' }), () => pipeline.notifySpace())
     pipeline.on('committed', () => egress.kick())
     this.registerGauges()
@@ -115,7 +116,8 @@ export class Gateway {
   private maintain (): void {
     try {
       const o = this.config.outbox
-      const removed = this.store?.pruneTrafficLog(o.trafficLogRetentionHours * 3600_000, o.trafficLogMaxRows) ?? 0
+      const removed = (this.store?.pruneTrafficLog(o.trafficLogRetentionHours * 3600_000, o.trafficLogMaxRows) ?? 0) +
+        (this.store?.pruneTrafficRollups(o.trafficLogRetentionHours * 3600_000) ?? 0)
       if (removed > 0) this.log.info('traffic log pruned', { removed })
     } catch (err) {
       this.log.error('maintenance failed', { err })

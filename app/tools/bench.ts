@@ -1,17 +1,24 @@
 /**
- * Gateway vs Node-RED, same workload, same machine, one run. Devices publish QoS 1 over TLS with
- * client certificates through a real Mosquitto; the system under test forwards to a local HTTPS sink.
- *  - saturation: as fast as the devices can get PUBACKs, for a fixed time: delivered msg/s, CPU
- *    seconds per 10,000 messages, peak RSS, messages acknowledged to a device but never delivered;
- *  - latency: a fixed 1,000 msg/s: p50 and p99 from publish to arrival at the sink.
- * Usage: npm run bench [-- --seconds 20 --devices 10 --rate 1000 --only gateway|node-red --denials on|off]
- *  --denials off: the broker without debug logging and the gateway without its ACL-denial follower
- *  (broker.denialLogCommand []), to see what seeing ACL denials costs.
+ * The write path on an SD card (app/docs/write-path.md), and Gateway vs Node-RED, one run each.
+ *
+ * Default: this tree's bundle (dist/gateway.cjs) and the previous release's (commit 5b12154, built
+ * from a `git worktree` under a temp dir), each as the unit runs it, behind a real Mosquitto with
+ * TLS devices and an HTTPS sink. Phases on one process: idle (no devices, cloud up), then 10, 100,
+ * 1,000 msg/s and saturation. Per phase: bytes written per delivered message (/proc/<pid>/io
+ * write_bytes of the gateway and, separately, of Mosquitto), fsync-type calls per second (the
+ * gateway runs under `strace -f --seccomp-bpf -e trace=fsync,fdatasync,msync`, which stops the
+ * process only at those calls; every call is counted by its timestamp), CPU seconds per 10,000
+ * messages, p50/p99 publish-to-sink, peak RSS, and messages acknowledged to a device but lost.
+ *
+ * Usage: npm run bench [-- --seconds 20 --idle 30 --devices 50 --rates 10,100,1000 --only gateway|previous
+ *   --previous <commit> --node-red --denials on|off --keep]
+ *  --node-red: also the old comparison with Node-RED (saturation and --rate latency).
+ *  --denials off: the broker without debug logging and the gateway without its ACL-denial follower.
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { promisify } from 'node:util'
 import { createServer } from 'node:https'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs'
 import { homedir, tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
@@ -238,14 +245,158 @@ async function measure (name: string, seconds: number, devices: number, rate: nu
   }
 }
 
+// ---------------------------------------------------------------- the write path, phase by phase
+/** /proc/<pid>/io write_bytes: what the process made the kernel write to storage (page cache included). */
+const writeBytes = (pid: number): number => Number(/write_bytes:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))![1])
+
+/** The previous release's bundle, built from a git worktree under `tmp` (removed with it). */
+function buildPrevious (commit: string, tmp: string): string {
+  const repo = execFileSync('git', ['rev-parse', '--show-toplevel'], { encoding: 'utf8' }).trim()
+  const tree = join(tmp, 'previous')
+  process.stderr.write(`building the previous release (${commit}) in a git worktree\n`)
+  execFileSync('git', ['-C', repo, 'worktree', 'add', '--detach', tree, commit], { stdio: 'ignore' })
+  symlinkSync(join(process.cwd(), 'node_modules'), join(tree, 'app', 'node_modules'))
+  execFileSync('npm', ['run', '--silent', 'build'], { cwd: join(tree, 'app'), stdio: 'inherit' })
+  return join(tree, 'app', 'dist', 'gateway.cjs')
+}
+
+function removeWorktree (tmp: string): void {
+  const tree = join(tmp, 'previous')
+  if (!existsSync(tree)) return
+  try { execFileSync('git', ['worktree', 'remove', '--force', tree], { stdio: 'ignore' }) } catch {}
+}
+
+/** The node process under strace (strace's only child). */
+function tracedPid (stracePid: number): number {
+  for (let i = 0; i < 100; i++) {
+    for (const task of readdirSync(`/proc/${stracePid}/task`)) {
+      const kids = readFileSync(`/proc/${stracePid}/task/${task}/children`, 'utf8').trim()
+      if (kids !== '') return Number(kids.split(' ')[0])
+    }
+  }
+  throw new Error('no traced child')
+}
+
+/** fsync-type calls in the strace log between two times (seconds since the epoch, -ttt). */
+function syncsBetween (log: string, from: number, to: number): number {
+  let n = 0
+  for (const line of readFileSync(log, 'utf8').split('\n')) {
+    const m = /^\d+\s+(\d+\.\d+) (fsync|fdatasync|msync)\(/.exec(line)
+    if (m && Number(m[1]) >= from && Number(m[1]) < to) n++
+  }
+  return n
+}
+
+interface PhaseRow { system: string, phase: string, rate: number, delivered: number, lost: number, gwBytesPerMsg: number, brokerBytesPerMsg: number, syncsPerSec: number, cpuPer10k: number, cpuPctOfCore: number, p50: number, p99: number, peakRssMB: number, seconds: number }
+
+async function phases (system: string, bundle: string, o: { seconds: number, idle: number, devices: number, rates: number[] }): Promise<PhaseRow[]> {
+  const dir = mkdtempSync(join(tmpdir(), `bench-${system}-`))
+  const rows: PhaseRow[] = []
+  try {
+    const sink = new Sink()
+    await sink.start(dir)
+    const dataDir = join(dir, 'data')
+    const broker = { denialLogCommand: ['tail', '-F', '-n', '+1', mosquittoLogFile(dataDir)], ...denialSections }
+    const { config, file } = await testConfig(dir, { gateway: { logLevel: 'warn', dataDir }, uplink: { url: sink.url, caFile: sink.caFile, lingerMs: 20 }, broker, limits: { ratePerSecond: 100000, rateBurst: 100000 } })
+    const b = new Mosquitto(config)
+    await b.start()
+    const credFiles = Array.from({ length: o.devices }, (_, i) => {
+      const f = join(dir, `dev${i}.json`)
+      writeFileSync(f, JSON.stringify(deviceCreds(config, `dev${i}`, dir)))
+      return f
+    })
+    const straceLog = join(dir, 'strace.log')
+    const gw = new GatewayProcess(file, config.api.port, join(dir, 'gateway.log'), {
+      bin: 'strace', args: ['-f', '-qq', '--seccomp-bpf', '-ttt', '-e', 'trace=fsync,fdatasync,msync', '-o', straceLog, process.execPath, ...GATEWAY_NODE_FLAGS, bundle]
+    })
+    await gw.start()
+    const pid = tracedPid(gw.proc!.pid!)
+    const bpid = b.proc!.pid!
+    const phase = async (name: string, rate: number, run: () => Promise<number>): Promise<void> => {
+      sink.reset()
+      const w0 = writeBytes(pid); const bw0 = writeBytes(bpid); const c0 = cpuSeconds(pid); const t0 = Date.now()
+      const acked = await run()
+      if (acked > 0) await waitFor(() => sink.delivered.size >= acked, 'delivery', 120000, 100).catch(() => {})
+      // What the delivery left to write (bulk deletes, a checkpoint) belongs to this phase.
+      if (acked > 0) await new Promise(resolve => setTimeout(resolve, 2500))
+      const t1 = Date.now()
+      const delivered = sink.delivered.size
+      const per = (x: number): number => delivered > 0 ? x / delivered : NaN
+      const cpu = cpuSeconds(pid) - c0
+      rows.push({
+        system, phase: name, rate, delivered, lost: Math.max(0, acked - delivered), seconds: (t1 - t0) / 1000,
+        gwBytesPerMsg: per(writeBytes(pid) - w0), brokerBytesPerMsg: per(writeBytes(bpid) - bw0),
+        syncsPerSec: syncsBetween(straceLog, t0 / 1000, t1 / 1000) / ((t1 - t0) / 1000),
+        cpuPer10k: per(cpu) * 10000, cpuPctOfCore: cpu / ((t1 - t0) / 1000) * 100,
+        p50: percentile(sink.latencies, 50), p99: percentile(sink.latencies, 99), peakRssMB: peakRssBytes(pid) / 1048576
+      })
+      process.stderr.write(`  ${system} ${name}: ${delivered} delivered\n`)
+    }
+    // Idle: connected, subscribed, cloud up, no devices.
+    await phase('idle', 0, async () => { await new Promise(resolve => setTimeout(resolve, o.idle * 1000)); return 0 })
+    for (const rate of o.rates) await phase(`${rate} msg/s`, rate, async () => (await load(b.lanPort, credFiles, o.seconds, rate)).acked)
+    await phase('saturation', 0, async () => (await load(b.lanPort, credFiles, o.seconds, 0)).acked)
+    const last = rows[rows.length - 1]!
+    last.rate = last.delivered / last.seconds
+    // The gateway itself, not strace: strace passes the signal on only for some signals.
+    process.kill(pid, 'SIGTERM')
+    await gw.stop('SIGTERM')
+    await b.stop()
+    await sink.stop()
+    return rows
+  } finally {
+    if (process.argv.includes('--keep')) process.stderr.write(`kept ${dir}\n`)
+    else rmSync(dir, { recursive: true, force: true })
+  }
+}
+
+function printPhases (rows: PhaseRow[]): void {
+  const f = (n: number, d = 0): string => Number.isFinite(n) ? n.toFixed(d) : '-'
+  console.log('\nsystem    phase         msg/s  B written/msg (gw)  B/msg (broker)  fsync/s  CPU s/10k  CPU % core  p50 ms  p99 ms  peak RSS MB  lost / delivered')
+  for (const r of rows) {
+    console.log(`${r.system.padEnd(9)} ${r.phase.padEnd(12)} ${f(r.rate).padStart(6)} ${f(r.gwBytesPerMsg).padStart(19)} ${f(r.brokerBytesPerMsg).padStart(15)} ${f(r.syncsPerSec, 1).padStart(8)} ${f(r.cpuPer10k, 2).padStart(10)} ${f(r.cpuPctOfCore, 2).padStart(11)} ${f(r.p50).padStart(7)} ${f(r.p99).padStart(7)} ${f(r.peakRssMB, 1).padStart(12)}  ${r.lost} / ${r.delivered}`)
+  }
+  const g = rows.filter(r => r.system === 'gateway')
+  const p = rows.filter(r => r.system === 'previous')
+  if (g.length > 0 && p.length > 0) {
+    console.log('\nratio previous/gateway (bytes written per message; fsyncs per second):')
+    for (const r of g) {
+      const q = p.find(x => x.phase === r.phase)
+      if (q && r.phase !== 'idle') console.log(`  ${r.phase.padEnd(12)} bytes x${f(q.gwBytesPerMsg / r.gwBytesPerMsg, 1)}  fsyncs x${f(q.syncsPerSec / r.syncsPerSec, 1)}`)
+    }
+  }
+  for (const r of g) {
+    if (r.phase === '10 msg/s' || r.phase === '100 msg/s') console.log(`gateway at ${r.phase}: ${f(r.gwBytesPerMsg * r.rate * 86400 / 1e9, 2)} GB written per day by the gateway (+ ${f(r.brokerBytesPerMsg * r.rate * 86400 / 1e9, 2)} GB by Mosquitto)`)
+  }
+}
+
 async function main (): Promise<void> {
   const seconds = Number(arg('seconds', '20'))
-  const devices = Number(arg('devices', '10'))
-  const rate = Number(arg('rate', '1000'))
+  const devices = Number(arg('devices', '50'))
   const only = arg('only', '')
+  if (spawnSyncOk('strace') === false) throw new Error('strace is needed to count fsyncs (scripts/install-deps.sh installs it)')
+  const o = { seconds, idle: Number(arg('idle', '30')), devices, rates: arg('rates', '10,100,1000').split(',').map(Number) }
+  const tmp = mkdtempSync(join(tmpdir(), 'bench-'))
+  const rows: PhaseRow[] = []
+  try {
+    if (only === '' || only === 'gateway') {
+      process.stderr.write(`measuring gateway (${devices} devices; idle ${o.idle} s; ${o.rates.join(', ')} msg/s and saturation, ${seconds} s each)\n`)
+      rows.push(...await phases('gateway', join(process.cwd(), 'dist', 'gateway.cjs'), o))
+    }
+    if (only === '' || only === 'previous') {
+      const bundle = buildPrevious(arg('previous', '5b12154'), tmp)
+      process.stderr.write('measuring the previous release\n')
+      rows.push(...await phases('previous', bundle, o))
+    }
+  } finally {
+    removeWorktree(tmp)
+    rmSync(tmp, { recursive: true, force: true })
+  }
+  printPhases(rows)
+  if (!process.argv.includes('--node-red')) return
+  const rate = Number(arg('rate', '1000'))
   const results: Result[] = []
   for (const name of ['gateway', 'node-red']) {
-    if (only !== '' && only !== name) continue
     process.stderr.write(`measuring ${name} (${devices} devices, ${seconds} s saturation, ${rate} msg/s latency run)\n`)
     results.push(await measure(name, seconds, devices, rate))
   }
@@ -256,6 +407,10 @@ async function main (): Promise<void> {
   if (g && n) {
     console.log(`\nratio gateway/node-red: throughput x${f(g.msgPerSec / n.msgPerSec, 1)}, p99 x${f(n.p99 / g.p99, 1)} lower, RSS x${f(n.peakRssMB / g.peakRssMB, 1)} lower, CPU per message x${f(n.cpuPer10k / g.cpuPer10k, 1)} lower`)
   }
+}
+
+function spawnSyncOk (bin: string): boolean {
+  try { execFileSync(bin, ['-V'], { stdio: 'ignore' }); return true } catch { return false }
 }
 
 if (process.argv[2] === 'worker') void worker()

@@ -44,9 +44,13 @@ const outbox = defineSection({
   maxMessages: { type: 'integer', default: 1000000, min: 10, max: 100000000, description: 'Outbox capacity in messages. When full the gateway stops acknowledging (backpressure); nothing is dropped.' },
   maxBytes: { type: 'integer', default: 268435456, min: 65536, max: 17179869184, description: 'Outbox capacity in payload bytes; same policy as maxMessages.' },
   commitMaxMessages: { type: 'integer', default: 2000, min: 1, max: 100000, description: 'Most messages committed in one transaction (group commit).' },
-  commitLingerMs: { type: 'integer', default: 0, min: 0, max: 1000, description: 'Extra wait before a group commit to gather more messages (0: commit once the current I/O burst has been read).' },
-  trafficLogRetentionHours: { type: 'integer', default: 72, min: 1, max: 8760, description: 'Traffic log rows older than this are deleted.' },
-  trafficLogMaxRows: { type: 'integer', default: 500000, min: 1000, max: 100000000, description: 'The traffic log keeps at most this many rows.' },
+  commitLingerMs: { type: 'integer', default: 250, min: 0, max: 5000, description: 'Longest wait of an MQTT message for its group commit. The device has the broker\'s PUBACK already; this delays only the gateway\'s PUBACK to the broker and the cloud. Longer: more messages per commit, fewer bytes written to the SD card (app/docs/write-path.md).' },
+  coapCommitLingerMs: { type: 'integer', default: 50, min: 0, max: 5000, description: 'Longest wait of a CoAP message for its group commit (its 2.04 waits for the commit).' },
+  commitEarlyMessages: { type: 'integer', default: 64, min: 1, max: 100000, description: 'A group is committed as soon as it has this many messages, before its linger is over (keeps latency low under load).' },
+  commitMinIntervalMs: { type: 'integer', default: 50, min: 0, max: 5000, description: 'Least time between two group commits unless commitMaxMessages are waiting: at most 1000/this fsyncs per second at any rate.' },
+  minFreeBytes: { type: 'integer', default: 33554432, min: 0, max: 1099511627776, description: 'Free space the data directory keeps: below it the gateway stops acknowledging and reading devices (as when SQLite reports the disk full), /health answers 503 "disk_full", and it resumes by itself when space returns.' },
+  trafficLogRetentionHours: { type: 'integer', default: 72, min: 1, max: 8760, description: 'Traffic log rollups (per device, per minute) older than this are deleted.' },
+  trafficLogMaxRows: { type: 'integer', default: 500000, min: 1000, max: 100000000, description: 'The per-message traffic log of releases before the rollups keeps at most this many rows (it is no longer written).' },
   deadLetterMax: { type: 'integer', default: 100000, min: 10, max: 10000000, description: 'Dead letters kept at most (oldest removed first, and counted).' }
 })
 

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, statSync } from 'node:fs'
 import { promisify } from 'node:util'
 import { gzip as gzipCb } from 'node:zlib'
 import { Agent, type Dispatcher } from 'undici'
@@ -11,7 +11,7 @@ import type { Batch, Store } from '../store/store.js'
 
 const gzip = promisify(gzipCb)
 
-export type UplinkState = 'idle' | 'sending' | 'backoff' | 'stopped'
+export type UplinkState = 'idle' | 'sending' | 'backoff' | 'auth_failed' | 'stopped'
 
 /** What the cloud receives: one JSON document per batch. */
 export function batchBody (gatewayId: string, instance: string, b: Batch): string {
@@ -23,11 +23,16 @@ export function batchBody (gatewayId: string, instance: string, b: Batch): strin
 /** RFC 9530 Content-Digest of the bytes on the wire. */
 export const contentDigest = (body: Buffer): string => `sha-256=:${createHash('sha256').update(body).digest('base64')}:`
 
-type SendResult = { kind: 'ok' } | { kind: 'retry', status: number | null, reason: string, retryAfterMs?: number } | { kind: 'dead', status: number, reason: string }
+type SendResult = { kind: 'ok' } | { kind: 'retry' | 'auth', status: number | null, reason: string, retryAfterMs?: number } | { kind: 'dead', status: number, reason: string }
 
-/** Sorts an HTTP outcome: 2xx done; 408, 429 and 5xx retried; any other status is final for the batch. */
-export function classify (status: number): 'ok' | 'retry' | 'dead' {
+/**
+ * Sorts an HTTP outcome: 2xx done; 408, 429 and 5xx retried; 401 and 403 pause the uplink (the
+ * gateway's credentials are refused: no message is at fault, so none is dead-lettered); any other
+ * status is final for the batch.
+ */
+export function classify (status: number): 'ok' | 'retry' | 'auth' | 'dead' {
   if (status >= 200 && status < 300) return 'ok'
+  if (status === 401 || status === 403) return 'auth'
   if (status === 408 || status === 429 || status >= 500) return 'retry'
   return 'dead'
 }
@@ -43,7 +48,12 @@ export class Egress {
   lastSuccessAt: number | null = null
   private readonly dispatcher: Dispatcher
   private readonly url: URL
-  private readonly token: string | undefined
+  private token: string | undefined
+  /** mtime, size and inode of the token file when it was read: a change means a rotated token. */
+  private tokenStamp = ''
+  /** True while the cloud refuses the gateway's credentials (401/403): for /health and the alerts. */
+  authFailing = false
+  private ackTimer?: NodeJS.Timeout
   private readonly abort = new AbortController()
   private wake?: () => void
   private draining = false
@@ -54,7 +64,7 @@ export class Egress {
     private readonly onDrained: () => void = () => {}) {
     const u = config.uplink
     this.url = new URL(u.url)
-    this.token = u.tokenFile !== '' ? readFileSync(u.tokenFile, 'utf8').trim() : undefined
+    this.reloadToken()
     this.dispatcher = new Agent({
       connections: 2,
       keepAliveTimeout: 60000,
@@ -74,11 +84,51 @@ export class Egress {
       trimmed: metrics.counter('gateway_dead_letters_trimmed_total', 'Dead letters removed because the dead-letter table was full.'),
       bytes: metrics.counter('gateway_uplink_bytes_total', 'Request body bytes sent (after compression).')
     }
-    metrics.gauge('gateway_uplink_up', '1 when the last batch was accepted by the cloud.', () => this.state === 'backoff' ? 0 : 1)
+    metrics.gauge('gateway_uplink_up', '1 when the last batch was accepted by the cloud.', () => this.state === 'backoff' || this.state === 'auth_failed' ? 0 : 1)
+    metrics.gauge('gateway_uplink_auth_failed', '1 while the cloud refuses the gateway\'s credentials (401/403); the uplink is paused, nothing is dead-lettered.', () => this.authFailing ? 1 : 0)
   }
 
   start (): void {
     this.loop = this.run()
+    // Acknowledgements are written in bulk: at most a second after the last one when no commit did it.
+    this.ackTimer = setInterval(() => this.flushAcks(), 1000).unref()
+  }
+
+  private flushAcks (force = false): void {
+    try {
+      this.store.flushAcks(Date.now(), force)
+    } catch (err) {
+      this.log.error('writing delivered messages failed', { err })
+    }
+  }
+
+  /**
+   * Reads the token file if it changed (mtime, size, inode) since the last read: rotating the token
+   * needs no restart. Called at start and before every retry. A missing file keeps the last token.
+   */
+  reloadToken (): void {
+    const f = this.config.uplink.tokenFile
+    if (f === '') return
+    let stamp: string
+    try {
+      const st = statSync(f)
+      stamp = `${st.mtimeMs}:${st.size}:${st.ino}`
+    } catch (err) {
+      if (this.token === undefined) throw err
+      return
+    }
+    if (stamp === this.tokenStamp) return
+    const first = this.token === undefined
+    try {
+      this.token = readFileSync(f, 'utf8').trim()
+    } catch (err) {
+      // At start a missing or unreadable token is a configuration error; later the last one is kept.
+      if (first) throw err
+      this.log.warn('uplink token file changed but cannot be read; keeping the previous token', { file: f, err })
+      return
+    }
+    this.tokenStamp = stamp
+    if (!first) this.log.info('uplink token file changed; using the new token', { file: f })
   }
 
   /** New messages are in the outbox. */
@@ -129,6 +179,8 @@ export class Egress {
         this.m.batches.inc({ result: 'ok' })
         this.lastSuccessAt = Date.now()
         this.lastError = null
+        if (this.authFailing) this.log.info('cloud accepts the gateway\'s credentials again')
+        this.authFailing = false
         attempt = 0
         this.onDrained()
       } else if (r.kind === 'dead') {
@@ -138,6 +190,16 @@ export class Egress {
         if (trimmed > 0) this.m.trimmed.inc({}, trimmed)
         this.log.error('cloud refused batch; moved to dead letters', { batch: batch.id, status: r.status, reason: r.reason, messages: batch.rows.length })
         this.onDrained()
+      } else if (r.kind === 'auth') {
+        // Paused, not failed: the messages are fine and stay in order; the token may be rotated meanwhile.
+        this.m.batches.inc({ result: 'auth' })
+        this.lastError = r.reason
+        this.state = 'auth_failed'
+        if (!this.authFailing) this.log.error('cloud refuses the gateway\'s credentials; uplink paused, retrying (rotate uplink.tokenFile if it expired)', { status: r.status, reason: r.reason })
+        this.authFailing = true
+        const delay = Math.max(r.retryAfterMs ?? 0, backoffDelay(attempt++, u.backoffBaseMs, u.backoffMaxMs))
+        await this.waitForToken(delay)
+        this.reloadToken()
       } else {
         this.m.batches.inc({ result: 'retry' })
         this.lastError = r.reason
@@ -145,9 +207,23 @@ export class Egress {
         const delay = Math.max(r.retryAfterMs ?? 0, backoffDelay(attempt++, u.backoffBaseMs, u.backoffMaxMs))
         this.log.warn('uplink failed; will retry', { batch: batch.id, status: r.status, reason: r.reason, retryInMs: delay })
         await sleep(delay, this.abort.signal)
+        this.reloadToken()
       }
     }
     this.state = 'stopped'
+  }
+
+  /** The auth backoff, cut short when the token file changes (checked once a second: one stat). */
+  private async waitForToken (ms: number): Promise<void> {
+    const until = Date.now() + ms
+    const before = this.tokenStamp
+    while (!this.abort.signal.aborted && Date.now() < until) {
+      await sleep(Math.min(1000, until - Date.now()), this.abort.signal)
+      try {
+        const st = statSync(this.config.uplink.tokenFile)
+        if (`${st.mtimeMs}:${st.size}:${st.ino}` !== before) return
+      } catch {}
+    }
   }
 
   private async send (b: Batch): Promise<SendResult> {
@@ -177,6 +253,7 @@ export class Egress {
       if (kind === 'ok') return { kind: 'ok' }
       const reason = `HTTP ${res.statusCode}${text !== '' ? `: ${text}` : ''}`
       if (kind === 'dead') return { kind: 'dead', status: res.statusCode, reason }
+      if (kind === 'auth') return { kind: 'auth', status: res.statusCode, reason }
       const retryAfterMs = parseRetryAfter(res.headers['retry-after'])
       return { kind: 'retry', status: res.statusCode, reason, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) }
     } catch (err) {
@@ -195,10 +272,12 @@ export class Egress {
       this.draining = true
       this.kick()
       const deadline = Date.now() + graceMs
-      while (Date.now() < deadline && this.store.outboxDepth > 0 && this.state !== 'backoff') await sleep(20)
+      while (Date.now() < deadline && this.store.outboxDepth > 0 && this.state !== 'backoff' && this.state !== 'auth_failed') await sleep(20)
       this.abort.abort()
       await loop
     }
+    if (this.ackTimer) clearInterval(this.ackTimer)
+    this.flushAcks(true)
     await this.dispatcher.close().catch(() => {})
     this.state = 'stopped'
   }

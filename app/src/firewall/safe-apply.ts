@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto'
-import { appendFileSync, chmodSync, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { appendFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
+import { writeFileAtomic } from '../lib/atomic-file.js'
 import { FirewallError } from '../lib/errors.js'
 import type { Nft } from './nft.js'
 import { REPLACE_PREAMBLE } from './ruleset.js'
@@ -37,12 +38,7 @@ export const stateFiles = (dir: string) => ({
 
 const EVENTS_MAX_BYTES = 256 * 1024
 
-function writeAtomic (file: string, text: string, mode: number): void {
-  const tmp = `${file}.${process.pid}.tmp`
-  writeFileSync(tmp, text, { mode })
-  chmodSync(tmp, mode)
-  renameSync(tmp, file)
-}
+const writeAtomic = (file: string, text: string, mode: number): void => writeFileAtomic(file, text, mode)
 
 function readJson<T> (file: string): T | null {
   try { return JSON.parse(readFileSync(file, 'utf8')) as T } catch { return null }

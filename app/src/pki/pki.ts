@@ -1,6 +1,7 @@
-import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { createPrivateKey, randomBytes } from 'node:crypto'
 import { join } from 'node:path'
+import { writeFileAtomic } from '../lib/atomic-file.js'
 import { createCertificate, createCrl, keyToPem, newKeyPair, type Issuer, type Revoked } from './x509.js'
 
 export interface PkiPaths { dir: string, caCert: string, caKey: string, brokerCert: string, brokerKey: string, gatewayCert: string, gatewayKey: string, crl: string, coapMaster: string }
@@ -18,13 +19,8 @@ export const pkiPaths = (dir: string): PkiPaths => ({
   coapMaster: join(dir, 'coap-master.key')
 })
 
-/** Writes a file atomically (temp + rename) with the given mode: a power cut leaves the old or the new file, never half of one. */
-export function writeAtomic (file: string, data: string, mode: number): void {
-  const tmp = `${file}.tmp-${process.pid}`
-  writeFileSync(tmp, data, { mode })
-  chmodSync(tmp, mode)
-  renameSync(tmp, file)
-}
+/** Writes a file atomically (temp, fsync, rename, fsync of the directory; lib/atomic-file.ts): a power cut leaves the old or the new file, never half of one. */
+export const writeAtomic = (file: string, data: string, mode: number): void => writeFileAtomic(file, data, mode)
 
 export interface PkiInitOptions {
   gatewayId: string

@@ -39,60 +39,114 @@ export interface DeviceState { id: string, status: string, lastEpoch: number, la
 
 export interface OutboxStats { depth: number, bytes: number, oldestReceivedAt: number | null, deadLetters: number }
 
+/** Traffic of one device, transport, stream, outcome and reason during one minute (the log, rolled up). */
+export interface TrafficRollup {
+  minute: number
+  device: string | null
+  transport: string
+  stream: string | null
+  outcome: 'accepted' | 'rejected'
+  reason: string | null
+  messages: number
+  bytes: number
+}
+
+const isFull = (err: unknown): boolean => (err as { code?: string }).code === 'SQLITE_FULL'
+
 /**
  * The SQLite side of the gateway: the outbox, dead letters, device sequence state and the traffic log.
- * Every write the data path makes goes through commitGroup(), one transaction for many messages.
+ *
+ * Written for an SD card (app/docs/write-path.md):
+ * - Every write of the data path goes through commitGroup(), one `synchronous=FULL` transaction for
+ *   many messages: outbox rows, one device row per device, and, at most once a minute, the traffic
+ *   rollups. No secondary index is touched per message.
+ * - The uplink's bookkeeping writes no outbox row: a delivered watermark (`delivered_through`) and
+ *   the batch in flight are one store_meta row each, written with `synchronous=NORMAL` (in the WAL,
+ *   so a killed process keeps them; made durable by the next FULL commit or checkpoint), and
+ *   delivered rows are deleted in bulk, inside a later commit.
+ * - An acknowledgement is kept in memory first: if it cannot be written (disk full) it is retried,
+ *   and what it covers is never sent again by this process.
  */
 export class Store {
   private depth = 0
   private bytes = 0
+  /** Every outbox row with id <= this has reached the cloud (in memory first; see ackBatch). */
+  private delivered = 0
+  /** ...and every row with id <= this has been deleted. */
+  private deleted = 0
+  /** `delivered` as last written to store_meta. */
+  private deliveredWritten = 0
+  private lastDeleteAt = 0
+  /** Batches given an id and not covered by the written watermark: resent under the same id after a crash. */
+  private batches: Array<{ id: string, first: number, last: number }> = []
   private readonly q
   /** Random per database; part of every id the cloud sees (`<gateway>:<instance>:<row id>`). */
   readonly instance: string
+  /** Commits by kind, for the write-path counters (`group`: FULL; `meta`: NORMAL bookkeeping). */
+  readonly counts = { group: 0, meta: 0, deletes: 0, metaFailures: 0 }
+  /** The connection's synchronous level as opened (2 FULL, 1 NORMAL), restored after bookkeeping writes. */
+  private readonly synchronous: number
   constructor (readonly db: DB) {
+    this.synchronous = db.pragma('synchronous', { simple: true }) as number
     this.instance = (db.prepare("SELECT value FROM store_meta WHERE key = 'instance'").get() as { value: string }).value
     this.q = {
       insert: db.prepare('INSERT INTO outbox (device, transport, stream, epoch, seq, received_at, payload, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
-      log: db.prepare('INSERT INTO traffic_logs (at, device, transport, stream, seq, bytes, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      rollup: db.prepare(`INSERT INTO traffic_rollups (minute, device, transport, stream, outcome, reason, messages, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+        ON CONFLICT DO UPDATE SET messages = messages + excluded.messages, bytes = bytes + excluded.bytes`),
       upsertDevice: db.prepare(`INSERT INTO devices (id, created_at, last_seen, messages, rejected, last_epoch, last_seq)
         VALUES (@id, @now, @now, @messages, @rejected, @epoch, @seq)
         ON CONFLICT(id) DO UPDATE SET last_seen = @now, messages = messages + @messages, rejected = rejected + @rejected,
           last_epoch = CASE WHEN @epoch > last_epoch OR (@epoch = last_epoch AND @seq > last_seq) THEN @epoch ELSE last_epoch END,
           last_seq   = CASE WHEN @epoch > last_epoch OR (@epoch = last_epoch AND @seq > last_seq) THEN @seq   ELSE last_seq END`),
       device: db.prepare('SELECT id, status, last_epoch AS lastEpoch, last_seq AS lastSeq FROM devices WHERE id = ?'),
-      head: db.prepare('SELECT id, batch_id AS batchId FROM outbox ORDER BY id LIMIT 1'),
-      byBatch: db.prepare('SELECT id, device, transport, stream, epoch, seq, received_at AS receivedAt, payload, bytes FROM outbox WHERE batch_id = ? ORDER BY id'),
-      oldest: db.prepare('SELECT id, device, transport, stream, epoch, seq, received_at AS receivedAt, payload, bytes FROM outbox ORDER BY id LIMIT ?'),
-      setBatch: db.prepare('UPDATE outbox SET batch_id = ? WHERE id >= ? AND id <= ?'),
+      head: db.prepare('SELECT id, batch_id AS batchId FROM outbox WHERE id > ? ORDER BY id LIMIT 1'),
+      byBatch: db.prepare('SELECT id, device, transport, stream, epoch, seq, received_at AS receivedAt, payload, bytes FROM outbox WHERE batch_id = ? AND id > ? ORDER BY id'),
+      range: db.prepare('SELECT id, device, transport, stream, epoch, seq, received_at AS receivedAt, payload, bytes FROM outbox WHERE id >= ? AND id <= ? ORDER BY id'),
+      oldest: db.prepare('SELECT id, device, transport, stream, epoch, seq, received_at AS receivedAt, payload, bytes FROM outbox WHERE id > ? ORDER BY id LIMIT ?'),
+      deleteThrough: db.prepare('DELETE FROM outbox WHERE id <= ?'),
       deleteRange: db.prepare('DELETE FROM outbox WHERE id >= ? AND id <= ?'),
+      getMeta: db.prepare('SELECT value FROM store_meta WHERE key = ?'),
+      setMeta: db.prepare('INSERT INTO store_meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value'),
       toDead: db.prepare(`INSERT INTO dead_letters (outbox_id, device, transport, stream, epoch, seq, received_at, payload, bytes, batch_id, failed_at, status, reason)
-        SELECT id, device, transport, stream, epoch, seq, received_at, payload, bytes, batch_id, ?, ?, ? FROM outbox WHERE id >= ? AND id <= ?`),
+        SELECT id, device, transport, stream, epoch, seq, received_at, payload, bytes, ?, ?, ?, ? FROM outbox WHERE id >= ? AND id <= ?`),
       deadCount: db.prepare('SELECT count(*) AS n FROM dead_letters'),
       trimDead: db.prepare('DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)'),
-      oldestAt: db.prepare('SELECT received_at AS at FROM outbox ORDER BY id LIMIT 1'),
-      totals: db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM outbox')
+      oldestAt: db.prepare('SELECT received_at AS at FROM outbox WHERE id > ? ORDER BY id LIMIT 1'),
+      totals: db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM outbox WHERE id > ?')
+    }
+    this.delivered = this.deliveredWritten = Number((this.q.getMeta.get('delivered_through') as { value: string } | undefined)?.value ?? 0)
+    const batches = (this.q.getMeta.get('batches') as { value: string } | undefined)?.value
+    if (batches !== undefined) {
+      try { this.batches = JSON.parse(batches) } catch { this.batches = [] }
     }
     this.refreshTotals()
   }
 
   /** Re-reads the totals: another process (the CLI's `outbox retry`) may have changed the outbox. */
   refreshTotals (): void {
-    const t = this.q.totals.get() as { n: number, b: number }
+    const t = this.q.totals.get(this.delivered) as { n: number, b: number }
     this.depth = t.n
     this.bytes = t.b
   }
 
   get outboxDepth (): number { return this.depth }
   get outboxBytes (): number { return this.bytes }
+  /** Delivered rows whose deletion (or watermark) is not written yet: retried by flushAcks(). */
+  get ackBacklog (): number { return this.delivered - Math.max(this.deleted, this.deliveredWritten) }
 
   device (id: string): DeviceState | undefined {
     return this.q.device.get(id) as DeviceState | undefined
   }
 
-  /** One transaction: accepted messages into the outbox, traffic rows, device counters and sequence state. */
-  commitGroup (accepted: readonly InboundMessage[], traffic: readonly TrafficRow[]): void {
+  /**
+   * One FULL transaction: accepted messages into the outbox, each device's counters and sequence
+   * state once, the traffic rollups given, and the bulk deletion of delivered rows when due.
+   * Throws (nothing written) on failure: SQLITE_FULL included.
+   */
+  commitGroup (accepted: readonly InboundMessage[], rollups: readonly TrafficRollup[] = []): void {
     const perDevice = new Map<string, { messages: number, rejected: number, epoch: number, seq: number }>()
     let added = 0
+    const deleteThrough = this.deleteDue(Date.now()) ? this.delivered : 0
     this.db.transaction(() => {
       for (const m of accepted) {
         const bytes = Buffer.byteLength(m.payload)
@@ -103,33 +157,72 @@ export class Store {
         if (m.epoch > d.epoch || (m.epoch === d.epoch && m.seq > d.seq)) { d.epoch = m.epoch; d.seq = m.seq }
         perDevice.set(m.device, d)
       }
-      for (const r of traffic) {
-        this.q.log.run(r.at, r.device, r.transport, r.stream, r.seq, r.bytes, r.outcome, r.reason)
+      for (const r of rollups) {
+        this.q.rollup.run(r.minute, r.device ?? '', r.transport, r.stream ?? '', r.outcome, r.reason ?? '', r.messages, r.bytes)
         if (r.outcome === 'rejected' && r.device !== null) {
           const d = perDevice.get(r.device) ?? { messages: 0, rejected: 0, epoch: -1, seq: -1 }
-          d.rejected++
+          d.rejected += r.messages
           perDevice.set(r.device, d)
         }
       }
       const now = Date.now()
       for (const [id, d] of perDevice) this.q.upsertDevice.run({ id, now, ...d })
+      if (deleteThrough > 0) this.writeDelete(deleteThrough)
     })()
+    this.counts.group++
+    if (deleteThrough > 0) this.deleteDone(deleteThrough)
     this.depth += accepted.length
     this.bytes += added
   }
 
+  /** Delivered rows are deleted at most once a second (one bulk DELETE instead of one per batch). */
+  private deleteDue (now: number): boolean {
+    return this.delivered > this.deleted && now - this.lastDeleteAt >= 1000
+  }
+
+  private writeDelete (through: number): void {
+    this.q.deleteThrough.run(through)
+    this.q.setMeta.run('delivered_through', String(through))
+  }
+
+  private deleteDone (through: number): void {
+    this.deleted = Math.max(this.deleted, through)
+    this.deliveredWritten = Math.max(this.deliveredWritten, through)
+    this.lastDeleteAt = Date.now()
+    this.counts.deletes++
+  }
+
+  /** A small bookkeeping write at synchronous=NORMAL (no fsync; the WAL keeps it across a process crash). */
+  private normal (fn: () => void): void {
+    if (this.synchronous !== 1) this.db.pragma('synchronous = NORMAL')
+    try {
+      this.db.transaction(fn)()
+      this.counts.meta++
+    } finally {
+      // Back to what the connection was opened with (outbox.synchronous; FULL by default).
+      if (this.synchronous !== 1) this.db.pragma(`synchronous = ${this.synchronous}`)
+    }
+  }
+
   /**
-   * The oldest messages as a batch. A batch id, once given, is kept in the outbox, so after a crash
-   * between the send and the delete the same messages go out again under the same Idempotency-Key.
+   * The oldest messages not yet delivered, as a batch. A batch id, once given, is remembered (one
+   * store_meta row), so after a crash between the send and the acknowledgement the same messages go
+   * out again under the same Idempotency-Key. Batches that an older release marked in the outbox's
+   * batch_id column are honoured the same way.
    */
   nextBatch (gatewayId: string, maxMessages: number, maxBytes: number): Batch | undefined {
-    const head = this.q.head.get() as { id: number, batchId: string | null } | undefined
+    const head = this.q.head.get(this.delivered) as { id: number, batchId: string | null } | undefined
     if (!head) return undefined
     if (head.batchId !== null) {
-      const rows = this.q.byBatch.all(head.batchId) as Array<OutboxRow & { bytes: number }>
-      return toBatch(head.batchId, rows)
+      const rows = this.q.byBatch.all(head.batchId, this.delivered) as Array<OutboxRow & { bytes: number }>
+      if (rows.length > 0) return toBatch(head.batchId, rows)
     }
-    const candidates = this.q.oldest.all(maxMessages) as Array<OutboxRow & { bytes: number }>
+    const f = this.batches.find(b => b.first <= head.id && head.id <= b.last)
+    if (f !== undefined) {
+      const rows = this.q.range.all(head.id, f.last) as Array<OutboxRow & { bytes: number }>
+      if (rows.length > 0) return toBatch(f.id, rows)
+    }
+    const candidates = this.q.oldest.all(this.delivered, maxMessages) as Array<OutboxRow & { bytes: number }>
     const rows: Array<OutboxRow & { bytes: number }> = []
     let bytes = 0
     for (const r of candidates) {
@@ -140,33 +233,73 @@ export class Store {
     const first = rows[0]!.id
     const last = rows[rows.length - 1]!.id
     const id = `${gatewayId}-${this.instance}-${first}-${last}`
-    this.q.setBatch.run(id, first, last)
+    // The watermark rides along, so an acknowledgement costs no write of its own.
+    const through = this.delivered
+    this.batches = this.batches.filter(b => b.last > through)
+    this.batches.push({ id, first, last })
+    try {
+      this.normal(() => {
+        this.q.setMeta.run('batches', JSON.stringify(this.batches))
+        if (through > this.deliveredWritten) this.q.setMeta.run('delivered_through', String(through))
+      })
+      this.deliveredWritten = Math.max(this.deliveredWritten, through)
+    } catch (err) {
+      // Disk full: send anyway. After a crash the batch may go again under another key (same message ids).
+      if (!isFull(err)) throw err
+      this.counts.metaFailures++
+    }
     return toBatch(id, rows)
   }
 
-  /** The cloud has the batch (2xx): it leaves the outbox. */
+  /**
+   * The cloud has the batch (2xx). Recorded in memory at once: depth, and the watermark that keeps
+   * these rows from being sent again by this process. The watermark reaches the disk with the next
+   * batch or commit, or flushAcks() (a second later at most); the rows are deleted in bulk. Until
+   * then a crash sends them again under their recorded batch id (at least once).
+   */
   ackBatch (b: Batch): void {
-    this.q.deleteRange.run(b.firstId, b.lastId)
+    if (b.lastId <= this.delivered) return
+    this.delivered = b.lastId
     this.depth -= b.rows.length
     this.bytes -= b.bytes
+  }
+
+  /**
+   * Writes what ackBatch() kept in memory when no commit or batch did: called by a timer. Returns
+   * false when the disk refused it (kept in memory, retried at the next call).
+   */
+  flushAcks (now = Date.now(), force = false): boolean {
+    if (!force && !this.deleteDue(now)) return true
+    if (this.delivered <= this.deleted) return true
+    const through = this.delivered
+    try {
+      this.normal(() => this.writeDelete(through))
+    } catch (err) {
+      if (!isFull(err)) throw err
+      this.counts.metaFailures++
+      return false
+    }
+    this.deleteDone(through)
+    return true
   }
 
   /** The cloud refused the batch for good (4xx): it moves to dead letters with the reason. */
   deadLetterBatch (b: Batch, status: number | null, reason: string, max: number): number {
     let trimmed = 0
     this.db.transaction(() => {
-      this.q.toDead.run(Date.now(), status, reason, b.firstId, b.lastId)
+      this.q.toDead.run(b.id, Date.now(), status, reason, b.firstId, b.lastId)
       this.q.deleteRange.run(b.firstId, b.lastId)
       const n = (this.q.deadCount.get() as { n: number }).n
       if (n > max) trimmed = this.q.trimDead.run(n - max).changes
     })()
+    this.delivered = Math.max(this.delivered, b.lastId)
     this.depth -= b.rows.length
     this.bytes -= b.bytes
     return trimmed
   }
 
   oldestReceivedAt (): number | null {
-    return (this.q.oldestAt.get() as { at: number } | undefined)?.at ?? null
+    return (this.q.oldestAt.get(this.delivered) as { at: number } | undefined)?.at ?? null
   }
 
   stats (): OutboxStats {
@@ -198,7 +331,12 @@ export class Store {
     return moved
   }
 
-  /** Keeps the traffic log within its age and row bounds. Deletes in chunks so the data path never waits long. */
+  /** Removes traffic rollups older than the retention. */
+  pruneTrafficRollups (maxAgeMs: number): number {
+    return this.db.prepare('DELETE FROM traffic_rollups WHERE minute < ?').run(Math.floor((Date.now() - maxAgeMs) / 60000)).changes
+  }
+
+  /** Keeps the (pre-rollup) traffic log within its age and row bounds. Deletes in chunks so the data path never waits long. */
   pruneTrafficLog (maxAgeMs: number, maxRows: number, chunk = 5000): number {
     let removed = 0
     const cutoff = Date.now() - maxAgeMs

@@ -1,5 +1,8 @@
 import t from 'tap'
-import { readFileSync } from 'node:fs'
+import { execFileSync } from 'node:child_process'
+import { mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { startStack } from '../helpers/env.js'
 import { LoadGenerator } from '../helpers/load.js'
 import { waitFor } from '../helpers/ports.js'
@@ -148,4 +151,75 @@ t.test('4xx from the cloud: the batch goes to dead letters with the reason, and 
   t.same(JSON.parse(out.join('')), { moved: dead.length })
   await waitFor(() => s.cloud.unique().size >= 3, 'retried messages delivered')
   t.same([...s.cloud.unique().values()].map(m => m.seq).sort(), [1, 2, 3])
+})
+
+t.test('a full data disk is a state: no crash, nothing acknowledged is lost, acks kept in memory, resumes by itself', async t => {
+  if (process.getuid?.() !== 0) { t.plan(0, 'needs root (mounts a small tmpfs)'); return }
+  // The gateway's data directory (database, PKI, the broker's files, as on the image's /data) on an
+  // 8 MB tmpfs this test mounts, with 5 MB of ballast that the test removes later to "free space".
+  const root = mkdtempSync(join(tmpdir(), 'iotgw-full-'))
+  const small = join(root, 'small')
+  mkdirSync(small)
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=8m,mode=0755', 'tmpfs', small])
+  t.teardown(() => { try { execFileSync('umount', ['-l', small]) } catch {} rmSync(root, { recursive: true, force: true }) })
+  const ballast = join(small, 'ballast')
+  writeFileSync(ballast, Buffer.alloc(5 * 1048576, 1))
+  // minFreeBytes 0: the disk really fills, so SQLITE_FULL itself is met (the floor is the same state, earlier).
+  const s = await startStack(t, { gateway: { dataDir: join(small, 'data') }, outbox: { minFreeBytes: 0 }, broker: { denialLogCommand: [] } })
+  await s.cloud.stop()
+  const load = new LoadGenerator(s.config, ['f1', 'f2', 'f3'], 10)
+  await load.connect()
+  t.teardown(() => load.close())
+  // Paced, so that little waits in the broker (whose queue shares the disk) once the gateway stops.
+  load.start(Infinity, 200, 1000)
+  await waitFor(async () => await s.gateway.metric('gateway_disk_full') === 1, 'the gateway to see the disk full', 60000, 50)
+  await load.stop()
+  const ackedWhileFull = load.acked.length
+  t.equal(s.gateway.proc!.exitCode, null, 'still running')
+  t.ok([200, 503].includes((await s.gateway.health()).status), 'and answering /health (503 once it reports disk_full)')
+  t.equal(await s.gateway.metric('gateway_outbox_full'), 1, 'backpressure: it holds the broker back')
+  // The cloud comes back while the disk is still full: what is committed is delivered; the
+  // acknowledgements cannot be written, so they are kept in memory and nothing is sent twice.
+  await s.cloud.start()
+  await waitFor(async () => (await s.gateway.health()).body.outbox.depth === 0, 'the committed messages to be delivered', 60000)
+  t.equal(await s.gateway.metric('gateway_disk_full'), 1, 'still full')
+  t.equal(s.cloud.accepted.length, s.cloud.unique().size, 'no batch sent twice while its delete could not be written')
+  // Space returns.
+  rmSync(ballast)
+  await waitFor(async () => await s.gateway.metric('gateway_disk_full') === 0, 'the gateway to resume by itself', 60000)
+  await waitFor(() => s.cloud.unique().size >= ackedWhileFull, () => `everything acknowledged delivered (${s.cloud.unique().size} of ${ackedWhileFull})`, 120000)
+  checkDelivery(t, load.acked, s.cloud.accepted)
+  t.equal(s.cloud.accepted.length, s.cloud.unique().size, 'no duplicates (no crash, so none are expected)')
+  t.equal(s.gateway.proc!.exitCode, null, 'never crashed')
+  const log = readFileSync(s.gateway.logFile, 'utf8')
+  t.equal(log.split('data disk full').length - 1, 1, 'said once in the log')
+  t.match(log, /data disk has room again/)
+})
+
+t.test('cloud 401: the uplink pauses (no dead letters) until the token file is rotated, then delivers everything', async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'iotgw-token-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const tokenFile = join(dir, 'token')
+  writeFileSync(tokenFile, 'expired-token\n')
+  const s = await startStack(t, { uplink: { tokenFile, backoffBaseMs: 100, backoffMaxMs: 2000 } })
+  s.cloud.respond = b => b.authorization === 'Bearer fresh-token' ? undefined : { status: 401, body: 'token expired' }
+  const load = new LoadGenerator(s.config, ['a1', 'a2'], 5)
+  await load.connect()
+  t.teardown(() => load.close())
+  load.start(50, 100)
+  await load.finished()
+  await waitFor(async () => (await s.gateway.health()).body.uplink === 'auth_failed', 'the uplink to pause on 401')
+  t.equal(await s.gateway.metric('gateway_uplink_auth_failed'), 1)
+  const refused = s.cloud.requests
+  await waitFor(() => s.cloud.requests >= refused + 2, 'retries while refused')
+  t.equal(await s.gateway.metric('gateway_uplink_dead_letters_total'), 0, 'nothing dead-lettered')
+  t.equal(s.cloud.accepted.length, 0)
+  // Rotation: a new file renamed over the old one, as an operator or an agent does it. No restart.
+  writeFileSync(`${tokenFile}.new`, 'fresh-token\n')
+  renameSync(`${tokenFile}.new`, tokenFile)
+  await waitFor(() => s.cloud.unique().size >= load.acked.length, 'everything delivered with the new token', 30000)
+  checkDelivery(t, load.acked, s.cloud.accepted)
+  t.equal(await s.gateway.metric('gateway_uplink_auth_failed'), 0)
+  t.equal(await s.gateway.metric('gateway_uplink_dead_letters_total'), 0, 'still no dead letters')
+  t.match(readFileSync(s.gateway.logFile, 'utf8'), /uplink token file changed/)
 })

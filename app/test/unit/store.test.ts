@@ -1,6 +1,8 @@
 import t from 'tap'
+import { copyFileSync } from 'node:fs'
 import { join } from 'node:path'
-import { migrate, migrations, openDatabase } from '../../src/store/db.js'
+import Database from 'better-sqlite3'
+import { migrate, migrations, openDatabase, PAGE_SIZE } from '../../src/store/db.js'
 import { Store, type InboundMessage } from '../../src/store/store.js'
 import { tempDir } from '../helpers/env.js'
 
@@ -15,16 +17,64 @@ t.test('migrations run once, in order, and a newer schema is refused', async t =
   t.equal(db.pragma('journal_mode', { simple: true }), 'wal')
   t.equal(db.pragma('synchronous', { simple: true }), 2, 'FULL')
   t.equal(migrate(db), migrations.length, 'idempotent')
+  t.equal(db.pragma('page_size', { simple: true }), PAGE_SIZE, 'a new database gets small pages')
+  // A newer release whose change this one cannot use says so with min_compatible_version.
   db.pragma(`user_version = ${migrations.length + 1}`)
+  db.prepare("UPDATE store_meta SET value = ? WHERE key = 'min_compatible_version'").run(String(migrations.length + 1))
   db.close()
   t.throws(() => openDatabase(file), { code: 'GW_ERR_STORE_VERSION', message: /newer than this gateway knows/ })
+})
+
+t.test('rollback: a database a newer release migrated compatibly still opens, untouched', async t => {
+  const dir = tempDir(t)
+  const file = join(dir, 'g.db')
+  let db = openDatabase(file)
+  t.equal((db.prepare("SELECT value FROM store_meta WHERE key = 'min_compatible_version'").get() as { value: string }).value, '0', 'no step so far breaks older code')
+  // What a newer, additive release does: one more table, a higher version, min compatible unchanged.
+  db.exec('CREATE TABLE from_the_future (x INTEGER)')
+  db.pragma(`user_version = ${migrations.length + 2}`)
+  const s = new Store(db)
+  s.commitGroup([msg('a', 1)], [])
+  db.close()
+  db = openDatabase(file)
+  t.equal(db.pragma('user_version', { simple: true }), migrations.length + 2, 'the newer version is left as it is')
+  t.equal(new Store(db).outboxDepth, 1, 'and its outbox is usable')
+  db.close()
+})
+
+t.test('a database written by release 5b12154 (schema 3) is migrated and its queue delivered in order', async t => {
+  const dir = tempDir(t)
+  const file = join(dir, 'g.db')
+  copyFileSync(join(import.meta.dirname, '..', 'fixtures', 'outbox-v3.db'), file)
+  const old = new Database(file, { readonly: true })
+  t.equal(old.pragma('user_version', { simple: true }), 3, 'the fixture is what that release wrote')
+  const queued = (old.prepare('SELECT id, seq FROM outbox ORDER BY id').all() as Array<{ id: number, seq: number }>)
+  const inflight = (old.prepare('SELECT batch_id AS b FROM outbox WHERE batch_id IS NOT NULL LIMIT 1').get() as { b: string }).b
+  old.close()
+  t.equal(queued.length, 30)
+  const s = new Store(openDatabase(file))
+  t.equal(s.db.pragma('user_version', { simple: true }), migrations.length)
+  t.equal(s.outboxDepth, 30, 'every queued message is still there')
+  t.same(s.device('dev-a'), { id: 'dev-a', status: 'active', lastEpoch: 7, lastSeq: 30 }, 'replay protection carries over')
+  t.equal(s.stats().deadLetters, 2)
+  const sent: number[] = []
+  const first = s.nextBatch('gw-fixture', 100, 1 << 20)!
+  t.equal(first.id, inflight, 'the batch in flight at the old release goes again under its Idempotency-Key')
+  t.equal(first.rows.length, 10)
+  for (let b: ReturnType<typeof s.nextBatch> = first; b; b = s.nextBatch('gw-fixture', 100, 1 << 20)) {
+    sent.push(...b.rows.map(r => r.seq))
+    s.ackBatch(b)
+  }
+  t.same(sent, queued.map(q => q.seq), 'all delivered, in order, once')
+  t.ok(s.flushAcks(Date.now() + 5000, true))
+  t.equal((s.db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n, 0, 'and deleted')
 })
 
 t.test('group commit, batches with stable ids, ack, dead letters, retry', async t => {
   const dir = tempDir(t)
   const file = join(dir, 'g.db')
   let s = new Store(openDatabase(file))
-  s.commitGroup([msg('a', 1), msg('b', 1), msg('a', 2)], [{ at: 1, device: 'a', transport: 'mqtt', stream: 'telemetry', seq: 9, bytes: 3, outcome: 'rejected', reason: 'replay' }])
+  s.commitGroup([msg('a', 1), msg('b', 1), msg('a', 2)], [{ minute: 1, device: 'a', transport: 'mqtt', stream: 'telemetry', messages: 1, bytes: 3, outcome: 'rejected', reason: 'replay' }])
   t.equal(s.outboxDepth, 3)
   t.same(s.device('a'), { id: 'a', status: 'active', lastEpoch: 0, lastSeq: 2 })
   const b1 = s.nextBatch('gw', 2, 1 << 20)!
@@ -40,6 +90,8 @@ t.test('group commit, batches with stable ids, ack, dead letters, retry', async 
   t.equal(again.id, b1.id, 'same Idempotency-Key after a restart')
   t.same(again.rows.map(r => r.id), b1.rows.map(r => r.id))
   s.ackBatch(again)
+  t.equal(s.outboxDepth, 1, 'acknowledged in memory at once')
+  t.equal((s.db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n, 3, 'deleted later, in bulk')
   const b2 = s.nextBatch('gw', 100, 1 << 20)!
   t.same(b2.rows.map(r => [r.device, r.seq]), [['a', 2]])
   t.equal(s.deadLetterBatch(b2, 400, 'HTTP 400: bad', 10), 0)
@@ -53,6 +105,54 @@ t.test('group commit, batches with stable ids, ack, dead letters, retry', async 
   t.equal(s.outboxDepth, 1)
   t.equal(s.stats().deadLetters, 0)
   t.same(s.nextBatch('gw', 100, 1 << 20)!.rows.map(r => r.seq), [2])
+})
+
+t.test('acknowledged batches are never sent again by this process, even when their delete cannot be written', async t => {
+  const dir = tempDir(t)
+  const file = join(dir, 'g.db')
+  let s = new Store(openDatabase(file))
+  s.commitGroup([msg('a', 1), msg('a', 2), msg('a', 3)], [])
+  const b1 = s.nextBatch('gw', 2, 1 << 20)!
+  s.ackBatch(b1)
+  // The disk refuses writes now (as SQLITE_FULL would): the acknowledgement stays in memory.
+  s.db.exec(`CREATE TRIGGER full BEFORE DELETE ON outbox BEGIN SELECT RAISE(FAIL, 'full'); END`)
+  t.throws(() => s.flushAcks(Date.now() + 5000, true), /full/)
+  const b2 = s.nextBatch('gw', 10, 1 << 20)!
+  t.same(b2.rows.map(r => r.seq), [3], 'the acknowledged rows are not in the next batch')
+  s.ackBatch(b2)
+  t.equal(s.nextBatch('gw', 10, 1 << 20), undefined)
+  s.db.exec('DROP TRIGGER full')
+  t.ok(s.flushAcks(Date.now() + 5000, true), 'retried once the disk has room')
+  t.equal((s.db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n, 0)
+  s.db.close()
+  s = new Store(openDatabase(file))
+  t.equal(s.outboxDepth, 0, 'nothing comes back after a restart')
+})
+
+t.test('a crash after the acknowledgement, before it is written, sends the batch again under its id', async t => {
+  const dir = tempDir(t)
+  const file = join(dir, 'g.db')
+  let s = new Store(openDatabase(file))
+  s.commitGroup([msg('a', 1), msg('a', 2)], [])
+  const b1 = s.nextBatch('gw', 10, 1 << 20)!
+  s.ackBatch(b1)
+  s.db.close() // no flushAcks: the process died
+  s = new Store(openDatabase(file))
+  const again = s.nextBatch('gw', 1000, 1 << 20)!
+  t.equal(again.id, b1.id)
+  t.same(again.rows.map(r => r.seq), [1, 2])
+})
+
+t.test('the uplink bookkeeping does not change the configured synchronous level', async t => {
+  const dir = tempDir(t)
+  for (const [mode, level] of [['FULL', 2], ['NORMAL', 1]] as const) {
+    const s = new Store(openDatabase(join(dir, `${mode}.db`), { synchronous: mode }))
+    s.commitGroup([msg('a', 1)], [])
+    s.ackBatch(s.nextBatch('gw', 10, 1 << 20)!)
+    t.ok(s.flushAcks(Date.now() + 5000, true))
+    t.equal(s.db.pragma('synchronous', { simple: true }), level, `${mode} stays ${mode}`)
+    s.db.close()
+  }
 })
 
 t.test('ids are never reused, even once the outbox was empty', async t => {
@@ -87,8 +187,14 @@ t.test('dead letters are bounded; traffic log pruned by age and count', async t 
   }
   t.same(s.listDeadLetters(10).map(r => r.seq), [3, 4, 5], 'oldest removed first')
   const now = Date.now()
-  const rows = Array.from({ length: 50 }, (_, i) => ({ at: i < 10 ? now - 10 * 3600_000 : now, device: 'a', transport: 'mqtt', stream: 'telemetry', seq: i, bytes: 1, outcome: 'accepted' as const, reason: null }))
-  s.commitGroup([], rows)
+  // The per-message traffic log of older releases is no longer written, only pruned.
+  const log = s.db.prepare('INSERT INTO traffic_logs (at, device, transport, stream, seq, bytes, outcome, reason) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
+  for (let i = 0; i < 50; i++) log.run(i < 10 ? now - 10 * 3600_000 : now, 'a', 'mqtt', 'telemetry', i, 1, 'accepted', null)
+  s.commitGroup([], [{ minute: Math.floor((now - 10 * 3600_000) / 60000), device: 'a', transport: 'mqtt', stream: 'telemetry', outcome: 'accepted', reason: null, messages: 3, bytes: 9 },
+    { minute: Math.floor(now / 60000), device: 'a', transport: 'mqtt', stream: 'telemetry', outcome: 'accepted', reason: null, messages: 2, bytes: 6 }])
+  s.commitGroup([], [{ minute: Math.floor(now / 60000), device: 'a', transport: 'mqtt', stream: 'telemetry', outcome: 'accepted', reason: null, messages: 1, bytes: 3 }])
+  t.same(s.db.prepare('SELECT messages, bytes FROM traffic_rollups ORDER BY minute DESC LIMIT 1').get(), { messages: 3, bytes: 9 }, 'a minute\'s rollup adds up')
+  t.equal(s.pruneTrafficRollups(3600_000), 1, 'old rollups pruned')
   t.equal(s.pruneTrafficLog(3600_000, 1000, 3), 10, 'ten too old')
   t.equal(s.pruneTrafficLog(3600_000, 25, 7), 15, 'then down to 25 rows')
   t.equal((s.db.prepare('SELECT count(*) AS n FROM traffic_logs').get() as { n: number }).n, 25)
