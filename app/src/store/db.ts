@@ -2,6 +2,7 @@ import Database from 'better-sqlite3'
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { StoreError } from '../lib/errors.js'
+import { ALERTS_DDL } from '../alerts/store.js'
 
 export type DB = Database.Database
 
@@ -119,7 +120,8 @@ export const migrations: ReadonlyArray<{ name: string, sql: string }> = [
       );
       CREATE INDEX held_messages_device ON held_messages(device, id);
     `
-  }
+  },
+  { name: 'alerts firing, the alert lane\'s queue, refusal counts per device', sql: ALERTS_DDL }
 ]
 
 export interface OpenOptions { synchronous?: 'FULL' | 'NORMAL', readonly?: boolean }
