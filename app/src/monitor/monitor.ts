@@ -12,10 +12,12 @@ export class SystemMonitor {
   last: SystemSample | null = null
   private timer?: NodeJS.Timeout
   private listeners: Array<(s: SystemSample) => void> = []
+  private readonly samples
 
   constructor (private readonly config: Config, metrics: Registry, private readonly log: Logger, opts: { clockSynchronized?: () => boolean | null } = {}) {
     const m = config.monitor
     this.reader = new SystemReader({ root: m.root, dataDir: config.gateway.dataDir, mosquittoProcess: m.mosquittoProcess, units: m.units, unitsIntervalMs: m.unitsIntervalSeconds * 1000, ...(opts.clockSynchronized ? { clockSynchronized: opts.clockSynchronized } : {}) })
+    this.samples = metrics.counter('gateway_monitor_samples_total', 'System samples taken (each is followed by an alert evaluation).').init()
     const s = (): SystemSample | null => this.last
     const list = <T>(f: (x: SystemSample) => Array<[Record<string, string>, T]>): () => Array<[Record<string, string>, number]> =>
       () => { const x = s(); return x ? f(x) as Array<[Record<string, string>, number]> : [] }
@@ -57,6 +59,7 @@ export class SystemMonitor {
     try {
       this.last = this.reader.sample()
       for (const l of this.listeners) l(this.last)
+      this.samples.inc()
     } catch (err) {
       this.log.error('system sample failed', { err })
     }
