@@ -74,6 +74,11 @@ export class AlertStore {
     return this.db.prepare('SELECT device, reason, count, last_at AS lastAt, last_detail AS lastDetail FROM device_refusals').all() as Array<{ device: string, reason: string, count: number, lastAt: number, lastDetail: string }>
   }
 
+  /** One device's refusals, most recent reason first (for `device show`). */
+  refusalsOf (device: string): Array<{ reason: string, count: number, lastAt: number, lastDetail: string }> {
+    return this.db.prepare('SELECT reason, count, last_at AS lastAt, last_detail AS lastDetail FROM device_refusals WHERE device = ? ORDER BY last_at DESC').all(device) as Array<{ reason: string, count: number, lastAt: number, lastDetail: string }>
+  }
+
   saveRefusals (rows: Array<{ device: string, reason: string, delta: number, lastAt: number, lastDetail: string }>): void {
     const up = this.db.prepare(`INSERT INTO device_refusals (device, reason, count, last_at, last_detail) VALUES (?, ?, ?, ?, ?)
       ON CONFLICT (device, reason) DO UPDATE SET count = count + excluded.count, last_at = excluded.last_at, last_detail = excluded.last_detail`)

@@ -1,10 +1,11 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { deviceCreds, mqttDevice } from '../helpers/devices.js'
 import { startStack, tempDir, type Stack } from '../helpers/env.js'
 import { waitFor } from '../helpers/ports.js'
+import { appDir } from '../helpers/gateway-process.js'
 import { openDatabase } from '../../src/store/db.js'
 import { Store, type InboundMessage } from '../../src/store/store.js'
 
@@ -197,4 +198,25 @@ t.test('disk-free on a small file system: alert and /health, then resolved', asy
   await waitFor(() => count(s, 'disk_low', 'resolved') === 1, 'disk alert resolved')
   await waitFor(async () => (await s.gateway.health()).status === 200, 'healthy again')
   t.match((await s.gateway.get('/metrics')).text, /gateway_data_filesystem_size_bytes\{path="[^"]+"\} 50331648/)
+})
+
+t.test('refusals are visible to the device\'s owner: /status, one log line per reason per minute, device show', async t => {
+  const s = await startStack(t, { monitor: FAST })
+  const dev = await mqttDevice(s.broker.lanPort, deviceCreds(s.config, 'noseq-1'))
+  t.teardown(() => dev.endAsync())
+  for (let i = 0; i < 5; i++) await dev.publishAsync('devices/noseq-1/telemetry', JSON.stringify({ temp: 21.5 }), { qos: 1 })
+  await dev.publishAsync('devices/noseq-1/telemetry', '{oops', { qos: 1 })
+  const st = await waitFor(async () => {
+    const r = JSON.parse((await s.gateway.get('/status')).text).refusals['noseq-1']
+    return r?.byReason.bad_schema === 5 && r?.byReason.bad_json === 1 ? r : undefined
+  }, 'refusals in /status')
+  t.equal(st.last.reason, 'bad_json')
+  const log = (): string[] => readFileSync(join(s.dir, 'gateway.log'), 'utf8').split('\n').filter(l => l.includes('"message refused"') && l.includes('noseq-1'))
+  t.equal(log().filter(l => l.includes('"bad_schema"')).length, 1, 'one log line for five bad_schema refusals within a minute')
+  t.match(log().find(l => l.includes('"bad_schema"')), /"seq\\" must be an integer/, 'the line says what is wrong')
+  t.equal(log().filter(l => l.includes('"bad_json"')).length, 1)
+  t.equal(await s.gateway.stop(), 0, 'the counts are written at stop (and once a minute)')
+  const out = execFileSync(process.execPath, [join(appDir, 'dist', 'gateway.cjs'), 'device', 'show', 'noseq-1', '-c', s.configFile, '--json'], { encoding: 'utf8' })
+  const shown = JSON.parse(out).refusals as Array<{ reason: string, count: number }>
+  t.same(shown.map(r => [r.reason, r.count]).sort(), [['bad_json', 1], ['bad_schema', 5]], '`device show` lists the refusals by reason')
 })
