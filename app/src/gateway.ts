@@ -187,8 +187,8 @@ export class Gateway {
     if (this.alerts?.isFiring('broker_unreachable') === true) out.push(`broker down: no connection to ${c.mqtt.url} for more than ${c.alerts.brokerUnreachableSeconds} s`)
     const disk = this.monitor?.last?.disk
     const diskFull = (this.store as unknown as { diskFull?: boolean } | undefined)?.diskFull === true
-    if (diskFull || (disk && disk.availBytes < c.alerts.diskFreeMinBytes)) out.push(`disk full: ${disk ? `${Math.round(disk.availBytes / 1048576)} MiB available on ${disk.path}` : 'the store cannot write'}`)
-    if (disk && disk.files > 0 && disk.filesFree < c.alerts.diskFreeMinInodes) out.push(`disk full: ${disk.filesFree} inodes free on ${disk.path}`)
+    if (diskFull || (disk && disk.availBytes < c.alerts.diskFullBytes)) out.push(`disk full: ${disk ? `${Math.round(disk.availBytes / 1048576)} MiB available on ${disk.path}` : 'the store cannot write'}`)
+    if (disk && disk.files > 0 && disk.filesFree < c.alerts.diskFreeMinInodes / 10) out.push(`disk full: ${disk.filesFree} inodes free on ${disk.path}`)
     if (this.cloudAuthRefused()) out.push('cloud refusing authentication (HTTP 401/403): check uplink.tokenFile')
     const st = this.store
     if (st) {

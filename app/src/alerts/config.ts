@@ -25,6 +25,7 @@ export const alertsSection = defineSection({
   throttledForSeconds: { type: 'integer', default: 10, min: 0, max: 86400, description: 'throttled: the firmware reports under-voltage, throttling, a frequency cap or the soft temperature limit now, for this long (Raspberry Pi kernels only).' },
   diskFreeMinBytes: { type: 'integer', default: 209715200, min: 0, max: 1099511627776, description: 'disk_low: space available on the data directory\'s file system below this (bytes)…' },
   diskFreeMinInodes: { type: 'integer', default: 1000, min: 0, max: 100000000, description: '…or free inodes below this…' },
+  diskFullBytes: { type: 'integer', default: 33554432, min: 0, max: 1099511627776, description: '/health answers 503 ("disk full") below this many bytes available (or a tenth of diskFreeMinInodes): SQLite needs room for its write-ahead log and checkpoints. disk_low warns well before.' },
   diskForSeconds: { type: 'integer', default: 0, min: 0, max: 86400, description: '…for this long.' },
   outboxOldestSeconds: { type: 'integer', default: 3600, min: 1, max: 31536000, description: 'outbox_stale: the oldest message in the outbox is older than this (seconds).' },
   outboxHighWaterRatio: { type: 'number', default: 0.9, min: 0.1, max: 1, description: '/health answers 503 once the outbox holds this fraction of outbox.maxMessages or outbox.maxBytes.' },

@@ -15,6 +15,8 @@ interface Entry { count: number, delta: number, lastAt: number, lastDetail: stri
  */
 export class RefusalBook {
   private readonly devices = new Map<string, Map<string, Entry>>()
+  /** The reason of each device's most recent refusal (times can tie within a millisecond). */
+  private readonly lastReason = new Map<string, string>()
   constructor (private readonly store: AlertStore, private readonly log: Logger) {}
 
   load (): void {
@@ -44,6 +46,7 @@ export class RefusalBook {
     e.delta++
     e.lastAt = now
     e.lastDetail = ev.detail.slice(0, 300)
+    this.lastReason.set(ev.device, ev.reason)
     if (now - e.loggedAt >= LOG_EVERY_MS) {
       this.log.warn('message refused', { device: ev.device, reason: ev.reason, detail: e.lastDetail, transport: ev.transport, stream: ev.stream, ...(e.suppressed > 0 ? { moreSinceLastLine: e.suppressed } : {}) })
       e.loggedAt = now
@@ -68,7 +71,9 @@ export class RefusalBook {
   summary (limit = 100): Record<string, { last: { reason: string, at: string, detail: string }, byReason: Record<string, number> }> {
     const list = [...this.devices].map(([device, d]) => {
       let last: [string, Entry] | undefined
-      for (const x of d) if (!last || x[1].lastAt > last[1].lastAt) last = x
+      const known = this.lastReason.get(device)
+      if (known !== undefined && d.has(known)) last = [known, d.get(known)!]
+      else for (const x of d) if (!last || x[1].lastAt > last[1].lastAt) last = x
       return { device, d, last: last! }
     }).filter(x => x.last !== undefined).sort((a, b) => b.last[1].lastAt - a.last[1].lastAt).slice(0, limit)
     const out: Record<string, { last: { reason: string, at: string, detail: string }, byReason: Record<string, number> }> = {}

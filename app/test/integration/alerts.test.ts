@@ -2,7 +2,8 @@ import t from 'tap'
 import { execFileSync } from 'node:child_process'
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
-import { deviceCreds, mqttDevice } from '../helpers/devices.js'
+import { createServer } from 'node:http'
+import { deviceCreds, mosquittoPub, mqttDevice } from '../helpers/devices.js'
 import { startStack, tempDir, type Stack } from '../helpers/env.js'
 import { waitFor } from '../helpers/ports.js'
 import { appDir } from '../helpers/gateway-process.js'
@@ -187,17 +188,54 @@ t.test('disk-free on a small file system: alert and /health, then resolved', asy
   mkdirSync(data)
   execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', data])
   t.teardown(() => { try { execFileSync('umount', ['-l', data]) } catch {} })
-  const s = await startStack(t, { gateway: { dataDir: data }, monitor: FAST, alerts: { diskFreeMinBytes: 24 * 1048576 } })
+  const s = await startStack(t, { gateway: { dataDir: data }, monitor: FAST, alerts: { diskFreeMinBytes: 28 * 1048576, diskFullBytes: 20 * 1048576 } })
   t.equal((await s.gateway.health()).status, 200)
-  writeFileSync(join(data, 'filler'), Buffer.alloc(30 * 1048576))
-  await waitFor(() => count(s, 'disk_low', 'firing') === 1, 'disk alert')
+  writeFileSync(join(data, 'filler'), Buffer.alloc(24 * 1048576))
+  await waitFor(() => count(s, 'disk_low', 'firing') === 1, async () => `disk alert (below the 28 MiB floor; ${await s.gateway.metric('gateway_data_filesystem_avail_bytes', `{path="${data}"}`)} bytes available)`)
+  t.equal((await s.gateway.health()).status, 200, 'low is a warning, not yet unhealthy')
+  writeFileSync(join(data, 'filler2'), Buffer.alloc(8 * 1048576))
+  await waitFor(async () => (await s.gateway.health()).status === 503, '/health: disk full below 20 MiB')
   const h = await s.gateway.health()
   t.equal(h.status, 503)
   t.match(h.body.reasons.join('\n'), /disk full/)
   rmSync(join(data, 'filler'))
+  rmSync(join(data, 'filler2'))
   await waitFor(() => count(s, 'disk_low', 'resolved') === 1, 'disk alert resolved')
   await waitFor(async () => (await s.gateway.health()).status === 200, 'healthy again')
   t.match((await s.gateway.get('/metrics')).text, /gateway_data_filesystem_size_bytes\{path="[^"]+"\} 50331648/)
+  t.equal(count(s, 'disk_low', 'firing'), 1, 'fired once')
+})
+
+t.test('an outbox over its high-water mark makes /health 503 until it drains', async t => {
+  const s = await startStack(t, { monitor: FAST, outbox: { maxMessages: 100 }, alerts: { outboxHighWaterRatio: 0.5 } })
+  await s.cloud.stop()
+  const dev = deviceCreds(s.config, 'many-1')
+  const r = await mosquittoPub(s.broker.lanPort, dev, 'devices/many-1/telemetry', Array.from({ length: 60 }, (_, i) => JSON.stringify({ seq: i + 1 })))
+  t.equal(r.code, 0, r.output)
+  await waitFor(async () => (await s.gateway.health()).status === 503, '/health 503 at 50 of 100')
+  t.match((await s.gateway.health()).body.reasons.join('\n'), /outbox over its high-water mark: 6\d messages/)
+  await s.cloud.start()
+  await waitFor(async () => (await s.gateway.health()).status === 200, 'healthy once drained')
+  t.equal(s.cloud.unique().size, 60)
+})
+
+t.test('a webhook receives the same envelope', async t => {
+  const got: any[] = []
+  const hook = createServer((req, res) => {
+    const chunks: Buffer[] = []
+    req.on('data', c => chunks.push(c))
+    req.on('end', () => { got.push({ auth: req.headers.authorization, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }); res.writeHead(204).end() })
+  })
+  await new Promise<void>(resolve => hook.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { hook.closeAllConnections(); hook.close() })
+  const s = await startStack(t, { monitor: FAST, alerts: { brokerUnreachableSeconds: 1, webhookUrl: `http://127.0.0.1:${(hook.address() as { port: number }).port}/hook` } })
+  await s.broker.stop()
+  await waitFor(() => got.length > 0 && count(s, 'broker_unreachable', 'firing') === 1, 'the alert at the webhook and the cloud')
+  t.equal(got[0].body.gateway, 'gw-test')
+  t.equal(got[0].body.kind, 'alerts')
+  t.equal(got[0].body.alerts[0].rule, 'broker_unreachable')
+  t.same(got[0].body.alerts[0], s.cloud.alerts.find(a => a.rule === 'broker_unreachable'), 'the same record for both receivers')
+  t.equal(got[0].auth, undefined, 'the cloud\'s token is not sent to the webhook')
 })
 
 t.test('refusals are visible to the device\'s owner: /status, one log line per reason per minute, device show', async t => {
