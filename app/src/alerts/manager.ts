@@ -50,6 +50,9 @@ export class AlertManager {
   private brokerWas = false
   private failingSince: number | null = null
   private readonly forMs
+  /** Transitions not yet written (the disk was full or the database busy): retried at every tick. */
+  private readonly unsaved: { ops: Array<{ fire: AlertState } | { resolve: string }>, deliveries: Array<{ target: string, body: string }> } = { ops: [], deliveries: [] }
+  private saveFailedAt = 0
   private readonly transitions
 
   constructor (private readonly config: Config, private readonly store: AlertStore, private readonly instance: string,
@@ -63,6 +66,22 @@ export class AlertManager {
     })
     this.transitions = metrics.counter('gateway_alert_transitions_total', 'Alerts that fired and resolved, per rule.')
     for (const rule of RULES) this.transitions.init({ rule, state: 'firing' }, { rule, state: 'resolved' })
+  }
+
+  /**
+   * Writes the pending transitions and deliveries. When that fails (a full disk is one of the
+   * things alerted on), the alerts still change state in memory, the journal and /metrics; the
+   * writes are kept and tried again at the next tick, with one error line a minute.
+   */
+  private save (now: number): void {
+    try {
+      this.store.apply(this.unsaved.ops, this.unsaved.deliveries, now)
+      this.unsaved.ops = []
+      this.unsaved.deliveries = []
+      for (const l of this.lanes) l.kick()
+    } catch (err) {
+      if (now - this.saveFailedAt >= 60_000) { this.saveFailedAt = now; this.log.error('cannot record alert transitions; kept in memory and retried', { err, pending: this.unsaved.ops.length }) }
+    }
   }
 
   /** Loads the alerts that were firing before a restart: they are not reported again. */
@@ -98,21 +117,17 @@ export class AlertManager {
       anomalies: this.watch.anomalies(this.config.alerts.anomalyZ * (1 - this.config.alerts.hysteresisRatio), firingAnomalies)
     }
     const { next, transitions } = evaluate(this.alerts, observe(inputs, this.config.alerts), this.forMs, now)
-    if (transitions.length === 0) { this.alerts = next; return [] }
-    const fired = transitions.filter(t => t.to === 'firing').map(t => t.alert)
-    const resolved = transitions.filter(t => t.to === 'resolved').map(t => t.alert.key)
-    const deliveries: Array<{ target: string, body: string }> = []
-    for (const t of transitions) {
-      const body = JSON.stringify(alertRecord(this.config.gateway.id, this.instance, t))
-      for (const l of this.lanes) deliveries.push({ target: l.target.name, body })
-    }
-    try {
-      this.store.apply(fired, resolved, deliveries, now)
-    } catch (err) {
-      // Not recorded: keep the old states so that the same transitions are tried at the next tick.
-      this.log.error('cannot record alert transitions', { err })
+    if (transitions.length === 0) {
+      this.alerts = next
+      if (this.unsaved.ops.length > 0) this.save(now)
       return []
     }
+    for (const t of transitions) {
+      this.unsaved.ops.push(t.to === 'firing' ? { fire: t.alert } : { resolve: t.alert.key })
+      const body = JSON.stringify(alertRecord(this.config.gateway.id, this.instance, t))
+      for (const l of this.lanes) this.unsaved.deliveries.push({ target: l.target.name, body })
+    }
+    this.save(now)
     this.alerts = next
     for (const t of transitions) {
       const a = t.alert
@@ -121,7 +136,6 @@ export class AlertManager {
       if (t.to === 'firing') this.log.error(`ALERT firing: ${a.summary}`, fields)
       else this.log.warn(`ALERT resolved: ${a.rule}${Object.keys(a.labels).length > 0 ? ` ${Object.values(a.labels).join(' ')}` : ''}`, { ...fields, firingForSeconds: Math.round((t.at - (a.firedAt ?? a.since)) / 1000) })
     }
-    for (const l of this.lanes) l.kick()
     return transitions
   }
 }

@@ -46,14 +46,15 @@ export class AlertStore {
     return new Map(rows.map(r => [String(r.key), { key: String(r.key), rule: r.rule as RuleName, labels: JSON.parse(String(r.labels)), state: 'firing', since: Number(r.since), firedAt: Number(r.firedAt), value: r.value as number | null, threshold: r.threshold as number | null, summary: String(r.summary) }]))
   }
 
-  /** Records the transitions and queues their deliveries in one transaction. */
-  apply (fired: AlertState[], resolved: string[], deliveries: Array<{ target: string, body: string }>, now: number): void {
+  /** Records the transitions (in order) and queues their deliveries, in one transaction. */
+  apply (ops: ReadonlyArray<{ fire: AlertState } | { resolve: string }>, deliveries: ReadonlyArray<{ target: string, body: string }>, now: number): void {
     const ins = this.db.prepare('INSERT OR REPLACE INTO alerts (key, rule, labels, since, fired_at, value, threshold, summary) VALUES (?, ?, ?, ?, ?, ?, ?, ?)')
     const del = this.db.prepare('DELETE FROM alerts WHERE key = ?')
     const q = this.db.prepare('INSERT INTO alert_outbox (target, created_at, body) VALUES (?, ?, ?)')
     this.db.transaction(() => {
-      for (const a of fired) ins.run(a.key, a.rule, JSON.stringify(a.labels), a.since, a.firedAt ?? now, a.value, a.threshold, a.summary)
-      for (const k of resolved) del.run(k)
+      for (const op of ops) {
+        if ('fire' in op) { const a = op.fire; ins.run(a.key, a.rule, JSON.stringify(a.labels), a.since, a.firedAt ?? now, a.value, a.threshold, a.summary) } else del.run(op.resolve)
+      }
       for (const d of deliveries) q.run(d.target, now, d.body)
     })()
   }

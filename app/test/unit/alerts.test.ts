@@ -3,6 +3,11 @@ import { buildConfig } from '../../src/config/load.js'
 import { DeviceWatch } from '../../src/alerts/device-watch.js'
 import { evaluate, forMsOf, observe, type AlertState, type Inputs, type Observation } from '../../src/alerts/rules.js'
 import { ConfigError } from '../../src/lib/errors.js'
+import { AlertManager } from '../../src/alerts/manager.js'
+import { AlertStore } from '../../src/alerts/store.js'
+import { openDatabase } from '../../src/store/db.js'
+import { createLogger } from '../../src/lib/logger.js'
+import { Registry } from '../../src/lib/metrics.js'
 
 const cfg = buildConfig({ alerts: { cpuForSeconds: 120, temperatureForSeconds: 0 } })
 const forMs = forMsOf(cfg.alerts)
@@ -119,4 +124,32 @@ t.test('value anomalies: warm-up, minimum spread, a jump, a lasting step is lear
   t.equal(w2.anomalies(a.anomalyZ).length, 0, 'a lasting step becomes the new normal')
   w2.observe('c', 'events', 300_000, '{"seq":300,"temp":-100}')
   t.equal(w2.anomalies(a.anomalyZ).length, 0, 'only telemetry is judged')
+})
+
+t.test('the manager: transitions persisted in one write; a failed write is kept and retried, the alert still fires', async t => {
+  const db = openDatabase(':memory:')
+  const store = new AlertStore(db)
+  let failNext = 1
+  const real = store.apply.bind(store)
+  store.apply = (...args) => { if (failNext-- > 0) throw new Error('SQLITE_FULL: database or disk is full'); real(...args) }
+  const lines: string[] = []
+  const log = createLogger('info', {}, l => { lines.push(l) })
+  const c = buildConfig({ alerts: { temperatureForSeconds: 0 } })
+  const sources = { brokerConnected: () => true, uplinkFailing: () => false, outboxDepth: () => 0, outboxOldestAt: () => null, cloudAuthRefused: () => false, quarantined: () => new Map<string, boolean>() }
+  const m = new AlertManager(c, store, 'inst', sources, [], new Registry(), log)
+  m.start()
+  const hot = { at: 0, cpu: {}, load: null, memory: null, gatewayRssBytes: null, mosquitto: null, temperatures: {}, temperatureMax: 80, throttling: null, disk: null, clockSynchronized: null, units: null }
+  t.equal(m.tick(hot, 1000).length, 1, 'fires although the write failed')
+  t.ok(m.isFiring('temperature_high'))
+  t.equal(store.firing().size, 0, 'nothing written yet')
+  t.equal(lines.filter(l => l.includes('ALERT firing')).length, 1, 'the journal has it')
+  t.equal(m.tick(hot, 2000).length, 0, 'no second transition')
+  t.equal(store.firing().size, 1, 'written at the next tick')
+  // A restart: a new manager on the same database reads the alert back and does not fire again.
+  const m2 = new AlertManager(c, store, 'inst', sources, [], new Registry(), log)
+  m2.start()
+  t.equal(m2.tick(hot, 3000).length, 0)
+  const r = m2.tick({ ...hot, temperatureMax: 40 }, 4000)
+  t.same(r.map(x => x.to), ['resolved'])
+  t.equal(store.firing().size, 0)
 })
