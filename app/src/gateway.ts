@@ -271,7 +271,10 @@ export class Gateway {
       this.devices?.stop()
       this.monitor?.stop()
       this.refusals?.flush()
+      // An alert request in flight (the egress awaits it before its batch) must not outlast the grace.
+      const lanesDeadline = setTimeout(() => { for (const l of this.alertLanes) void l.stop() }, graceMs)
       await this.egress?.stop(graceMs)
+      clearTimeout(lanesDeadline)
       for (const l of this.alertLanes) await l.stop()
       await this.api?.stop()
       this.db?.close()

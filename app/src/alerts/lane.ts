@@ -171,6 +171,7 @@ export class AlertLane {
     }
   }
 
+  /** Idempotent: aborts a request in flight and the backoff, then closes the connection. */
   async stop (): Promise<void> {
     this.abort.abort()
     await this.loop
