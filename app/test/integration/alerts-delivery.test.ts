@@ -7,6 +7,7 @@ import { deviceCreds, mosquittoPub, mqttDevice } from '../helpers/devices.js'
 import { startStack, tempDir, type Stack } from '../helpers/env.js'
 import { waitFor } from '../helpers/ports.js'
 import { appDir } from '../helpers/gateway-process.js'
+import { cli, enrollDevice } from '../helpers/identity.js'
 import { openDatabase } from '../../src/store/db.js'
 import { Store, type InboundMessage } from '../../src/store/store.js'
 
@@ -133,4 +134,35 @@ t.test('refusals are visible to the device\'s owner: /status, one log line per r
   const out = execFileSync(process.execPath, [join(appDir, 'dist', 'gateway.cjs'), 'device', 'show', 'noseq-1', '-c', s.configFile, '--json'], { encoding: 'utf8' })
   const shown = JSON.parse(out).refusals as Array<{ reason: string, count: number }>
   t.same(shown.map(r => [r.reason, r.count]).sort(), [['bad_json', 1], ['bad_schema', 5]], '`device show` lists the refusals by reason')
+})
+
+t.test('a quarantined device raises its alert; `device release` resolves it', async t => {
+  const s = await startStack(t, { monitor: FAST, trust: { penaltyMalformed: 35 } })
+  const d = await enrollDevice(s.configFile, join(s.dir, 'q'), 'bad-1')
+  const dev = await mqttDevice(s.broker.lanPort, d)
+  t.teardown(() => dev.endAsync())
+  await dev.publishAsync('devices/bad-1/telemetry', JSON.stringify({ seq: 1, v: 1 }), { qos: 1 })
+  for (let i = 0; i < 2; i++) await dev.publishAsync('devices/bad-1/telemetry', '{"v":"no seq"}', { qos: 1 })
+  await waitFor(() => count(s, 'device_quarantined', 'firing') === 1, 'the quarantine alert at the cloud')
+  t.same(s.cloud.alerts.find(a => a.rule === 'device_quarantined').labels, { device: 'bad-1' })
+  const r = await cli(s.configFile, ['device', 'release', 'bad-1'])
+  t.equal(r.code, 0, r.err)
+  await waitFor(() => count(s, 'device_quarantined', 'resolved') === 1, 'resolved after the release')
+  t.equal(count(s, 'device_quarantined', 'firing'), 1, 'fired once')
+})
+
+t.test('uplink failing and a stale outbox: raised during the outage, delivered and resolved after it', async t => {
+  const s = await startStack(t, { monitor: FAST, alerts: { uplinkFailingSeconds: 1, outboxOldestSeconds: 2 } })
+  await s.cloud.stop()
+  const dev = await mqttDevice(s.broker.lanPort, deviceCreds(s.config, 'out-1'))
+  t.teardown(() => dev.endAsync())
+  await dev.publishAsync('devices/out-1/telemetry', JSON.stringify({ seq: 1 }), { qos: 1 })
+  await waitFor(async () => await firing(s, 'uplink_failing') === 1 && await firing(s, 'outbox_stale') === 1, 'both alerts firing during the outage')
+  t.equal((await s.gateway.health()).status, 200, 'an unreachable cloud is not a health failure: buffering is the job')
+  await s.cloud.start()
+  await waitFor(() => count(s, 'uplink_failing', 'resolved') === 1 && count(s, 'outbox_stale', 'resolved') === 1, 'both resolved at the cloud')
+  t.equal(count(s, 'uplink_failing', 'firing'), 1)
+  t.equal(count(s, 'outbox_stale', 'firing'), 1)
+  t.equal(s.cloud.order[0], 'alerts', 'the alerts went before the waiting message')
+  t.equal(s.cloud.unique().size, 1)
 })

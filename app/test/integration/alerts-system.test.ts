@@ -7,6 +7,7 @@ import { deviceCreds, mosquittoPub, mqttDevice } from '../helpers/devices.js'
 import { startStack, tempDir, type Stack } from '../helpers/env.js'
 import { waitFor } from '../helpers/ports.js'
 import { appDir } from '../helpers/gateway-process.js'
+import { cli } from '../helpers/identity.js'
 import { openDatabase } from '../../src/store/db.js'
 import { Store, type InboundMessage } from '../../src/store/store.js'
 
@@ -101,6 +102,9 @@ t.test('a stopped Mosquitto: alert, /health 503 with the reason, back to healthy
   t.equal(h.status, 503)
   t.match(h.body.reasons.join('\n'), /broker down/)
   t.equal(h.body.status, 'degraded')
+  const st = await cli(s.configFile, ['status'])
+  t.match(st.out, /health\s+NOT OK: broker down/, '`iot-gateway status` gives the same reason')
+  t.match(st.out, /alert\s+broker_unreachable: no connection to the broker/)
   await s.broker.start()
   await waitFor(() => count(s, 'broker_unreachable', 'resolved') === 1, 'broker alert resolved')
   await waitFor(async () => (await s.gateway.health()).status === 200, 'healthy again')
