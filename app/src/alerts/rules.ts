@@ -125,8 +125,6 @@ export interface Inputs {
 
 const above = (rule: RuleName, key: string, labels: Record<string, string>, value: number, threshold: number, h: number, summary: string): Observation =>
   ({ key, rule, labels, value, threshold, breach: value > threshold, clear: value <= threshold * (1 - h), summary })
-const below = (rule: RuleName, key: string, labels: Record<string, string>, value: number, floor: number, h: number, summary: string): Observation =>
-  ({ key, rule, labels, value, threshold: floor, breach: value < floor, clear: value >= floor * (1 + h), summary })
 const flag = (rule: RuleName, key: string, labels: Record<string, string>, on: boolean, value: number | null, summary: string): Observation =>
   ({ key, rule, labels, value, threshold: null, breach: on, clear: !on, summary })
 

@@ -1,15 +1,12 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { createServer } from 'node:http'
-import { deviceCreds, mosquittoPub, mqttDevice } from '../helpers/devices.js'
+import { deviceCreds, mosquittoPub } from '../helpers/devices.js'
 import { startStack, tempDir, type Stack } from '../helpers/env.js'
 import { waitFor } from '../helpers/ports.js'
-import { appDir } from '../helpers/gateway-process.js'
 import { cli } from '../helpers/identity.js'
-import { openDatabase } from '../../src/store/db.js'
-import { Store, type InboundMessage } from '../../src/store/store.js'
 
 /** A fake kernel tree the gateway's monitor reads (monitor.root). */
 function fakeRoot (dir: string): { root: string, set: (files: Record<string, string>) => void } {
