@@ -45,6 +45,7 @@ export class SystemMonitor {
     metrics.gauge('gateway_data_filesystem_files_free', 'Free inodes on the data directory\'s file system.', list(x => x.disk ? [[{ path: x.disk.path }, x.disk.filesFree]] : []))
     metrics.gauge('gateway_data_filesystem_files', 'Inodes on the data directory\'s file system.', list(x => x.disk ? [[{ path: x.disk.path }, x.disk.files]] : []))
     metrics.gauge('gateway_clock_synchronized', '1 when the system clock is synchronised (systemd-timesyncd), 0 when not; absent where unknown.', list(x => x.clockSynchronized === null ? [] : [[{}, x.clockSynchronized ? 1 : 0]]))
+    metrics.gauge('gateway_systemd_unit_memory_bytes', 'Memory of the unit\'s cgroup (systemd MemoryCurrent: RSS and page cache). On the image it is the way to see Mosquitto\'s memory, whose /proc entry the gateway\'s sandbox hides (ProtectProc=invisible).', list(x => x.units ? Object.entries(x.units).filter(([, u]) => u.memoryBytes !== null).map(([unit, u]) => [{ unit }, u.memoryBytes!]) : []))
     metrics.gauge('gateway_systemd_unit_active', '1 when the unit is active (`systemctl show`); absent without systemd.', list(x => x.units ? Object.entries(x.units).map(([unit, u]) => [{ unit, state: u.active }, u.active === 'active' ? 1 : 0]) : []))
   }
 

@@ -79,12 +79,18 @@ export function parseThrottled (text: string): { now: Record<ThrottleFlag, boole
   return { now, sinceBoot }
 }
 
-/** `systemctl show --property=Id,ActiveState,SubState u1 u2 …`: blocks separated by blank lines. */
-export function parseSystemctlShow (text: string): Record<string, { active: string, sub: string }> {
-  const out: Record<string, { active: string, sub: string }> = {}
+export interface UnitState { active: string, sub: string, memoryBytes: number | null }
+
+/**
+ * `systemctl show --property=Id,ActiveState,SubState,MemoryCurrent u1 u2 …`: blocks separated by
+ * blank lines. MemoryCurrent is the unit's cgroup memory ("[not set]" without memory accounting).
+ */
+export function parseSystemctlShow (text: string): Record<string, UnitState> {
+  const out: Record<string, UnitState> = {}
   for (const block of text.split(/\n\s*\n/)) {
     const kv = Object.fromEntries(block.split('\n').filter(l => l.includes('=')).map(l => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)]))
-    if (kv.Id) out[kv.Id] = { active: kv.ActiveState ?? 'unknown', sub: kv.SubState ?? 'unknown' }
+    const mem = kv.MemoryCurrent !== undefined && /^\d+$/.test(kv.MemoryCurrent) && kv.MemoryCurrent !== '18446744073709551615' ? Number(kv.MemoryCurrent) : null
+    if (kv.Id) out[kv.Id] = { active: kv.ActiveState ?? 'unknown', sub: kv.SubState ?? 'unknown', memoryBytes: mem }
   }
   return out
 }
@@ -106,7 +112,7 @@ export interface SystemSample {
   /** systemd-timesyncd's flag file; null where there is no way to tell. */
   clockSynchronized: boolean | null
   /** null: not sampled (no systemd). */
-  units: Record<string, { active: string, sub: string }> | null
+  units: Record<string, UnitState> | null
 }
 
 export interface SystemReaderOptions {
@@ -128,7 +134,7 @@ export class SystemReader {
   private prevCpu?: Map<string, CpuTimes>
   private mosquittoPid: number | null = null
   private pidScanAt = 0
-  private units: Record<string, { active: string, sub: string }> | null = null
+  private units: Record<string, UnitState> | null = null
   private unitsAt = 0
   private unitsRunning = false
   private thermalZones?: string[]
@@ -245,7 +251,7 @@ export class SystemReader {
     if (!this.systemd || this.unitsRunning || now - this.unitsAt < this.o.unitsIntervalMs) return
     this.unitsAt = now
     this.unitsRunning = true
-    execFile('systemctl', ['show', '--property=Id,ActiveState,SubState', '--', ...this.o.units], { timeout: 5000 }, (err, stdout) => {
+    execFile('systemctl', ['show', '--property=Id,ActiveState,SubState,MemoryCurrent', '--', ...this.o.units], { timeout: 5000 }, (err, stdout) => {
       this.unitsRunning = false
       this.units = err ? null : parseSystemctlShow(stdout)
     })

@@ -77,3 +77,12 @@ t.test('mainline kernels: under-voltage from raspberrypi-hwmon', async t => {
   t.equal(s.clockSynchronized, false, 'timesyncd present but not synchronised')
   t.equal(parseThrottled('zz'), null)
 })
+
+t.test('systemctl show: state and cgroup memory per unit', async t => {
+  const { parseSystemctlShow } = await import('../../src/monitor/system.js')
+  const text = 'Id=mosquitto.service\nActiveState=active\nSubState=running\nMemoryCurrent=6373376\n\nId=iot-gateway-wireguard.service\nActiveState=failed\nSubState=failed\nMemoryCurrent=[not set]\n'
+  t.same(parseSystemctlShow(text), {
+    'mosquitto.service': { active: 'active', sub: 'running', memoryBytes: 6373376 },
+    'iot-gateway-wireguard.service': { active: 'failed', sub: 'failed', memoryBytes: null }
+  })
+})
