@@ -16,6 +16,13 @@ import { DeviceGuard } from './devices/guard.js'
 import { Pipeline } from './pipeline/pipeline.js'
 import { openDatabase, type DB } from './store/db.js'
 import { Store } from './store/store.js'
+import { AlertLane } from './alerts/lane.js'
+import { AlertManager } from './alerts/manager.js'
+import { RefusalBook } from './alerts/refusals.js'
+import { AlertStore } from './alerts/store.js'
+import { SystemMonitor } from './monitor/monitor.js'
+import { LATENCY_BUCKETS } from './lib/metrics.js'
+import { VERSION } from './cli/index.js'
 
 export interface GatewayOptions { log?: Logger, notify?: SdNotify }
 
@@ -40,6 +47,11 @@ export class Gateway {
   /** Reads the privileged firewall's counter snapshot and events (the daemon runs no nft itself). */
   firewall?: FirewallMonitor
   apiAddress?: AddressInfo
+  /** System health (app/src/monitor), alert rules and their delivery lanes, refusals per device (app/src/alerts). */
+  monitor?: SystemMonitor
+  alerts?: AlertManager
+  alertLanes: AlertLane[] = []
+  refusals?: RefusalBook
   private readonly notify: SdNotify
   private readonly startedAt = Date.now()
   private maintenance?: NodeJS.Timeout
@@ -61,6 +73,7 @@ export class Gateway {
     const egress = this.egress = new Egress(c, store, this.metrics, this.log.child({ cap: 'egress' }), () => pipeline.notifySpace())
     pipeline.on('committed', () => egress.kick())
     this.registerGauges()
+    this.startOperations(pipeline, egress, store)
     this.firewall = new FirewallMonitor(c.firewall.stateDir, c.firewall.statsPollSeconds, this.metrics,
       new AuditLog(this.db, err => this.log.error('audit write failed', { err })), this.log.child({ cap: 'firewall' }), this.db)
     this.firewall.start()
@@ -113,6 +126,82 @@ export class Gateway {
     this.metrics.gauge('process_start_time_seconds', 'Start time of the process.', () => Math.floor(this.startedAt / 1000))
   }
 
+  /** Monitor, alert rules, alert lanes, refusal book, latency histograms. */
+  private startOperations (pipeline: Pipeline, egress: Egress, store: Store): void {
+    const c = this.config
+    const log = this.log.child({ cap: 'alerts' })
+    const alertStore = new AlertStore(this.db!)
+    const deliveries = this.metrics.counter('gateway_alert_deliveries_total', 'Alert deliveries (firing or resolved) by receiver and result (ok, retry, auth_refused, refused).')
+    this.alertLanes = [new AlertLane(c, alertStore, { name: 'cloud', url: c.alerts.url !== '' ? c.alerts.url : c.uplink.url, tokenFile: c.uplink.tokenFile }, deliveries, log.child({ lane: 'cloud' }))]
+    if (c.alerts.webhookUrl !== '') this.alertLanes.push(new AlertLane(c, alertStore, { name: 'webhook', url: c.alerts.webhookUrl, tokenFile: '' }, deliveries, log.child({ lane: 'webhook' })))
+    const cloudLane = this.alertLanes[0]!
+    egress.beforeBatch = () => cloudLane.flushNow()
+    const toCommit = this.metrics.histogram('gateway_message_commit_latency_seconds', 'From receipt by the gateway to the outbox commit (the device is acknowledged then).', LATENCY_BUCKETS)
+    const toCloud = this.metrics.histogram('gateway_message_delivery_latency_seconds', 'From receipt by the gateway to the cloud\'s acknowledgement (includes outages).', LATENCY_BUCKETS)
+    egress.onDelivered = rows => { const now = Date.now(); for (const r of rows) toCloud.observe((now - r.receivedAt) / 1000) }
+    this.metrics.gauge('gateway_build_info', 'Build information; always 1.', () => [[{ version: VERSION, node: process.version }, 1]])
+    this.metrics.gauge('gateway_alert_queue_messages', 'Alert deliveries waiting, per receiver.', () => this.alertLanes.map(l => [{ target: l.target.name }, l.pending]))
+    const devices = (): DeviceGuard | undefined => this.devices
+    this.alerts = new AlertManager(c, alertStore, store.instance, {
+      brokerConnected: () => this.mqtt?.connected === true,
+      uplinkFailing: () => egress.lastError !== null,
+      outboxDepth: () => store.outboxDepth,
+      outboxOldestAt: () => store.outboxDepth > 0 ? store.oldestReceivedAt() : null,
+      cloudAuthRefused: () => this.cloudAuthRefused(),
+      quarantined: () => {
+        const out = new Map<string, boolean>()
+        const d = devices()
+        if (d) for (const [id, st] of d.registry.states()) out.set(id, st.status === 'quarantined')
+        return out
+      }
+    }, this.alertLanes, this.metrics, log)
+    this.alerts.start()
+    this.refusals = new RefusalBook(alertStore, this.log.child({ cap: 'refusals' }))
+    this.refusals.load()
+    const refusals = this.refusals
+    const watch = this.alerts.watch
+    pipeline.on('rejected', e => refusals.record(e))
+    pipeline.on('committed', (_n: number, msgs?: Array<{ device: string, stream: string, receivedAt: number, payload: string }>) => {
+      if (!msgs) return
+      const now = Date.now()
+      for (const m of msgs) { toCommit.observe((now - m.receivedAt) / 1000); watch.observe(m.device, m.stream, m.receivedAt, m.payload) }
+    })
+    this.monitor = new SystemMonitor(c, this.metrics, this.log.child({ cap: 'monitor' }))
+    let refusalFlushAt = Date.now()
+    this.monitor.onSample(sample => {
+      this.alerts?.tick(sample)
+      if (Date.now() - refusalFlushAt >= 60_000) { refusalFlushAt = Date.now(); refusals.flush() }
+    })
+    for (const l of this.alertLanes) l.start()
+    this.monitor.start()
+  }
+
+  /** The cloud refuses the gateway's credentials: the telemetry uplink or the alert lane. */
+  private cloudAuthRefused (): boolean {
+    return this.egress?.authFailing === true || this.alertLanes[0]?.authRefused === true
+  }
+
+  /** Why the gateway cannot do its job now; empty when it can. */
+  problems (): string[] {
+    const c = this.config
+    const out: string[] = []
+    if (this.alerts?.isFiring('broker_unreachable') === true) out.push(`broker down: no connection to ${c.mqtt.url} for more than ${c.alerts.brokerUnreachableSeconds} s`)
+    const disk = this.monitor?.last?.disk
+    const full = this.pipeline?.diskFullReason ?? null
+    if (full !== null || (disk && disk.availBytes < c.outbox.minFreeBytes)) {
+      const why = full === 'sqlite_full' ? 'the outbox cannot write (SQLITE_FULL)' : disk ? `${Math.round(disk.availBytes / 1048576)} MiB available on ${disk.path}` : 'below outbox.minFreeBytes'
+      out.push(`disk full: ${why}`)
+    }
+    if (disk && disk.files > 0 && disk.filesFree < c.alerts.diskFreeMinInodes / 10) out.push(`disk full: ${disk.filesFree} inodes free on ${disk.path}`)
+    if (this.cloudAuthRefused()) out.push('cloud refusing authentication (HTTP 401/403): check uplink.tokenFile')
+    const st = this.store
+    if (st) {
+      const hw = c.alerts.outboxHighWaterRatio
+      if (st.outboxDepth >= c.outbox.maxMessages * hw || st.outboxBytes >= c.outbox.maxBytes * hw) out.push(`outbox over its high-water mark: ${st.outboxDepth} messages, ${st.outboxBytes} bytes (${Math.round(hw * 100)} % of outbox.maxMessages/maxBytes)`)
+    }
+    return out
+  }
+
   private maintain (): void {
     try {
       const o = this.config.outbox
@@ -126,11 +215,14 @@ export class Gateway {
 
   health (): { ok: boolean, body: Record<string, unknown> } {
     const s = this.store?.stats()
-    const ok = this.ready && this.store !== undefined
+    const ready = this.ready && this.store !== undefined
+    const reasons = ready ? this.problems() : []
+    const ok = ready && reasons.length === 0
     return {
       ok,
       body: {
-        status: ok ? 'ok' : 'starting',
+        status: ok ? 'ok' : ready ? 'degraded' : 'starting',
+        reasons,
         live: true,
         ready: ok,
         broker: this.mqtt?.connected === true ? 'connected' : 'disconnected',
@@ -157,7 +249,15 @@ export class Gateway {
         rejected: rejected.total(),
         delivered: this.metrics.counter('gateway_uplink_messages_delivered_total', '').total()
       },
-      memory: { rssBytes: process.memoryUsage.rss() }
+      memory: { rssBytes: process.memoryUsage.rss() },
+      problems: this.problems(),
+      system: this.monitor?.last ?? null,
+      alerts: {
+        firing: this.alerts?.firing().map(a => ({ rule: a.rule, key: a.key, labels: a.labels, value: a.value, threshold: a.threshold, summary: a.summary, firedAt: a.firedAt })) ?? [],
+        queued: Object.fromEntries(this.alertLanes.map(l => [l.target.name, l.pending])),
+        delivery: Object.fromEntries(this.alertLanes.map(l => [l.target.name, { lastError: l.lastError, lastSuccessAt: l.lastSuccessAt, authRefused: l.authRefused }]))
+      },
+      refusals: this.refusals?.summary() ?? {}
     }
   }
 
@@ -174,7 +274,13 @@ export class Gateway {
       this.pipeline?.close()
       await this.denials?.stop().catch(err => this.log.warn('broker log follower stop', { err }))
       this.devices?.stop()
+      this.monitor?.stop()
+      this.refusals?.flush()
+      // An alert request in flight (the egress awaits it before its batch) must not outlast the grace.
+      const lanesDeadline = setTimeout(() => { for (const l of this.alertLanes) void l.stop() }, graceMs)
       await this.egress?.stop(graceMs)
+      clearTimeout(lanesDeadline)
+      for (const l of this.alertLanes) await l.stop()
       await this.api?.stop()
       this.db?.close()
       this.log.info('gateway stopped', { outboxLeft: this.store?.outboxDepth })
@@ -182,3 +288,4 @@ export class Gateway {
     return this.stopping
   }
 }
+

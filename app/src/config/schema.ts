@@ -5,6 +5,8 @@ import { devicesSection, trustSection } from '../devices/config.js'
 import { firewall } from '../firewall/config.js'
 import { firewallPolicy } from '../firewall/policy.js'
 import { checkWireguard, wireguard } from '../wireguard/config.js'
+import { monitorSection } from '../monitor/config.js'
+import { alertsSection } from '../alerts/config.js'
 
 /** Bumped when a field is renamed or its meaning changes; load.ts migrates older files. */
 export const CONFIG_VERSION = 1
@@ -86,7 +88,7 @@ const broker = defineSection({
   denialLogCommand: { type: 'string[]', default: ['journalctl', '--namespace=mosquitto', '--follow', '--lines=all', '--boot', '--all', '--output=short-unix', '--unit=mosquitto.service'], description: 'Command (no shell) whose standard output is Mosquitto\'s log. The gateway follows it and turns each ACL denial into an `acl_denied` security event of the device (trust penalty, audit row). Mosquitto logs denials only at debug level, so a non-empty command also makes `render mosquitto` add `log_type debug` (about 3.4 log lines per message: journal space and CPU). Lines with a journal time from before the gateway started only teach it which client id is which device. Restarted with backoff when it exits. `[]`: off.' }
 })
 
-export const sections = { gateway, mqtt, limits, outbox, uplink, api, broker, coap: coapSection, devices: devicesSection, trust: trustSection, firewall, wireguard } as const satisfies Record<string, SectionSpec>
+export const sections = { gateway, mqtt, limits, outbox, uplink, api, broker, coap: coapSection, devices: devicesSection, trust: trustSection, firewall, wireguard, monitor: monitorSection, alerts: alertsSection } as const satisfies Record<string, SectionSpec>
 
 export type Config = { readonly version: number } & { readonly [K in keyof typeof sections]: SectionValue<(typeof sections)[K]> }
 

@@ -17,7 +17,7 @@ export const trustSection = defineSection({
   recoverPerMessage: { type: 'number', default: 0.2, min: 0, max: 100, description: 'Points an accepted message gives back.' },
   penaltyBadSignature: { type: 'number', default: 20, min: 0, max: 1000, description: 'CoAP request with a wrong or missing HMAC. Unauthenticated: an attacker on the LAN can claim any id, so 0 turns attribution off.' },
   penaltyReplay: { type: 'number', default: 10, min: 0, max: 1000, description: 'Replayed or duplicate sequence number.' },
-  penaltyMalformed: { type: 'number', default: 5, min: 0, max: 1000, description: 'Bad JSON, bad schema, oversize, unknown stream.' },
+  penaltyMalformed: { type: 'number', default: 1, min: 0, max: 1000, description: 'Bad JSON, bad schema, oversize, unknown stream. Low: a device sending the wrong schema is misconfigured, not hostile; at 1 point it takes 60 such messages in a row (10 minutes at one message every 10 s) to reach the default floor, time for its owner to see the refusal reason in /status and the log, while an attack (replay 10, bad signature 20, ACL denial 15) still costs 10 to 20 times more.' },
   penaltyRateLimited: { type: 'number', default: 1, min: 0, max: 1000, description: 'A message refused by the rate limit.' },
   penaltyAclDenied: { type: 'number', default: 15, min: 0, max: 1000, description: 'An ACL denial reported for the device.' }
 })

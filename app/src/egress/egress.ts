@@ -59,6 +59,10 @@ export class Egress {
   private draining = false
   private loop?: Promise<void>
   private readonly m
+  // Alert lane hooks (app/src/alerts): pending alerts are sent before every telemetry batch, and
+  // delivered rows feed the receipt-to-cloud latency histogram.
+  beforeBatch?: () => Promise<void>
+  onDelivered?: (rows: Batch['rows']) => void
 
   constructor (private readonly config: Config, private readonly store: Store, metrics: Registry, private readonly log: Logger,
     private readonly onDrained: () => void = () => {}) {
@@ -172,10 +176,12 @@ export class Egress {
       const batch = this.store.nextBatch(this.config.gateway.id, u.batchMaxMessages, u.batchMaxBytes)
       if (!batch) continue
       this.state = 'sending'
+      await this.beforeBatch?.()
       const r = await this.send(batch)
       if (r.kind === 'ok') {
         this.store.ackBatch(batch)
         this.m.sent.inc({}, batch.rows.length)
+        this.onDelivered?.(batch.rows)
         this.m.batches.inc({ result: 'ok' })
         this.lastSuccessAt = Date.now()
         this.lastError = null

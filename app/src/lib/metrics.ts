@@ -1,4 +1,9 @@
-/** A small Prometheus text-format registry: counters with labels, and gauges read at scrape time. */
+/**
+ * A small Prometheus text-format registry: counters with labels, histograms, and gauges read at
+ * scrape time. By the book: counters end in `_total`, values are in base units (seconds, bytes,
+ * ratios 0..1), and series whose label sets are known in advance are initialised at zero with
+ * init() so that rate() and absent() work from the first scrape.
+ */
 type Labels = Record<string, string>
 
 function labelText (labels: Labels): string {
@@ -15,11 +20,45 @@ export class Counter {
     if (cur) cur.value += by
     else this.values.set(key, { labels, value: by })
   }
+  /** Creates the series at 0 (a no-op for a series that exists). */
+  init (...labelSets: Labels[]): this {
+    for (const labels of labelSets.length > 0 ? labelSets : [{}]) if (!this.values.has(labelText(labels))) this.values.set(labelText(labels), { labels, value: 0 })
+    return this
+  }
   get (labels: Labels = {}): number { return this.values.get(labelText(labels))?.value ?? 0 }
   total (): number { let n = 0; for (const v of this.values.values()) n += v.value; return n }
   render (): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} counter`]
     for (const { labels, value } of this.values.values()) lines.push(`${this.name}${labelText(labels)} ${value}`)
+    return lines.join('\n')
+  }
+}
+
+/** Default buckets for message latencies in seconds: from a group commit (ms) to a long outage (hours). */
+export const LATENCY_BUCKETS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400]
+
+/** A histogram without labels: cumulative buckets, _sum and _count, all present from the start. */
+export class Histogram {
+  private readonly counts: number[]
+  private sum = 0
+  private count = 0
+  constructor (readonly name: string, readonly help: string, readonly buckets: readonly number[] = LATENCY_BUCKETS) {
+    this.counts = new Array<number>(buckets.length).fill(0)
+  }
+  observe (v: number, n = 1): void {
+    if (!Number.isFinite(v)) return
+    // Non-cumulative here; cumulated at render time so that observe() stays O(buckets) with no allocation.
+    const i = this.buckets.findIndex(b => v <= b)
+    if (i >= 0) this.counts[i]! += n
+    this.sum += v * n
+    this.count += n
+  }
+  get observations (): number { return this.count }
+  render (): string {
+    const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`]
+    let acc = 0
+    this.buckets.forEach((b, i) => { acc += this.counts[i]!; lines.push(`${this.name}_bucket{le="${b}"} ${acc}`) })
+    lines.push(`${this.name}_bucket{le="+Inf"} ${this.count}`, `${this.name}_sum ${this.sum}`, `${this.name}_count ${this.count}`)
     return lines.join('\n')
   }
 }
@@ -37,7 +76,7 @@ export class Gauge {
 }
 
 export class Registry {
-  private readonly metrics = new Map<string, Counter | Gauge>()
+  private readonly metrics = new Map<string, Counter | Gauge | Histogram>()
   counter (name: string, help: string): Counter {
     const existing = this.metrics.get(name)
     if (existing instanceof Counter) return existing
@@ -45,10 +84,26 @@ export class Registry {
     this.metrics.set(name, c)
     return c
   }
+  histogram (name: string, help: string, buckets?: readonly number[]): Histogram {
+    const existing = this.metrics.get(name)
+    if (existing instanceof Histogram) return existing
+    const h = new Histogram(name, help, buckets)
+    this.metrics.set(name, h)
+    return h
+  }
   gauge (name: string, help: string, read: () => number | Array<[Labels, number]>, type: 'gauge' | 'counter' = 'gauge'): Gauge {
     const g = new Gauge(name, help, read, type)
     this.metrics.set(name, g)
     return g
   }
-  render (): string { return [...this.metrics.values()].map(m => m.render()).join('\n') + '\n' }
+  /** Metric families registered so far (for tests and the dashboard check). */
+  names (): string[] { return [...this.metrics.keys()] }
+  render (): string {
+    // A gauge whose reader throws must not take the whole scrape down: the family is left out.
+    const parts: string[] = []
+    for (const m of this.metrics.values()) {
+      try { parts.push(m.render()) } catch { /* skipped this scrape */ }
+    }
+    return parts.join('\n') + '\n'
+  }
 }

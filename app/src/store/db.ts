@@ -2,6 +2,7 @@ import Database from 'better-sqlite3'
 import { mkdirSync } from 'node:fs'
 import { dirname } from 'node:path'
 import { StoreError } from '../lib/errors.js'
+import { ALERTS_DDL } from '../alerts/store.js'
 
 export type DB = Database.Database
 
@@ -154,7 +155,8 @@ export const migrations: ReadonlyArray<{ name: string, sql: string, breaksOlder?
       -- An older release ignores it and sends them once more (at least once; same message ids).
       INSERT OR IGNORE INTO store_meta (key, value) VALUES ('delivered_through', '0');
     `
-  }
+  },
+  { name: 'alerts firing, the alert lane\'s queue, refusal counts per device', sql: ALERTS_DDL }
 ]
 
 export interface OpenOptions { synchronous?: 'FULL' | 'NORMAL', readonly?: boolean }

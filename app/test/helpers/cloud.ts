@@ -21,6 +21,10 @@ export class Cloud {
   readonly accepted: CloudMessage[] = []
   requests = 0
   respond: Responder = () => undefined
+  /** Alert envelopes ({"kind":"alerts"}, the gateway's alert lane): each alert accepted, and the order of accepted requests. */
+  readonly alerts: any[] = []
+  readonly order: Array<'alerts' | 'batch'> = []
+  respondAlerts: (body: any, req: IncomingMessage) => { status: number, body?: string } | undefined = () => undefined
   url = ''
   caFile = ''
   private server?: Server
@@ -60,6 +64,14 @@ export class Cloud {
         res.writeHead(400).end('bad body')
         return
       }
+      if (body.kind === 'alerts') {
+        const answer = this.respondAlerts(body, req)
+        if (answer && (answer.status < 200 || answer.status >= 300)) { res.writeHead(answer.status).end(answer.body ?? ''); return }
+        this.alerts.push(...body.alerts)
+        this.order.push('alerts')
+        res.writeHead(200, { 'content-type': 'application/json' }).end('{"ok":true}')
+        return
+      }
       const batch: CloudBatch = {
         batchId: body.batchId,
         idempotencyKey: String(req.headers['idempotency-key']),
@@ -74,6 +86,7 @@ export class Cloud {
         return
       }
       this.batches.push(batch)
+      this.order.push('batch')
       this.accepted.push(...batch.messages)
       res.writeHead(answer?.status ?? 200, { 'content-type': 'application/json' }).end('{"ok":true}')
     })

@@ -1,4 +1,5 @@
 import { Command } from 'commander'
+import { AlertStore } from '../../alerts/store.js'
 import { readFileSync, statSync, writeFileSync } from 'node:fs'
 import { request } from 'undici'
 import { AuditLog } from '../../audit/audit.js'
@@ -125,10 +126,12 @@ export function makeDeviceCommand (io: Io): Command {
     .argument('<id>', 'device id')
     .option('--json', 'print JSON')
     .action((id: string, opts: { json?: boolean }, cmd: Command) => {
-      const { result, config } = withDevices(cmd, io, ctx => ({ d: ctx.registry.get(id), certs: ctx.registry.certificates(id) }))
+      const { result, config } = withDevices(cmd, io, ctx => ({ d: ctx.registry.get(id), certs: ctx.registry.certificates(id), refusals: new AlertStore(ctx.registry.db).refusalsOf(id) }))
       if (!result.d) throw new Exit(EXIT.FAILURE, `no device "${id}"`)
-      if (opts.json === true) { printJson(io, { ...result.d, trustScore: result.d.trustScore ?? config.trust.initial, certificates: result.certs }); return }
+      if (opts.json === true) { printJson(io, { ...result.d, trustScore: result.d.trustScore ?? config.trust.initial, certificates: result.certs, refusals: result.refusals }); return }
       io.out(showText(result.d, config.trust.initial, result.certs))
+      // Why its messages were refused (written by the gateway once a minute; app/src/alerts/refusals.ts).
+      for (const r of result.refusals) io.out(`refused     ${r.reason} x${r.count}, last ${iso(r.lastAt)}: ${r.lastDetail}\n`)
     })
 
   device.command('revoke')

@@ -25,6 +25,9 @@ export function makeStatusCommand (io: Io): Command {
         `uplink    ${body.uplink?.state} ${body.uplink?.url}${body.uplink?.lastError ? ` (last error: ${body.uplink.lastError})` : ''}`,
         `outbox    ${o.depth} messages, ${o.bytes} bytes, ${o.deadLetters} dead letters`,
         `messages  received ${body.messages?.received}, accepted ${body.messages?.accepted}, rejected ${body.messages?.rejected}, delivered ${body.messages?.delivered}`,
+        // Alerts (app/src/alerts): the same reasons as /health's 503, and what is firing.
+        `health    ${Array.isArray(body.problems) && body.problems.length > 0 ? `NOT OK: ${body.problems.join('; ')}` : 'ok'}`,
+        ...(Array.isArray(body.alerts?.firing) ? body.alerts.firing.map((a: { rule: string, summary: string }) => `alert     ${a.rule}: ${a.summary}`) : []),
         ''
       ].join('\n'))
     })
