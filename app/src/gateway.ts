@@ -11,6 +11,7 @@ import { Registry } from './lib/metrics.js'
 import { SdNotify } from './lib/sd-notify.js'
 import { MqttIngress } from './mqtt-ingress/mqtt-ingress.js'
 import { CoapIngress } from './coap-ingress/coap-ingress.js'
+import { ClockKeeper } from './clock/clock.js'
 import { deviceRoutes } from './devices/api.js'
 import { DeviceGuard } from './devices/guard.js'
 import { Pipeline } from './pipeline/pipeline.js'
@@ -39,6 +40,8 @@ export class Gateway {
   api?: ApiServer
   /** Reads the privileged firewall's counter snapshot and events (the daemon runs no nft itself). */
   firewall?: FirewallMonitor
+  /** Saves the latest known time on /data; clock.state() is the clock's part of /health. */
+  clock?: ClockKeeper
   apiAddress?: AddressInfo
   private readonly notify: SdNotify
   private readonly startedAt = Date.now()
@@ -55,6 +58,8 @@ export class Gateway {
     const c = this.config
     if (c.uplink.url === '') throw new Error('uplink.url is not set: the gateway has nowhere to deliver (set it in the configuration file or GATEWAY_UPLINK_URL)')
     this.db = openDatabase(paths(c).db, { synchronous: c.outbox.synchronous })
+    this.clock = new ClockKeeper(c.gateway.dataDir, this.log.child({ cap: 'clock' }))
+    this.clock.start()
     const store = this.store = new Store(this.db)
     const pipeline = this.pipeline = new Pipeline(store, c, this.metrics, this.log.child({ cap: 'pipeline' }))
     const egress = this.egress = new Egress(c, store, this.metrics, this.log.child({ cap: 'egress' }), () => pipeline.notifySpace())
@@ -166,6 +171,7 @@ export class Gateway {
       await this.notify.stopping()
       this.notify.stopWatchdog()
       if (this.maintenance) clearInterval(this.maintenance)
+      this.clock?.stop()
       this.firewall?.stop()
       await this.mqtt?.stop().catch(err => this.log.warn('mqtt stop', { err }))
       await this.coap?.stop().catch(err => this.log.warn('coap stop', { err }))
