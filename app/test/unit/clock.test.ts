@@ -2,7 +2,8 @@ import { X509Certificate } from 'node:crypto'
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
-import { assertMayIssue, clockState, crlAt, issueAt, latestKnownFile, readLatestKnown, recordLatestKnown } from '../../src/clock/clock.js'
+import { assertMayIssue, ClockKeeper, clockState, crlAt, issueAt, latestKnownFile, readLatestKnown, recordLatestKnown } from '../../src/clock/clock.js'
+import { silentLogger } from '../../src/lib/logger.js'
 import { issueDeviceCert } from '../../src/pki/device-certs.js'
 import { initPki, loadIssuer, pkiPaths, writeCrl } from '../../src/pki/pki.js'
 import { BACKDATE_DAYS, CRL_DAYS, newKeyPair, parseCrl } from '../../src/pki/x509.js'
@@ -86,4 +87,38 @@ t.test('clockState: what /health and the alerts report', async t => {
   const far = clockState(dataDir, { syncFlag: unsynced, now: () => T0 - (BACKDATE_DAYS + 1) * DAY })
   t.ok(far.behindPki, 'more than the margin behind: the broker would refuse the PKI')
   t.same(far.problems, ['clock not synchronised', 'clock earlier than the PKI', 'clock earlier than the latest known time'])
+})
+
+t.test('the daemon\'s keeper saves the time at start, on its timer and at stop; a failure is logged, not thrown', async t => {
+  const { dataDir, unsynced } = setup(t)
+  let now = T0
+  const warnings: string[] = []
+  const log = { ...silentLogger, warn: (m: string) => { warnings.push(m) }, child: () => log }
+  const keeper = new ClockKeeper(dataDir, log, 60_000, { syncFlag: unsynced, now: () => now })
+  keeper.start()
+  t.teardown(() => keeper.stop())
+  t.equal(readLatestKnown(dataDir), T0, 'at start')
+  now = T0 + 3600_000
+  keeper.stop()
+  t.equal(readLatestKnown(dataDir), T0 + 3600_000, 'at stop')
+  t.same(keeper.state().problems, ['clock not synchronised'])
+  // The data directory's clock/ is a file: the write fails and is reported, the daemon goes on.
+  const bad = new ClockKeeper(join(dataDir, 'clock', 'latest-known'), log, 60_000, { syncFlag: unsynced, now: () => now })
+  bad.start()
+  bad.stop()
+  t.equal(warnings.length, 2, 'logged twice (start, stop)')
+  t.match(warnings[0], /cannot save the latest known time/)
+})
+
+t.test('the latest known time is written durably: the file and its directory are fsynced once each', async t => {
+  const dir = tempDir(t)
+  const fs = await import('node:fs')
+  const synced: number[] = []
+  const { writeFileDurable } = await t.mockImport<typeof import('../../src/clock/durable-write.js')>('../../src/clock/durable-write.js', {
+    'node:fs': { ...fs, fsyncSync: (fd: number) => { synced.push(fd); fs.fsyncSync(fd) } }
+  })
+  writeFileDurable(join(dir, 'f'), 'x\n')
+  t.equal(synced.length, 2, 'two fsyncs: the data, then the directory entry')
+  t.equal(readFileSync(join(dir, 'f'), 'utf8'), 'x\n')
+  t.same(fs.readdirSync(dir), ['f'], 'no temp file left')
 })
