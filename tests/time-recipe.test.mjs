@@ -3,10 +3,10 @@
 // and its scripts do what they say: the clock-advance script is run with its clock behind
 // (libfaketime) and a stub in place of `date -s`; the first-boot wait with stubs of
 // systemd-time-wait-sync.
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { t, LAYER, run, which } from './helpers.mjs'
+import { t, LAYER, isRoot, run, which } from './helpers.mjs'
 
 const TIME = join(LAYER, 'recipes-core', 'iot-gateway-time')
 const FILES = join(TIME, 'files')
@@ -141,7 +141,7 @@ t.test('boot order: the clock is advanced before the broker, the gateway, the fi
   for (const u of ['mosquitto.service', 'iot-gateway.service', 'iot-gateway-firstboot.service', 'iot-gateway-wireguard.service', 'systemd-networkd.service', 'systemd-timesyncd.service', 'time-set.target']) {
     t.ok(adv.Before.includes(u), `clock advance: Before=${u}`)
   }
-  t.same(adv.CapabilityBoundingSet, ['CAP_SYS_TIME'], 'only CAP_SYS_TIME')
+  t.same(adv.CapabilityBoundingSet, ['CAP_DAC_READ_SEARCH', 'CAP_SYS_TIME'], 'only CAP_SYS_TIME, and reading the gateway\'s 0750 folders')
   t.notOk(adv.Requires, 'does not require /data (a failed mount must not stop the boot)')
   const mosq = show('mosquitto.service')
   t.ok(mosq.After.includes('iot-gateway-clock-advance.service') && mosq.Wants.includes('iot-gateway-clock-advance.service'), 'mosquitto: after and wants the advance')
@@ -168,8 +168,11 @@ const LIBFAKETIME = (() => {
   return null
 })()
 
-/** Runs the clock-advance script with the clock shifted by `shift` seconds; returns its output and the time it would set. */
-function advance (t, data, shift) {
+/**
+ * Runs the clock-advance script with the clock shifted by `shift` seconds; returns its output and the
+ * time it would set. `caps`: run as root with only these capabilities (setpriv), as the unit does.
+ */
+function advance (t, data, shift, caps) {
   const setLog = join(data, '..', 'set.log')
   rmSync(setLog, { force: true })
   const stub = join(data, '..', 'set-clock')
@@ -177,7 +180,10 @@ function advance (t, data, shift) {
   chmodSync(stub, 0o755)
   // NO_FAKE_STAT: files keep their real modification times, as on a Pi whose clock starts behind.
   const env = { ...process.env, IOTGW_CLOCK_DATA: data, IOTGW_CLOCK_SET: stub, LD_PRELOAD: LIBFAKETIME, FAKETIME: shift >= 0 ? `+${shift}` : String(shift), NO_FAKE_STAT: '1' }
-  const r = run('sh', [join(FILES, 'iot-gateway-clock-advance.sh')], { env })
+  const r = caps === undefined
+    ? run('sh', [join(FILES, 'iot-gateway-clock-advance.sh')], { env })
+    : run('setpriv', ['--inh-caps=-all', '--ambient-caps=-all', `--bounding-set=-all${caps.map(c => ',+' + c.replace(/^CAP_/, '').toLowerCase()).join('')}`,
+      'sh', join(FILES, 'iot-gateway-clock-advance.sh')], { env })
   t.equal(r.status, 0, `exit 0 (${r.stdout.trim()}${r.stderr.trim()})`)
   return { out: r.stdout, set: existsSync(setLog) ? readFileSync(setLog, 'utf8').trim() : null }
 }
@@ -214,6 +220,24 @@ t.test('the clock-advance script moves a clock that is behind to the newest save
 
   writeFileSync(join(data, 'iot-gateway', 'clock', 'latest-known'), '99999999999999999999; rm -rf /\n')
   t.equal(advance(t, data, -7200).set, `@${now - 60}`, 'a garbled latest-known file is ignored')
+  t.end()
+})
+
+t.test('with the unit\'s capabilities only, root reads the gateway\'s 0750 folders', { skip: (LIBFAKETIME === null && 'libfaketime is not installed') || (!isRoot && 'needs root (setpriv, chown)') || (!which('setpriv') && 'setpriv is not installed') }, t => {
+  const dir = mkdtempSync(join(tmpdir(), 'iotgw-clock-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const data = join(dir, 'data')
+  const clockDir = join(data, 'iot-gateway', 'clock')
+  mkdirSync(clockDir, { recursive: true })
+  const now = Math.floor(Date.now() / 1000)
+  writeFileSync(join(clockDir, 'latest-known'), `${now}\n`, { mode: 0o640 })
+  // as on the image: the gateway's user (here: nobody), umask 0027
+  for (const p of [join(data, 'iot-gateway'), clockDir]) { chownSync(p, 65534, 65534); chmodSync(p, 0o750) }
+  chownSync(join(clockDir, 'latest-known'), 65534, 65534)
+  const unit = readFileSync(join(FILES, 'iot-gateway-clock-advance.service'), 'utf8')
+  const caps = /^CapabilityBoundingSet=(.*)$/m.exec(unit)[1].split(/\s+/)
+  t.same(advance(t, data, -7200, caps.filter(c => c !== 'CAP_DAC_READ_SEARCH')).set, null, 'without CAP_DAC_READ_SEARCH the saved time is out of reach (the check can fail)')
+  t.equal(advance(t, data, -7200, caps).set, `@${now}`, 'with the unit\'s capabilities it is read')
   t.end()
 })
 
