@@ -11,6 +11,7 @@ import { Registry } from './lib/metrics.js'
 import { SdNotify } from './lib/sd-notify.js'
 import { MqttIngress } from './mqtt-ingress/mqtt-ingress.js'
 import { CoapIngress } from './coap-ingress/coap-ingress.js'
+import { ClockKeeper } from './clock/clock.js'
 import { deviceRoutes } from './devices/api.js'
 import { DeviceGuard } from './devices/guard.js'
 import { Pipeline } from './pipeline/pipeline.js'
@@ -46,6 +47,8 @@ export class Gateway {
   api?: ApiServer
   /** Reads the privileged firewall's counter snapshot and events (the daemon runs no nft itself). */
   firewall?: FirewallMonitor
+  /** Saves the latest known time on /data; clock.state() is the clock's part of /health. */
+  clock?: ClockKeeper
   apiAddress?: AddressInfo
   /** System health (app/src/monitor), alert rules and their delivery lanes, refusals per device (app/src/alerts). */
   monitor?: SystemMonitor
@@ -67,6 +70,8 @@ export class Gateway {
     const c = this.config
     if (c.uplink.url === '') throw new Error('uplink.url is not set: the gateway has nowhere to deliver (set it in the configuration file or GATEWAY_UPLINK_URL)')
     this.db = openDatabase(paths(c).db, { synchronous: c.outbox.synchronous })
+    this.clock = new ClockKeeper(c.gateway.dataDir, this.log.child({ cap: 'clock' }))
+    this.clock.start()
     const store = this.store = new Store(this.db)
     const pipeline = this.pipeline = new Pipeline(store, c, this.metrics, this.log.child({ cap: 'pipeline' }), c.gateway.dataDir)
     pipeline.start()
@@ -148,6 +153,7 @@ export class Gateway {
       outboxDepth: () => store.outboxDepth,
       outboxOldestAt: () => store.outboxDepth > 0 ? store.oldestReceivedAt() : null,
       cloudAuthRefused: () => this.cloudAuthRefused(),
+      clock: () => this.clock?.state() ?? null,
       quarantined: () => {
         const out = new Map<string, boolean>()
         const d = devices()
@@ -166,7 +172,7 @@ export class Gateway {
       const now = Date.now()
       for (const m of msgs) { toCommit.observe((now - m.receivedAt) / 1000); watch.observe(m.device, m.stream, m.receivedAt, m.payload) }
     })
-    this.monitor = new SystemMonitor(c, this.metrics, this.log.child({ cap: 'monitor' }))
+    this.monitor = new SystemMonitor(c, this.metrics, this.log.child({ cap: 'monitor' }), { clockSynchronized: () => this.clock ? this.clock.state().synchronised : null })
     let refusalFlushAt = Date.now()
     this.monitor.onSample(sample => {
       this.alerts?.tick(sample)
@@ -193,6 +199,9 @@ export class Gateway {
       out.push(`disk full: ${why}`)
     }
     if (disk && disk.files > 0 && disk.filesFree < c.alerts.diskFreeMinInodes / 10) out.push(`disk full: ${disk.filesFree} inodes free on ${disk.path}`)
+    // An unsynchronised clock alone is no reason: the gateway works without NTP (certificates are
+    // backdated); a clock earlier than the PKI makes the broker refuse every device.
+    if (this.clock?.state().behindPki === true) out.push('clock earlier than the PKI: the broker refuses devices until the clock is set (see app/docs/time.md)')
     if (this.cloudAuthRefused()) out.push('cloud refusing authentication (HTTP 401/403): check uplink.tokenFile')
     const st = this.store
     if (st) {
@@ -214,6 +223,7 @@ export class Gateway {
   }
 
   health (): { ok: boolean, body: Record<string, unknown> } {
+    const clock = this.clock?.state()
     const s = this.store?.stats()
     const ready = this.ready && this.store !== undefined
     const reasons = ready ? this.problems() : []
@@ -228,7 +238,8 @@ export class Gateway {
         broker: this.mqtt?.connected === true ? 'connected' : 'disconnected',
         uplink: this.egress?.state ?? 'stopped',
         outbox: s ? { depth: s.depth, bytes: s.bytes, full: this.pipeline?.full === true } : null,
-        coap: !this.config.coap.enabled ? 'disabled' : this.coap?.bound ? 'listening' : 'not bound'
+        coap: !this.config.coap.enabled ? 'disabled' : this.coap?.bound ? 'listening' : 'not bound',
+        clock: clock ? { synchronised: clock.synchronised, problems: clock.problems } : null
       }
     }
   }
@@ -268,6 +279,7 @@ export class Gateway {
       await this.notify.stopping()
       this.notify.stopWatchdog()
       if (this.maintenance) clearInterval(this.maintenance)
+      this.clock?.stop()
       this.firewall?.stop()
       await this.mqtt?.stop().catch(err => this.log.warn('mqtt stop', { err }))
       await this.coap?.stop().catch(err => this.log.warn('coap stop', { err }))

@@ -3,7 +3,7 @@ import { defineSection } from '../config/define.js'
 /** The rules every gateway evaluates; see app/docs/operations.md for what each means. */
 export const RULES = [
   'cpu_high', 'memory_high', 'temperature_high', 'throttled', 'disk_low', 'outbox_stale', 'uplink_failing',
-  'cloud_auth_refused', 'broker_unreachable', 'device_quarantined', 'device_silent', 'device_anomaly'
+  'cloud_auth_refused', 'broker_unreachable', 'clock_unsynchronised', 'clock_behind_pki', 'device_quarantined', 'device_silent', 'device_anomaly'
 ] as const
 export type RuleName = typeof RULES[number]
 
@@ -31,6 +31,7 @@ export const alertsSection = defineSection({
   uplinkFailingSeconds: { type: 'integer', default: 600, min: 0, max: 86400, description: 'uplink_failing: the cloud has not accepted a batch for this long while messages wait.' },
   cloudAuthForSeconds: { type: 'integer', default: 0, min: 0, max: 86400, description: 'cloud_auth_refused: the cloud answers 401/403, for this long.' },
   brokerUnreachableSeconds: { type: 'integer', default: 30, min: 0, max: 86400, description: 'broker_unreachable: the gateway has had no connection to Mosquitto for this long (also the grace before /health reports it).' },
+  clockUnsynchronisedSeconds: { type: 'integer', default: 3600, min: 0, max: 604800, description: 'clock_unsynchronised: systemd-timesyncd has not synchronised the clock for this long (a Pi has no RTC; at a site that blocks NTP the clock only moves forward from the latest known time).' },
   deviceSilentFactor: { type: 'number', default: 5, min: 1.5, max: 1000, description: 'device_silent: no message from a device for this many times its own usual interval (learned per device)…' },
   deviceSilentMinSeconds: { type: 'integer', default: 300, min: 1, max: 604800, description: '…and at least this long (a device sending every second is not silent after 5 s).' },
   deviceSilentWarmup: { type: 'integer', default: 5, min: 1, max: 10000, description: 'Intervals a device must have shown before its silence is judged.' },

@@ -16,6 +16,8 @@ export interface AlertSources {
   outboxDepth: () => number
   outboxOldestAt: () => number | null
   cloudAuthRefused: () => boolean
+  /** The clock's state (null where unknown). */
+  clock?: () => { synchronised: boolean, behindPki: boolean } | null
   /** Every device with whether it is quarantined. */
   quarantined: () => ReadonlyMap<string, boolean>
 }
@@ -111,6 +113,7 @@ export class AlertManager {
       broker: { connected, since: this.brokerSince },
       uplink: { failingSince: this.failingSince, waiting: depth },
       cloudAuthRefused: s.cloudAuthRefused(),
+      clock: s.clock?.() ?? null,
       outboxOldestAt: s.outboxOldestAt(),
       quarantined: s.quarantined(),
       silent: this.watch.silence(now),

@@ -23,6 +23,8 @@ export const SEVERITY: Record<RuleName, Severity> = {
   uplink_failing: 'warning',
   cloud_auth_refused: 'critical',
   broker_unreachable: 'critical',
+  clock_unsynchronised: 'warning',
+  clock_behind_pki: 'critical',
   device_quarantined: 'warning',
   device_silent: 'warning',
   device_anomaly: 'warning'
@@ -102,6 +104,8 @@ export function forMsOf (a: Config['alerts']): (rule: RuleName) => number {
     uplink_failing: 0,
     cloud_auth_refused: a.cloudAuthForSeconds,
     broker_unreachable: 0,
+    clock_unsynchronised: a.clockUnsynchronisedSeconds,
+    clock_behind_pki: 0,
     device_quarantined: 0,
     device_silent: 0,
     device_anomaly: 0
@@ -117,6 +121,8 @@ export interface Inputs {
   /** failingSince: the first failed attempt since the last success (null: not failing). */
   uplink: { failingSince: number | null, waiting: number }
   cloudAuthRefused: boolean
+  /** The clock (app/src/clock); null where unknown. */
+  clock: { synchronised: boolean, behindPki: boolean } | null
   outboxOldestAt: number | null
   quarantined: ReadonlyMap<string, boolean>
   silent: ReadonlyArray<{ device: string, silentMs: number, limitMs: number }>
@@ -166,6 +172,10 @@ export function observe (i: Inputs, a: Config['alerts']): Observation[] {
   out.push(flag('cloud_auth_refused', 'cloud_auth_refused', {}, i.cloudAuthRefused, null, i.cloudAuthRefused ? 'the cloud refuses the gateway\'s credentials (HTTP 401/403): check uplink.tokenFile' : 'the cloud accepts the credentials'))
   const down = i.broker.connected ? 0 : (i.now - i.broker.since) / 1000
   out.push({ key: 'broker_unreachable', rule: 'broker_unreachable', labels: {}, value: Math.round(down), threshold: a.brokerUnreachableSeconds, breach: !i.broker.connected && down >= a.brokerUnreachableSeconds, clear: i.broker.connected, summary: `no connection to the broker for ${Math.round(down)} s` })
+  if (i.clock) {
+    out.push(flag('clock_unsynchronised', 'clock_unsynchronised', {}, !i.clock.synchronised, null, i.clock.synchronised ? 'the clock is synchronised' : 'the clock is not synchronised (no NTP answer yet): certificates and the CRL are backdated, enrolment waits for a synchronised clock'))
+    out.push(flag('clock_behind_pki', 'clock_behind_pki', {}, i.clock.behindPki, null, i.clock.behindPki ? 'the clock is earlier than the PKI\'s certificates or CRL: the broker refuses devices until it is set' : 'the clock is later than the PKI'))
+  }
   for (const [device, q] of i.quarantined) out.push(flag('device_quarantined', `device_quarantined:${device}`, { device }, q, null, `device ${device} is quarantined (its messages are held back; \`iot-gateway device show ${device}\`)`))
   for (const d of i.silent) {
     out.push({ key: `device_silent:${d.device}`, rule: 'device_silent', labels: { device: d.device }, value: Math.round(d.silentMs / 1000), threshold: Math.round(d.limitMs / 1000), breach: d.silentMs > d.limitMs, clear: d.silentMs <= d.limitMs, summary: `device ${d.device} has sent nothing for ${Math.round(d.silentMs / 1000)} s (limit ${Math.round(d.limitMs / 1000)} s from its usual interval)` })

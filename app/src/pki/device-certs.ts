@@ -1,5 +1,7 @@
 import { createHash, createHmac, X509Certificate, type KeyObject } from 'node:crypto'
 import { existsSync, readFileSync } from 'node:fs'
+import { dirname } from 'node:path'
+import { issueAt, type ClockOptions } from '../clock/clock.js'
 import { PkiError } from '../lib/errors.js'
 import { loadIssuer, pkiPaths } from './pki.js'
 import { createCertificate, normalSerial, serialOf } from './x509.js'
@@ -26,11 +28,15 @@ export function coapDeviceKey (master: Buffer, id: string, serial: string): Buff
 
 export interface IssuedCert { cert: string, serial: string, notAfter: number, fingerprint: string }
 
-/** A device (client) certificate from the gateway's CA: CN = device id, clientAuth, ECDSA-SHA256. */
-export function issueDeviceCert (pkiDir: string, id: string, publicKey: KeyObject, days: number): IssuedCert {
+/**
+ * A device (client) certificate from the gateway's CA: CN = device id, clientAuth, ECDSA-SHA256.
+ * Refused (GW_ERR_PKI_CLOCK_BEHIND) while the clock is unsynchronised and earlier than the latest
+ * known time: see clock/clock.ts.
+ */
+export function issueDeviceCert (pkiDir: string, id: string, publicKey: KeyObject, days: number, clock?: ClockOptions): IssuedCert {
   const p = pkiPaths(pkiDir)
   if (!existsSync(p.caKey)) throw new PkiError('NO_CA', `no CA in ${pkiDir}: run \`iot-gateway pki init\` first`)
-  const cert = createCertificate({ subject: { CN: id }, publicKey, issuer: loadIssuer(p), days, clientAuth: true })
+  const cert = issueAt(dirname(pkiDir), `a certificate for "${id}"`, now => createCertificate({ subject: { CN: id }, publicKey, issuer: loadIssuer(p), days, clientAuth: true, now }), clock)
   const x = new X509Certificate(cert)
   return { cert, serial: normalSerial(serialOf(cert)), notAfter: Date.parse(x.validTo), fingerprint: createHash('sha256').update(x.raw).digest('hex') }
 }

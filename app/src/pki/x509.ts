@@ -21,6 +21,24 @@ const OID_AKI = '2.5.29.35'
 const OID_CRL_NUMBER = '2.5.29.20'
 const OID_CRL_REASON = '2.5.29.21'
 
+/**
+ * How far back notBefore (certificates) and thisUpdate (CRLs) are dated. A Pi 3 has no RTC: after a
+ * reboot its clock starts at the last saved time (or at systemd's build time) and is behind until NTP
+ * syncs, which on a site that blocks UDP 123 never happens. OpenSSL refuses a certificate or CRL that
+ * is "not yet valid", and Mosquitto requires the CRL, so a CRL dated "now" cut off every device after
+ * a two-hour skew. 60 days covers a box that was off (or shelved) for two months and a clock that ran
+ * ahead by as much when something was issued. See docs/time.md.
+ */
+export const BACKDATE_DAYS = 60
+/**
+ * A CRL's validity. OpenSSL refuses an expired CRL and Mosquitto then refuses everyone, so a clock
+ * that runs a year ahead must not expire it: ten years, the device certificates' default lifetime.
+ * The CRL is re-issued when its revocations change (and, as before, 30 days before it expires), not
+ * daily: a CRL issued while the clock is wrong would carry the wrong dates.
+ */
+export const CRL_DAYS = 3650
+const DAY_MS = 86400_000
+
 export interface Name { CN: string, O?: string }
 export interface Issuer { cert: string, key: KeyObject }
 
@@ -31,6 +49,8 @@ export interface CertOptions {
   issuer?: Issuer
   selfKey?: KeyObject
   days: number
+  /** The issuing time (default: the clock); notBefore is BACKDATE_DAYS before it. */
+  now?: number
   ca?: boolean
   serverNames?: { dns?: string[], ip?: string[] }
   clientAuth?: boolean
@@ -88,10 +108,9 @@ const unpem = (text: string, type: string): Buffer => {
 }
 
 export function createCertificate (o: CertOptions): string {
-  const now = Date.now()
-  // Backdated a day: a Pi has no RTC and its clock can be corrected backwards after first boot.
-  const notBefore = new Date(now - 86400_000)
-  const notAfter = new Date(now + o.days * 86400_000)
+  const now = o.now ?? Date.now()
+  const notBefore = new Date(now - BACKDATE_DAYS * DAY_MS)
+  const notAfter = new Date(now + o.days * DAY_MS)
   const issuerCert = o.issuer ? new X509Certificate(o.issuer.cert) : undefined
   const signingKey = o.issuer?.key ?? o.selfKey
   if (!signingKey) throw new PkiError('ISSUER', 'a certificate needs an issuer or a key to sign itself')
@@ -136,10 +155,9 @@ function issuerSubjectDer (c: X509Certificate): Buffer {
 
 export interface Revoked { serial: string, revokedAt: number }
 
-/** A v2 CRL signed by the CA, with a CRL number. OpenSSL refuses an expired CRL, so nextUpdate is far out and the gateway re-issues it daily. */
-export function createCrl (ca: Issuer, revoked: readonly Revoked[], crlNumber: number, days = 365): string {
+/** A v2 CRL signed by the CA, with a CRL number; thisUpdate BACKDATE_DAYS before `now`, nextUpdate CRL_DAYS after it. */
+export function createCrl (ca: Issuer, revoked: readonly Revoked[], crlNumber: number, days = CRL_DAYS, now = Date.now()): string {
   const caCert = new X509Certificate(ca.cert)
-  const now = new Date()
   const entries = revoked.map(r => seq([
     integerHex(positiveHex(r.serial)),
     time(new Date(r.revokedAt)),
@@ -149,8 +167,8 @@ export function createCrl (ca: Issuer, revoked: readonly Revoked[], crlNumber: n
     integerNum(1),
     ecdsaAlg(),
     fromDer(issuerSubjectDer(caCert)),
-    time(now),
-    time(new Date(now.getTime() + days * 86400_000)),
+    time(new Date(now - BACKDATE_DAYS * DAY_MS)),
+    time(new Date(now + days * DAY_MS)),
     ...(entries.length > 0 ? [seq(entries)] : []),
     asn1.create(asn1.Class.CONTEXT_SPECIFIC, 0, true, [seq([
       seq([oid(OID_AKI), asn1.create(U, T.OCTETSTRING, false, asn1.toDer(seq([asn1.create(asn1.Class.CONTEXT_SPECIFIC, 0, false, keyIdentifier(caCert.publicKey).toString('binary'))])).getBytes())]),

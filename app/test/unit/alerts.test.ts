@@ -17,7 +17,7 @@ function sample (over: Record<string, unknown>): NonNullable<Inputs['system']> {
   return { at: 0, cpu: {}, load: null, memory: null, gatewayRssBytes: null, mosquitto: null, temperatures: {}, temperatureMax: null, throttling: null, disk: null, clockSynchronized: null, units: null, ...over } as NonNullable<Inputs['system']>
 }
 function idle (now: number): Inputs {
-  return { now, system: null, broker: { connected: true, since: 0 }, uplink: { failingSince: null, waiting: 0 }, cloudAuthRefused: false, outboxOldestAt: null, quarantined: new Map(), silent: [], anomalies: [] }
+  return { now, system: null, broker: { connected: true, since: 0 }, uplink: { failingSince: null, waiting: 0 }, cloudAuthRefused: false, clock: null, outboxOldestAt: null, quarantined: new Map(), silent: [], anomalies: [] }
 }
 
 /** Runs a sequence of (time, observations) through evaluate, returning every transition. */
@@ -31,6 +31,21 @@ function run (steps: Array<[number, Observation[]]>, start: Map<string, AlertSta
   }
   return { log, state }
 }
+
+t.test('clock rules: unsynchronised fires after its duration; earlier than the PKI fires at once; both resolve once', async t => {
+  const clock = (synchronised: boolean, behindPki: boolean): Observation[] =>
+    observe({ ...idle(0), clock: { synchronised, behindPki } }, cfg.alerts).filter(o => o.rule.startsWith('clock_'))
+  const limit = cfg.alerts.clockUnsynchronisedSeconds * 1000
+  const { log } = run([
+    [0, clock(false, true)],
+    [limit - 1000, clock(false, true)],
+    [limit, clock(false, false)],
+    [limit + 5000, clock(true, false)],
+    [limit + 10000, clock(true, false)]
+  ])
+  t.same(log, ['0:clock_behind_pki:firing', `${limit}:clock_unsynchronised:firing`, `${limit}:clock_behind_pki:resolved`, `${limit + 5000}:clock_unsynchronised:resolved`])
+  t.same(observe(idle(0), cfg.alerts).filter(o => o.rule.startsWith('clock_')), [], 'no clock known: no observation (no data is not good news)')
+})
 
 t.test('a threshold fires once after its duration and resolves once past the hysteresis', async t => {
   const cpu = (v: number): Observation[] => observe({ ...idle(0), system: sample({ cpu: { total: v } }) }, cfg.alerts).filter(o => o.rule === 'cpu_high')
