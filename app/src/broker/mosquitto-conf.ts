@@ -39,6 +39,11 @@ export function renderMosquittoConf (o: BrokerOptions): string {
     'tls_version tlsv1.2',
     'require_certificate true',
     'use_identity_as_username true',
+    // The client id a client sends is replaced by its username, i.e. its certificate's CN: a client
+    // can only ever open or take over the session of its own certificate, never the gateway's or
+    // another device's (a second connection with the same certificate replaces the first, as MQTT
+    // says). An empty client id gets the CN too.
+    'use_username_as_clientid true',
     'allow_anonymous false',
     `acl_file ${join(o.dataDir, 'mosquitto', 'acl')}`
   ]
