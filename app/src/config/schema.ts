@@ -67,7 +67,10 @@ const uplink = defineSection({
 
 const api = defineSection({
   host: { type: 'string', default: '127.0.0.1', description: 'Management API address (/health, /status, /metrics). Loopback by default; the image exposes it only through WireGuard.' },
-  port: { type: 'integer', default: 8080, min: 0, max: 65535, description: 'Management API port (0: any free port, for tests).' }
+  port: { type: 'integer', default: 8080, min: 0, max: 65535, description: 'Management API port (0: any free port, for tests).' },
+  auth: { type: 'string', default: 'token', enum: ['token', 'none'], description: 'token: every request but GET /health and GET /metrics needs `Authorization: Bearer <the token in api.tokenFile>` (the CLI reads the file). none: no token (the Host, Origin and content-type checks stay); for a listener nobody else can reach.' },
+  tokenFile: { type: 'string', default: '', description: 'The API token, made by `pki init` or at the daemon\'s start when missing (32 random bytes, mode 0640: the gateway\'s group and root read it). Empty: <dataDir>/api-token.' },
+  allowedHosts: { type: 'string[]', default: [], pattern: /^[A-Za-z0-9.:[\]-]{1,255}$/, description: 'Names (or addresses) besides the listener\'s own addresses that a request\'s Host header may carry, e.g. the gateway\'s name on the management network. Any other Host is refused (403), so a web page cannot rebind its DNS name to the gateway.' }
 })
 
 const broker = defineSection({
