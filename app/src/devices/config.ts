@@ -15,8 +15,9 @@ export const trustSection = defineSection({
   initial: { type: 'number', default: 100, min: 1, max: 1000, description: 'Score of a new or released device, and the most it can reach.' },
   floor: { type: 'number', default: 40, min: 0, max: 1000, description: 'Below this the device is quarantined: its data is held back and an alert raised.' },
   recoverPerMessage: { type: 'number', default: 0.2, min: 0, max: 100, description: 'Points an accepted message gives back.' },
-  penaltyBadSignature: { type: 'number', default: 20, min: 0, max: 1000, description: 'CoAP request with a wrong or missing HMAC. Unauthenticated: an attacker on the LAN can claim any id, so 0 turns attribution off.' },
-  penaltyReplay: { type: 'number', default: 10, min: 0, max: 1000, description: 'Replayed or duplicate sequence number.' },
+  penaltyBadSignature: { type: 'number', default: 20, min: 0, max: 1000, description: 'Ignored (kept so that older files load): a CoAP request with a wrong or missing MAC is unauthenticated, anyone on the LAN can claim any id, so it is counted per source address (gateway_unauthenticated_by_source, audit `unauthenticated_request`) and never charged to a device.' },
+  penaltyReplay: { type: 'number', default: 10, min: 0, max: 1000, description: 'Replayed or duplicate sequence number. Over MQTT (the device\'s own TLS session) each one; over CoAP at most one per replayPenaltyWindowSeconds.' },
+  replayPenaltyWindowSeconds: { type: 'integer', default: 300, min: 1, max: 86400, description: 'CoAP replays are refused (4.01) and counted every time but charged to the device at most once per this many seconds: anyone on the LAN can send a captured request again.' },
   penaltyMalformed: { type: 'number', default: 5, min: 0, max: 1000, description: 'Bad JSON, bad schema, oversize, unknown stream.' },
   penaltyRateLimited: { type: 'number', default: 1, min: 0, max: 1000, description: 'A message refused by the rate limit.' },
   penaltyAclDenied: { type: 'number', default: 15, min: 0, max: 1000, description: 'An ACL denial reported for the device.' }
