@@ -15,6 +15,8 @@ export function codeFor (o: Outcome): { code: string, maxAge?: number } {
   if (o.accepted) return { code: '2.04' }
   switch (o.reason) {
     case 'bad_json':
+    case 'invalid_utf8':
+    case 'duplicate_key':
     case 'bad_schema':
     case 'bad_device_id': return { code: '4.00' }
     case 'bad_signature':

@@ -51,7 +51,8 @@ const outbox = defineSection({
 })
 
 const uplink = defineSection({
-  url: { type: 'string', default: '', pattern: /^https?:\/\/[^\s]+$/, description: 'Cloud ingest endpoint (HTTPS). Required by `run`.' },
+  url: { type: 'string', default: '', pattern: /^https?:\/\/[^\s]+$/, description: 'Cloud ingest endpoint (HTTPS). Required by `run`. http:// only with allowInsecureHttp.' },
+  allowInsecureHttp: { type: 'boolean', default: false, description: 'Accept an http:// uplink.url (the bearer token and the data would cross the network in clear): for tests against a local sink only.' },
   tokenFile: { type: 'string', default: '', description: 'File holding the bearer token for the cloud (kept off the config file so the image carries no secret).' },
   caFile: { type: 'string', default: '', description: 'Extra CA bundle to trust for the cloud (PEM). Empty: the system store.' },
   certFile: { type: 'string', default: '', description: 'Client certificate toward the cloud (optional mutual TLS).' },
@@ -78,6 +79,8 @@ const broker = defineSection({
   lanBind: { type: 'string', default: '', description: 'Address of the device listener; empty: all addresses (the firewall admits it from the LAN only).' },
   gatewayPort: { type: 'integer', default: 8884, min: 1, max: 65535, description: 'Mosquitto\'s loopback listener for the gateway itself.' },
   maxQueuedMessages: { type: 'integer', default: 200000, min: 100, max: 10000000, description: 'Messages Mosquitto queues for the gateway\'s session while it is down or slow.' },
+  maxQueuedBytes: { type: 'integer', default: 0, min: 0, max: 17179869184, description: 'Payload bytes Mosquitto queues for one client (max_queued_bytes); beyond it it drops (counted in gateway_broker_messages_dropped). 0: no byte bound of its own; memoryLimitBytes bounds the backlog without dropping.' },
+  memoryLimitBytes: { type: 'integer', default: 201326592, min: 4194304, max: 17179869184, description: 'The broker\'s heap limit (memory_limit). When the backlog for the gateway reaches it, Mosquitto disconnects a device whose PUBLISH it cannot hold, without a PUBACK: the device keeps the message and retries later; nothing acknowledged is dropped. The default (192 MiB; measured resident: the limit plus about 10 MB) leaves room for the gateway and the system on a 1 GB Pi.' },
   sysIntervalSeconds: { type: 'integer', default: 10, min: 1, max: 3600, description: 'How often Mosquitto publishes its $SYS statistics; the gateway reads the count of dropped messages there.' },
   autosaveIntervalSeconds: { type: 'integer', default: 10, min: 1, max: 3600, description: 'How often Mosquitto writes its persistence file on /data.' },
   names: { type: 'string[]', default: ['iot-gateway.local', 'localhost'], description: 'DNS names in the broker certificate (devices connect to one of these).' },
@@ -93,6 +96,8 @@ export type Config = { readonly version: number } & { readonly [K in keyof typeo
 export function crossCheck (c: Config): void {
   if (c.mqtt.reconnectMaxMs < c.mqtt.reconnectMinMs) throw new ConfigError('mqtt.reconnectMaxMs', 'must be >= mqtt.reconnectMinMs')
   if (c.uplink.backoffMaxMs < c.uplink.backoffBaseMs) throw new ConfigError('uplink.backoffMaxMs', 'must be >= uplink.backoffBaseMs')
+  if (c.mqtt.streams.length === 0) throw new ConfigError('mqtt.streams', 'must list at least one stream (with none the gateway would subscribe to nothing)')
+  if (/^http:/i.test(c.uplink.url) && !c.uplink.allowInsecureHttp) throw new ConfigError('uplink.url', 'http:// sends the bearer token and the data in clear; use https:// (uplink.allowInsecureHttp true allows it, for tests)')
   if (c.mqtt.streams.includes('commands')) throw new ConfigError('mqtt.streams', '"commands" is the downlink topic and cannot be an uplink stream')
   if ((c.uplink.certFile === '') !== (c.uplink.keyFile === '')) throw new ConfigError('uplink.keyFile', 'certFile and keyFile go together')
   if (c.broker.lanPort === c.broker.gatewayPort) throw new ConfigError('broker.gatewayPort', 'must differ from broker.lanPort')

@@ -14,6 +14,8 @@ export function eventFor (reason: RejectReason | string): TrustEvent | undefined
     case 'replay':
     case 'duplicate': return 'replay'
     case 'bad_json':
+    case 'invalid_utf8':
+    case 'duplicate_key':
     case 'bad_schema':
     case 'oversize':
     case 'unknown_stream': return 'malformed_input'
