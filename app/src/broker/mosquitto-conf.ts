@@ -13,9 +13,9 @@ export interface BrokerOptions {
   gatewayPort: number
   /** The per-client queue for the gateway's persistent session: when it is full Mosquitto drops. */
   maxQueuedMessages: number
-  /** Payload bytes queued for one client (0: no byte bound; memoryLimitBytes holds instead). */
+  /** Payload bytes queued for one client (the gateway's session): beyond it Mosquitto drops, counted. */
   maxQueuedBytes: number
-  /** The broker's whole heap: beyond it Mosquitto refuses what it cannot hold (no PUBACK), it drops nothing. */
+  /** The broker's whole heap, a backstop: at it Mosquitto disconnects whoever needs memory, the gateway too. */
   memoryLimitBytes: number
   autosaveIntervalSeconds: number
   /** How often Mosquitto publishes $SYS (the gateway reads the dropped-messages count there). */
@@ -65,13 +65,13 @@ export function renderMosquittoConf (o: BrokerOptions): string {
     '# The gateway is the only subscriber that matters; while it restarts its session queues here.',
     '# Beyond this many messages Mosquitto drops for that session (counted by the gateway from $SYS).',
     `max_queued_messages ${o.maxQueuedMessages}`,
-    ...(o.maxQueuedBytes > 0 ? [`max_queued_bytes ${o.maxQueuedBytes}`] : []),
     'max_inflight_messages 1000',
-    '# RAM: the backlog lives in the broker\'s heap (a 1 GB Pi would be OOM-killed, persistence and all).',
-    '# At this limit Mosquitto 2.0 disconnects a device whose PUBLISH it cannot hold ("disconnected due',
-    '# to out of memory"), without a PUBACK: the device keeps the message and retries; nothing it was',
-    '# acknowledged is dropped. About 300 bytes of overhead per queued message come on top of the payload;',
-    '# resident size measured (2.0.11, x86-64): the limit plus about 10 MB (TLS, code).',
+    '# RAM (a 1 GB Pi): the backlog for the gateway is bounded in bytes too; beyond it Mosquitto still',
+    '# acknowledges devices and drops for the gateway (counted). memory_limit is the backstop for the whole',
+    '# heap: at it Mosquitto 2.0.11 disconnects any client it cannot allocate for, the gateway included,',
+    '# which then cannot drain the backlog (measured); hence max_queued_bytes at most half of it. Resident',
+    '# size measured: the heap plus about 10 MB (TLS, code).',
+    `max_queued_bytes ${o.maxQueuedBytes}`,
     `memory_limit ${o.memoryLimitBytes}`,
     `sys_interval ${o.sysIntervalSeconds}`,
     '# Retained messages stay available: `retain_available false` would also stop the retained $SYS',
