@@ -145,8 +145,10 @@ export class MqttIngress {
         // Backpressure: stop reading (this promise holds mqtt.js's callback) until the outbox has room.
         await this.pipeline.waitForSpace(this.abort.signal)
       }
+      // retain set on delivery: the broker's stored message, sent again at each (re-)subscription; an
+      // old sequence number there is not the device's replay (MQTT 3.1.1 3.3.1.3: live deliveries carry retain 0).
       const outcome = t
-        ? await this.pipeline.submit({ device: t.device, transport: 'mqtt', stream: t.stream, raw: packet.payload as Buffer, redelivery: packet.dup })
+        ? await this.pipeline.submit({ device: t.device, transport: 'mqtt', stream: t.stream, raw: packet.payload as Buffer, redelivery: packet.dup || packet.retain })
         : await this.pipeline.submit({ device: '', transport: 'mqtt', stream: '', raw: packet.payload as Buffer })
       if (!outcome.accepted && outcome.reason === 'outbox_full') {
         await this.pipeline.waitForSpace(this.abort.signal)
