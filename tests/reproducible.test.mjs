@@ -67,6 +67,12 @@ t.test('two clones: the same bundle, PV and SOURCE_DATE_EPOCH', { skip, timeout:
   const version = JSON.parse(readFileSync(join(clones[0], 'app', 'package.json'), 'utf8')).version
   t.equal(a.pv, `${version}+git${last[0].slice(0, 12)}`, 'PV: the app\'s version + the commit')
 
+  // the recipe marks git's state files as parse dependencies, so a new commit reparses it
+  const state = run('python3', ['-c', 'import sys; sys.path.insert(0, sys.argv[1]); import iotgw.source as s; print("\\n".join(s.state_files(sys.argv[2])))', join(LAYER, 'lib'), clones[0]])
+  const files = state.stdout.trim().split('\n')
+  t.ok(files.includes(join(clones[0], '.git', 'HEAD')) && files.includes(join(clones[0], '.git', 'index')), `git state files: ${files.join(' ')}`)
+  t.ok(files.some(f => f.includes(join('.git', 'refs', 'heads')) || f.endsWith('packed-refs')), 'the branch\'s ref')
+
   const bundles = clones.map(c => {
     const out = join(c, 'bundle.cjs')
     const r = run(process.execPath, ['esbuild.config.mjs'], { cwd: join(c, 'app'), env: { ...process.env, NODE_PATH: '', IOTGW_BUNDLE_OUT: out } })

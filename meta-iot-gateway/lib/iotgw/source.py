@@ -55,6 +55,24 @@ def describe(repo_dir, stated_epoch='', stated_commit=''):
     return _join(info)
 
 
+def state_files(repo_dir):
+    """The files of git's state that a new commit, checkout or `git add` changes. BitBake keeps a
+    recipe's parsed variables in its cache until one of the recipe's files changes; the recipe
+    marks these as dependencies (bb.parse.mark_dependency), so PV and SOURCE_DATE_EPOCH follow
+    the repository instead of staying at what the first parse saw."""
+    gitdir = _git(repo_dir, 'rev-parse', '--absolute-git-dir')
+    if not gitdir:
+        return []
+    common = _git(repo_dir, 'rev-parse', '--git-common-dir') or gitdir
+    if not os.path.isabs(common):
+        common = os.path.normpath(os.path.join(repo_dir, common))
+    files = [os.path.join(gitdir, 'HEAD'), os.path.join(gitdir, 'index'), os.path.join(common, 'packed-refs')]
+    ref = _git(repo_dir, 'symbolic-ref', '-q', 'HEAD')
+    if ref:
+        files.append(os.path.join(common, ref))
+    return [f for f in files if os.path.exists(f)]
+
+
 def _join(info):
     return ';'.join('%s=%s' % (k, v.replace(';', ',')) for k, v in info.items())
 
