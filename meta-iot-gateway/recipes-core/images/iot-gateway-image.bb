@@ -1,7 +1,6 @@
 SUMMARY = "Read-only image of the IoT security gateway (Raspberry Pi 3, QEMU for tests)"
 DESCRIPTION = "Mosquitto, nftables, WireGuard, hostapd and the gateway on a read-only root; the \
 gateway's identity, outbox and keys live on the data partition that a reflash keeps."
-HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
 LICENSE = "MIT"
 
 inherit core-image

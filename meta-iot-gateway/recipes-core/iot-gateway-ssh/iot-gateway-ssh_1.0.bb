@@ -3,7 +3,6 @@ DESCRIPTION = "Drop-ins that turn the image's dropbear into the operator's door:
 a key from IOT_GATEWAY_SSH_AUTHORIZED_KEYS and never with a password, the socket listens on the \
 WireGuard tunnel's address only, and the host keys are made on first boot on /data, so a reflash \
 keeps the gateway's SSH identity. The image installs this package when the knob is set."
-HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
 SECTION = "net"
 LICENSE = "MIT"
 # The repository's LICENSE; FILE_DIRNAME is in BB_BASEHASH_IGNORE_VARS, so no checkout path in signatures

@@ -3,7 +3,6 @@ DESCRIPTION = "systemd-networkd for eth0 (WAN, DHCP) and wlan0 (IoT LAN with a D
 the hostapd access point of the IoT LAN, a volatile journal, the /data mount point, the \
 growth of the data partition to the end of the SD card, the machine id kept on /data and the \
 alert when /data does not mount."
-HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
 SECTION = "base"
 LICENSE = "MIT"
 # The repository's LICENSE; FILE_DIRNAME is in BB_BASEHASH_IGNORE_VARS, so no checkout path in signatures
