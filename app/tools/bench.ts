@@ -359,11 +359,20 @@ function printPhases (rows: PhaseRow[]): void {
   const g = rows.filter(r => r.system === 'gateway')
   const p = rows.filter(r => r.system === 'previous')
   if (g.length > 0 && p.length > 0) {
-    console.log('\nratio previous/gateway (bytes written per message; fsyncs per second):')
+    console.log('\nratio previous/gateway (above 1: the gateway writes, syncs, spends or waits less; at saturation also messages per second gateway/previous):')
     for (const r of g) {
       const q = p.find(x => x.phase === r.phase)
-      if (q && r.phase !== 'idle') console.log(`  ${r.phase.padEnd(12)} bytes x${f(q.gwBytesPerMsg / r.gwBytesPerMsg, 1)}  fsyncs x${f(q.syncsPerSec / r.syncsPerSec, 1)}`)
+      if (q && r.phase !== 'idle') {
+        console.log(`  ${r.phase.padEnd(12)} bytes x${f(q.gwBytesPerMsg / r.gwBytesPerMsg, 1)}  fsyncs x${f(q.syncsPerSec / r.syncsPerSec, 1)}  CPU/msg x${f(q.cpuPer10k / r.cpuPer10k, 2)}  p99 x${f(q.p99 / r.p99, 2)}` +
+          (r.phase === 'saturation' ? `  throughput x${f(r.rate / q.rate, 2)}` : ''))
+      }
     }
+  }
+  // The issue's CPU target: per message at 1,000 msg/s no more than 1.5 times the saturation figure.
+  for (const rows of [g, p]) {
+    const k = rows.find(r => r.phase === '1000 msg/s')
+    const s = rows.find(r => r.phase === 'saturation')
+    if (k && s) console.log(`${k.system}: CPU per message at 1000 msg/s is x${f(k.cpuPer10k / s.cpuPer10k, 2)} the saturation figure (target <= 1.5)`)
   }
   for (const r of g) {
     if (r.phase === '10 msg/s' || r.phase === '100 msg/s') console.log(`gateway at ${r.phase}: ${f(r.gwBytesPerMsg * r.rate * 86400 / 1e9, 2)} GB written per day by the gateway (+ ${f(r.brokerBytesPerMsg * r.rate * 86400 / 1e9, 2)} GB by Mosquitto)`)
