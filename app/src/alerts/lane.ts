@@ -70,9 +70,13 @@ export class AlertLane {
    * cloud anyway). Resolves once the queue is empty or an attempt failed; never throws.
    */
   async flushNow (): Promise<void> {
+    // A failure is tried once more at once: after an outage the first request often meets a
+    // keep-alive socket the receiver closed while it was away (undici does not retry a POST), and
+    // the telemetry batch that follows, on its own connection, would then arrive first.
+    let failures = 0
     for (let i = 0; i < 10 && !this.abort.signal.aborted; i++) {
       if (this.store.pending(this.target.name, 1).length === 0) return
-      if (!await this.sendOnce()) return
+      if (!await this.sendOnce() && ++failures > 1) return
     }
   }
 

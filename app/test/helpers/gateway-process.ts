@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process'
-import { existsSync, openSync } from 'node:fs'
+import { existsSync, openSync, readFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
@@ -44,8 +44,20 @@ export class GatewayProcess {
     return { status: r.statusCode, body: await r.body.json() }
   }
 
+  /**
+   * The management API's bearer token, as the CLI reads it (`<dataDir>/api-token`, made by the
+   * daemon at start); undefined before the daemon has made it.
+   */
+  apiToken (): string | undefined {
+    const dataDir = (JSON.parse(readFileSync(this.configFile, 'utf8')) as { gateway?: { dataDir?: string } }).gateway?.dataDir
+    const file = dataDir === undefined ? undefined : join(dataDir, 'api-token')
+    return file !== undefined && existsSync(file) ? readFileSync(file, 'utf8').trim() : undefined
+  }
+
+  /** GET on the management API, with the token (everything but /health and /metrics needs it). */
   async get (path: string): Promise<{ status: number, text: string }> {
-    const r = await request(`http://127.0.0.1:${this.apiPort}${path}`, { signal: AbortSignal.timeout(5000) })
+    const token = this.apiToken()
+    const r = await request(`http://127.0.0.1:${this.apiPort}${path}`, { signal: AbortSignal.timeout(5000), ...(token !== undefined ? { headers: { authorization: `Bearer ${token}` } } : {}) })
     return { status: r.statusCode, text: await r.body.text() }
   }
 
