@@ -14,6 +14,7 @@ PKGS=(
   fdisk e2fsprogs                                          # sfdisk, resize2fs: growing /data on a loop device
   dropbear-bin openssh-client                              # the image's SSH server, probed by a real client
   python3-jsonschema python3-yaml                          # kas files against kas's schema
+  mmdebstrap arch-test binfmt-support qemu-system-arm      # the arm64 stand-in (scripts/standin.sh)
 )
 missing=()
 for p in "${PKGS[@]}"; do
