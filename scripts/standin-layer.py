@@ -310,6 +310,8 @@ def install(d, repo, dest):
             # the base package (Debian's) made its folders in /etc; its do_install:append expects them
             for top, dirs, _ in os.walk(os.path.join(dest, 'etc')):
                 for x in dirs:
+                    if os.path.islink(os.path.join(top, x)):
+                        continue
                     os.makedirs(os.path.join(image, os.path.relpath(os.path.join(top, x), dest)), exist_ok=True)
         s = d.getVar('S') or unpack
         os.makedirs(s, exist_ok=True)

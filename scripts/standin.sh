@@ -72,7 +72,7 @@ boot)
     exec qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 -accel tcg,thread=multi \
         -display none -monitor none -serial stdio -no-reboot \
         -kernel "$out/vmlinuz" -initrd "$out/initrd.img" \
-        -append "root=LABEL=$(cat "$out/root-label") ro rootwait console=ttyAMA0 net.ifnames=0 panic=-1" \
+        -append "root=LABEL=$(cat "$out/root-label") ro rootwait console=ttyAMA0 loglevel=4 net.ifnames=0 panic=-1" \
         -drive "file=$out/disk.img,format=raw,if=none,id=hd,cache=none" -device virtio-blk-pci,drive=hd \
         -netdev "$net" -device virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:12:34:10 \
         -netdev "$lannet" -device virtio-net-pci,netdev=n1,romfile=,mac=52:54:00:12:34:20 \
@@ -190,7 +190,8 @@ Before=local-fs.target systemd-tmpfiles-setup.service systemd-random-seed.servic
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStart=/bin/sh -c 'mkdir -p /var/volatile/lib /var/volatile/log /var/volatile/tmp && chmod 1777 /var/volatile/tmp && cp -a /var/lib/. /var/volatile/lib/ && mount --bind /var/volatile/lib /var/lib'
+# dpkg's and apt's databases stay behind: the image has no package manager
+ExecStart=/bin/sh -c 'mkdir -p /var/volatile/lib /var/volatile/log /var/volatile/tmp && chmod 1777 /var/volatile/tmp && for d in /var/lib/*; do case $d in */dpkg|*/apt) ;; *) cp -a "$d" /var/volatile/lib/ ;; esac; done && mount --bind /var/volatile/lib /var/lib'
 
 [Install]
 WantedBy=local-fs.target
@@ -212,8 +213,9 @@ for n in eth0:10 wlan0:20; do
 done
 printf '%s\n' "$(grep -h '^Address=' "$root/usr/lib/systemd/network/"*lan*.network | head -1 | cut -d= -f2)" > "$out/lan-address"
 grep -q / "$out/lan-address" || die "no Address= in the layer's LAN .network file"
-# Debian's own copies of what the layer configures: not started (the image has no such units)
-systemctl --root="$root" disable --quiet nftables.service 2>/dev/null || true
+# oe-core's default target; Debian's units that the image does not have are not started
+systemctl --root="$root" set-default multi-user.target >/dev/null 2>&1
+systemctl --root="$root" disable --quiet nftables.service e2scrub_reap.service e2scrub_all.timer 2>/dev/null || true
 
 # The disk: partitions as the wks file says, each file system made from a folder (no loop device).
 cp "$root"/boot/vmlinuz-* "$out/vmlinuz"
@@ -229,7 +231,7 @@ for p in "${parts[@]}"; do
     if [ "$mnt" = / ]; then src=$root; fi
     used=$(du -sm "$src" | cut -f1)
     [ "$used" -lt $((mib * 9 / 10)) ] || die "partition $label: $used MiB of files do not fit into $mib MiB"
-    mke2fs -q -F -t ext4 -L "$label" -d "$src" "$work/$label.ext4" "${mib}M"
+    mke2fs -q -F -t ext4 -L "$label" -d "$src" "$work/$label.ext4" "${mib}M" >/dev/null
     table+="start=$((offset * 2048)), size=$((mib * 2048)), type=83"$'\n'
     imgs+=("$offset:$work/$label.ext4")
     offset=$((offset + mib))
