@@ -38,7 +38,7 @@ export class Cloud {
       const ca = newKeyPair()
       const caCert = createCertificate({ subject: { CN: 'test cloud CA' }, publicKey: ca.publicKey, selfKey: ca.privateKey, days: 30, ca: true })
       const k = newKeyPair()
-      const cert = createCertificate({ subject: { CN: 'localhost' }, publicKey: k.publicKey, issuer: { cert: caCert, key: ca.privateKey }, days: 30, serverNames: { dns: ['localhost'], ip: ['127.0.0.1'] } })
+      const cert = createCertificate({ subject: { CN: 'localhost' }, publicKey: k.publicKey, issuer: { cert: caCert, key: ca.privateKey }, days: 30, serverNames: { dns: ['localhost'], ip: ['127.0.0.1', '10.0.2.2'] } })
       this.tls = { key: keyToPem(k.privateKey), cert }
       this.caFile = join(this.dir, 'cloud-ca.crt')
       writeFileSync(this.caFile, caCert)
