@@ -88,15 +88,21 @@ t.test('the rendered image configuration sends Authorization to a real HTTPS clo
 
   const id = cli('config', 'set', 'gateway.id', 'gw-fleet-07')
   t.equal(id.status, 0, id.stderr)
+  const dev = deviceCreds(config, 'sensor-1')
+  // Before provisioning: the empty token file means no token (not "Bearer ").
+  await gw.start()
+  t.equal((await mosquittoPub(broker.lanPort, dev, 'devices/sensor-1/telemetry', ['{"seq":1}'])).code, 0)
+  await waitFor(() => cloud.accepted.length >= 1, 'message at the cloud')
+  t.equal(cloud.batches[0]!.authorization, undefined, 'an empty token file sends no Authorization')
+  t.ok(cloud.batches[0]!.batchId.startsWith('gw-fleet-07-'), 'the gateway id from the override reaches the cloud')
+
   const tok = cli('config', 'set', 'uplink.token', 'secret-token-07')
   t.equal(tok.status, 0, tok.stderr)
   t.match(tok.stdout, new RegExp(`wrote the cloud token to ${tokenFile}`), 'written to the image\'s token file')
   t.equal(statSync(tokenFile).mode & 0o777, 0o600)
-
+  await gw.stop()
   await gw.start()
-  const dev = deviceCreds(config, 'sensor-1')
-  t.equal((await mosquittoPub(broker.lanPort, dev, 'devices/sensor-1/telemetry', ['{"seq":1}'])).code, 0)
-  await waitFor(() => cloud.accepted.length >= 1, 'message at the cloud')
-  t.equal(cloud.batches[0]!.authorization, 'Bearer secret-token-07', 'Authorization from the image\'s token file')
-  t.ok(cloud.batches[0]!.batchId.startsWith('gw-fleet-07-'), 'the gateway id from the override reaches the cloud')
+  t.equal((await mosquittoPub(broker.lanPort, dev, 'devices/sensor-1/telemetry', ['{"seq":2}'])).code, 0)
+  await waitFor(() => cloud.accepted.length >= 2, 'second message at the cloud')
+  t.equal(cloud.batches.at(-1)!.authorization, 'Bearer secret-token-07', 'Authorization from the image\'s token file')
 })
