@@ -43,6 +43,83 @@ write() {
     echo "provisioning: $file -> $target (boot partition at byte $off) as $NAME"
 }
 
+# make: python3 writes the JSON (its escaping, not the shell's); wg makes the keys.
+make() {
+    csv=$1 out=$2
+    [ -f "$csv" ] || die "$csv: no such CSV file"
+    command -v wg >/dev/null 2>&1 || die "wg is not installed (Debian/Ubuntu: apt install wireguard-tools)"
+    command -v python3 >/dev/null 2>&1 || die "python3 is not installed"
+    mkdir -p "$out" && chmod 0700 "$out"
+    python3 - "$csv" "$out" <<'PY' || exit 1
+import csv, ipaddress, json, os, re, subprocess, sys
+src, out = sys.argv[1], sys.argv[2]
+hub_endpoint = os.environ.get('HUB_ENDPOINT', '')
+hub_key = os.environ.get('HUB_PUBLIC_KEY', '')
+hub_allowed = os.environ.get('HUB_ALLOWED_IPS', '').split()
+ID = re.compile(r'^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$')
+def die(msg):
+    sys.exit('provision.sh: ' + msg)
+def wg(*args, inp=None):
+    return subprocess.run(['wg', *args], input=inp, capture_output=True, text=True, check=True).stdout.strip()
+peers, seen_ids, seen_ips = [], set(), set()
+with open(src, newline='') as f:
+    rows = list(csv.DictReader(f))
+if not rows:
+    die(f'{src}: no gateways (a header line, then one gateway a line)')
+for n, row in enumerate(rows, start=2):
+    row = {k.strip(): (v or '').strip() for k, v in row.items() if k}
+    gid, addr = row.get('id', ''), row.get('wg_address', '')
+    if not ID.match(gid):
+        die(f'{src}:{n}: id "{gid}" is not a gateway id (1-64 of A-Z a-z 0-9 _ . -)')
+    if gid in seen_ids:
+        die(f'{src}:{n}: id {gid} appears twice')
+    seen_ids.add(gid)
+    cfg = {'gateway': {'id': gid}}
+    doc = {'version': 1, 'config': cfg}
+    if addr:
+        try:
+            iface = ipaddress.ip_interface(addr)
+        except ValueError:
+            die(f'{src}:{n}: wg_address "{addr}" is not an address with a prefix (10.200.0.11/24)')
+        if iface.ip in seen_ips:
+            die(f'{src}:{n}: wg_address {iface.ip} appears twice')
+        seen_ips.add(iface.ip)
+        if not hub_allowed:
+            hub_allowed_here = [str(iface.network)]
+        else:
+            hub_allowed_here = hub_allowed
+        private = wg('genkey')
+        public = wg('pubkey', inp=private + '\n')
+        wgc = {'address': addr}
+        if hub_endpoint: wgc['hubEndpoint'] = hub_endpoint
+        if hub_key: wgc['hubPublicKey'] = hub_key
+        wgc['hubAllowedIps'] = hub_allowed_here
+        cfg['wireguard'] = wgc
+        doc['wireguardPrivateKey'] = private
+        peers.append(f'[Peer]\n# {gid}\nPublicKey = {public}\nAllowedIPs = {iface.ip}/{iface.ip.max_prefixlen}\n')
+    if row.get('uplink_url'): cfg['uplink'] = {'url': row['uplink_url']}
+    if row.get('token'): doc['uplinkToken'] = row['token']
+    if row.get('wifi_ssid'):
+        doc['wifi'] = {'ssid': row['wifi_ssid'], 'passphrase': row.get('wifi_passphrase', ''), 'country': row.get('wifi_country', '')}
+    if row.get('ssh_keys_file'):
+        keys = [l.strip() for l in open(row['ssh_keys_file']) if l.strip() and not l.startswith('#')]
+        doc['sshAuthorizedKeys'] = keys
+    if row.get('pki_backup'):
+        doc['pkiBackup'] = {'backup': open(row['pki_backup']).read(), 'passphrase': open(row['pki_passphrase_file']).read().rstrip('\n')}
+    path = os.path.join(out, gid + '.json')
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, 'w') as f:
+        json.dump(doc, f, indent=2)
+        f.write('\n')
+    print(f'{path}: {gid}' + (f' {addr}' if addr else ''))
+hub = os.path.join(out, 'hub-peers.conf')
+with open(hub, 'w') as f:
+    f.write('# WireGuard peers for the hub: append to its wg0.conf ([Interface] stays yours), then\n'
+            '# wg syncconf wg0 <(wg-quick strip wg0)\n\n' + '\n'.join(peers))
+print(f'{hub}: {len(peers)} peer(s)')
+PY
+}
+
 case "${1:-}" in
     write) [ $# -eq 3 ] || usage; write "$2" "$3" ;;
     make) [ $# -eq 3 ] || usage; shift; make "$@" ;;
