@@ -44,7 +44,7 @@ function board (dir) {
   const conf = join(dir, 'etc-gateway.json')
   writeFileSync(conf, JSON.stringify({
     version: 1,
-    gateway: { dataDir: join(data, 'iot-gateway') },
+    gateway: { overrideFile: join(data, 'iot-gateway.json'), dataDir: join(data, 'iot-gateway') },
     uplink: { url: 'https://telemetry.example.com/v1/ingest', tokenFile: join(data, 'iot-gateway', 'uplink.token') },
     broker: { addresses: ['192.168.100.1', '127.0.0.1'] },
     api: { host: '0.0.0.0' },
@@ -116,7 +116,7 @@ t.test('flash --provision writes the FAT partition; first boot imports into /dat
 
   const got = tree(data)
   const want = {
-    'iot-gateway/gateway.json': { mode: '600', uid: owner },
+    'iot-gateway.json': { mode: '644', uid: process.getuid() },
     'iot-gateway/uplink.token': { mode: '600', uid: owner },
     'iot-gateway/pki/ca.key': { mode: '600', uid: owner },
     'iot-gateway/pki/crl.pem': { mode: '644', uid: owner },
@@ -138,7 +138,7 @@ t.test('flash --provision writes the FAT partition; first boot imports into /dat
   t.equal(show.config.uplink.tokenFile, join(data, 'iot-gateway', 'uplink.token'), 'the image\'s token file')
 
   // A second card's bad file: rejected, nothing imported, still deleted, kept for a fix.
-  const before = readFileSync(join(data, 'iot-gateway', 'gateway.json'), 'utf8')
+  const before = readFileSync(join(data, 'iot-gateway.json'), 'utf8')
   const bad = join(dir, 'bad.json')
   writeFileSync(bad, JSON.stringify({ version: 1, config: { gateway: { id: 'gw/0002' } }, uplinkToken: 'tok-SECRET', wifi: { ssid: 'x', passphrase: 'short', country: 'DE' } }))
   t.equal(run('sh', [PROVISION, 'write', img, bad]).status, 0)
@@ -148,7 +148,7 @@ t.test('flash --provision writes the FAT partition; first boot imports into /dat
   t.match(b.stdout, /REJECTED \(nothing imported\)/)
   t.not(run('mdir', ['-i', spec, '::iot-gateway-provision.json']).status, 0, 'deleted from the FAT partition all the same')
   t.equal(statSync(join(data, 'rejected.json')).mode & 0o777, 0o600, 'kept on /data, 0600, for a fix')
-  t.equal(readFileSync(join(data, 'iot-gateway', 'gateway.json'), 'utf8'), before, 'the override is unchanged')
+  t.equal(readFileSync(join(data, 'iot-gateway.json'), 'utf8'), before, 'the override is unchanged')
   t.equal(readFileSync(join(data, 'iot-gateway', 'uplink.token'), 'utf8'), 'tok-0001-SECRET\n', 'the token is unchanged')
 
   const none = run('sh', [IMPORT, spec], { env })

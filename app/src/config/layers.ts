@@ -59,7 +59,7 @@ export function checkOverrideShape (file: string, raw: unknown): Raw {
     for (const k of Object.keys(section)) {
       if (k === '$comment') continue
       if (!(k in spec)) throw new ConfigError(`${file}: ${name}.${k}`, 'unknown field')
-      if (name === 'gateway' && k === 'dataDir') throw new ConfigError(`${file}: gateway.dataDir`, 'cannot be set in the per-gateway override: the data directory is where the override is found (set it in the image\'s file or GATEWAY_GATEWAY_DATA_DIR)')
+      if (name === 'gateway' && (k === 'dataDir' || k === 'overrideFile')) throw new ConfigError(`${file}: gateway.${k}`, 'cannot be set in the per-gateway override: it locates the override (set it in the image\'s file or its GATEWAY_* variable)')
     }
   }
   return raw
@@ -82,12 +82,25 @@ export function readLayers (path: string | undefined, env: NodeJS.ProcessEnv, de
   let override: Raw = {}
   // A test or a hand-made setup may keep its only file where the override would be: one layer, not two.
   if (baseUsed === undefined || resolve(baseUsed) !== resolve(overridePath)) {
-    if (existsSync(overridePath)) override = checkOverrideShape(overridePath, parseJsonFile(overridePath))
+    // Only an absent override means "none": one the process may not read is an error, not silently skipped.
+    let text: string | undefined
+    try { text = readFileSync(overridePath, 'utf8') } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw new ConfigError(overridePath, `cannot read the per-gateway override (${(err as NodeJS.ErrnoException).code ?? String(err)})`)
+    }
+    if (text !== undefined) {
+      let parsed: unknown
+      try { parsed = JSON.parse(text) } catch (err) { throw new ConfigError(overridePath, `is not valid JSON: ${(err as Error).message}`) }
+      override = checkOverrideShape(overridePath, parsed)
+    }
   }
   return { basePath: baseUsed, base, overridePath, override }
 }
 
 export function overridePathFor (base: Raw, env: NodeJS.ProcessEnv): string {
+  const envFile = env[envName('gateway', 'overrideFile')]
+  const fileFile = isObject(base.gateway) && typeof base.gateway.overrideFile === 'string' ? base.gateway.overrideFile : undefined
+  const named = envFile ?? fileFile
+  if (named !== undefined && named !== '') return named
   const envDir = env[envName('gateway', 'dataDir')]
   const fileDir = isObject(base.gateway) && typeof base.gateway.dataDir === 'string' ? base.gateway.dataDir : undefined
   const dataDir = envDir ?? fileDir ?? sections.gateway.dataDir.default
@@ -136,7 +149,7 @@ export function fieldOf (key: string): { section: string, name: string, spec: Fi
  */
 export function withSetting (override: Raw, key: string, text: string): Raw {
   const { section, name, spec } = fieldOf(key)
-  if (section === 'gateway' && name === 'dataDir') throw new ConfigError(key, 'cannot be set in the per-gateway override (it locates the override)')
+  if (section === 'gateway' && (name === 'dataDir' || name === 'overrideFile')) throw new ConfigError(key, 'cannot be set in the per-gateway override (it locates the override)')
   let value: unknown
   if ((spec.type === 'string[]' || spec.type === 'object[]') && text.trim().startsWith('[')) {
     try { value = JSON.parse(text) } catch { throw new ConfigError(key, 'value starts with [ but is not JSON') }
@@ -162,11 +175,13 @@ export function withoutSetting (override: Raw, key: string): Raw {
 }
 
 /**
- * Writes the override durably (temp file, fsync, rename, fsync of the directory), 0600. Run as root
+ * Writes the override durably (temp file, fsync, rename, fsync of the directory). Run as root
  * (over SSH), the file is handed to the owner of the data directory so the gateway reads it.
  */
 export function writeOverride (file: string, override: Raw): void {
-  writeFileAtomic(file, JSON.stringify(override, null, 2) + '\n', 0o600)
+  // 0644: settings only (the token, keys and passphrases are files of their own, 0600), and the
+  // root-run units without CAP_DAC_OVERRIDE must read it.
+  writeFileAtomic(file, JSON.stringify(override, null, 2) + '\n', 0o644)
   chownLikeParent(file)
 }
 

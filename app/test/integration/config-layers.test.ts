@@ -50,7 +50,7 @@ t.test('show: the merged result and where each value came from', async t => {
   t.equal(JSON.parse((await gw(['config', 'check', '-c', file])).out).gateway.id, 'gw-0007')
 })
 
-t.test('set: validated, persisted 0600, restart named; a bad value writes nothing and exits 2', async t => {
+t.test('set: validated, persisted 0644, restart named; a bad value writes nothing and exits 2', async t => {
   const { file, override } = image(t)
   const bad = await gw(['config', 'set', 'limits.rateBurst', 'lots', '-c', file])
   t.equal(bad.code, 2, 'configuration error exits 2')
@@ -69,7 +69,7 @@ t.test('set: validated, persisted 0600, restart named; a bad value writes nothin
   const b = await gw(['config', 'set', 'broker.names', '["gw-0042.local","localhost"]', '-c', file])
   t.equal(b.code, 0, b.err)
   t.match(b.out, /systemctl restart iot-gateway\.service mosquitto\.service/, 'a broker change restarts the broker too')
-  t.equal(statSync(override).mode & 0o777, 0o600)
+  t.equal(statSync(override).mode & 0o777, 0o644, 'settings only (secrets are files of their own): readable by the root-run units')
   t.same(JSON.parse(readFileSync(override, 'utf8')), { version: 1, gateway: { id: 'gw-0042' }, broker: { names: ['gw-0042.local', 'localhost'] } }, 'both settings kept')
   t.equal(JSON.parse(readFileSync(file, 'utf8')).gateway.id, undefined, 'the image file is untouched')
 

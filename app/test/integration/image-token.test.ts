@@ -47,7 +47,8 @@ const skip = spawnSync('python3', ['--version']).status !== 0 ? 'python3 is not 
 t.test('the image names a 0600 token file on /data and no gateway id', { skip }, async t => {
   const { json } = render(tempDir(t))
   t.equal(json.uplink.tokenFile, '/data/iot-gateway/uplink.token', 'uplink.tokenFile is on /data, in the gateway\'s data directory')
-  t.equal(json.gateway?.id, undefined, 'the image\'s id stays generic (each gateway\'s comes from its override)')
+  t.equal(json.gateway.overrideFile, '/data/iot-gateway.json', 'the override is beside the 0710 data directory (root-run units without CAP_DAC_OVERRIDE read it)')
+  t.equal(json.gateway.id, undefined, 'the image\'s id stays generic (each gateway\'s comes from its override)')
   t.match(readFileSync(TMPFILES, 'utf8'), /^f \/data\/iot-gateway\/uplink\.token +0600 iot-gateway iot-gateway -$/m, 'tmpfiles.d makes it empty, 0600, gateway-owned')
   t.ok(loadConfig(render(tempDir(t)).file, {}).uplink.tokenFile.startsWith(loadConfig(render(tempDir(t)).file, {}).gateway.dataDir + '/'), 'inside gateway.dataDir')
 })
@@ -59,6 +60,9 @@ t.test('the rendered image configuration sends Authorization to a real HTTPS clo
   // The one knob moved for the test: the token file's directory (the image's is /data/iot-gateway).
   const tokenFile = join(data, 'uplink.token')
   const { file } = render(dir, { IOT_GATEWAY_TOKEN_FILE: tokenFile })
+  const rendered = JSON.parse(readFileSync(file, 'utf8'))
+  rendered.gateway.overrideFile = join(dir, 'iot-gateway.json') // the image's is /data/iot-gateway.json
+  writeFileSync(file, JSON.stringify(rendered))
   writeFileSync(tokenFile, '', { mode: 0o600 }) // what tmpfiles.d makes before provisioning
   const cloud = new Cloud(dir)
   await cloud.start()
