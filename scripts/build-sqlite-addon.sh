@@ -64,7 +64,8 @@ while IFS= read -r line || [ -n "$line" ]; do
     fi
 done < "$settings_file"
 for k in BETTER_SQLITE3_VERSION BETTER_SQLITE3_SHA256 NODE_ADDON_API_VERSION NODE_ADDON_API_SHA256 \
-         BETTER_SQLITE3_GYP_ARGS BETTER_SQLITE3_CPPFLAGS BETTER_SQLITE3_CFLAGS BETTER_SQLITE3_INSTALL_FILES; do
+         BETTER_SQLITE3_GYP_ARGS BETTER_SQLITE3_CPPFLAGS BETTER_SQLITE3_CFLAGS BETTER_SQLITE3_INSTALL_FILES \
+         BETTER_SQLITE3_DEBUG_SRC_DIR; do
     [ -n "${S[$k]+set}" ] || die "$settings_file does not define $k"
 done
 version=${S[BETTER_SQLITE3_VERSION]}
@@ -173,10 +174,13 @@ if [ "$rebuild" = 1 ] || [ ! -f "$entry/build-info.json" ]; then
 
     log "building better-sqlite3 $version for linux-$arch (${tc}g++, node-gyp $node_gyp_version, Node $node22_version headers)"
     read -r -a gyp_args <<< "${S[BETTER_SQLITE3_GYP_ARGS]}"
+    # Like Yocto: with debug information (-g, as TARGET_CFLAGS has it) and the build directory
+    # mapped away, at compile AND link time (-flto makes the code at link time; see the settings).
+    prefix_map="-g -ffile-prefix-map=$work=${S[BETTER_SQLITE3_DEBUG_SRC_DIR]}"
     start=$SECONDS
     if ! (cd "$src" && env CC="${tc}gcc" CXX="${tc}g++" LINK="${tc}g++" AR="${tc}ar" \
-            CPPFLAGS="${S[BETTER_SQLITE3_CPPFLAGS]}" CFLAGS="${S[BETTER_SQLITE3_CFLAGS]}" \
-            CXXFLAGS="${S[BETTER_SQLITE3_CFLAGS]}" LDFLAGS="" \
+            CPPFLAGS="${S[BETTER_SQLITE3_CPPFLAGS]}" CFLAGS="$prefix_map ${S[BETTER_SQLITE3_CFLAGS]}" \
+            CXXFLAGS="$prefix_map ${S[BETTER_SQLITE3_CFLAGS]}" LDFLAGS="$prefix_map" \
             node "$NODE_GYP" "${gyp_args[@]}" --arch="$gyp_arch" --nodedir="$nodedir" \
                 --jobs="$(nproc)" --devdir="$work/node-gyp-devdir") >"$work/build.log" 2>&1; then
         tail -n 40 "$work/build.log" >&2
@@ -187,6 +191,10 @@ if [ "$rebuild" = 1 ] || [ ! -f "$entry/build-info.json" ]; then
     [ -f "$addon" ] || die "node-gyp built no $addon (was --force_build=1 dropped from the settings?)"
     machine=$(od -An -tu2 -j18 -N2 "$addon" | tr -d ' ')
     [ "$machine" = "$elf_machine" ] || die "$addon is ELF machine $machine, expected $elf_machine ($arch)"
+    # what Yocto's buildpaths QA check looks for: the build directory anywhere in the file
+    if grep -q -F "$work" "$addon"; then
+        die "$addon contains the build directory $work (a compile or link step missed the prefix map)"
+    fi
 
     tmp_entry=$work/entry
     read -r -a install_files <<< "${S[BETTER_SQLITE3_INSTALL_FILES]}"
@@ -195,7 +203,7 @@ if [ "$rebuild" = 1 ] || [ ! -f "$entry/build-info.json" ]; then
         cp -R "$src/$f" "$tmp_entry/pkg/$f"
     done
     cat > "$tmp_entry/build-info.json" <<EOF
-{"package":"better-sqlite3","version":"$version","arch":"$arch","key":"$key","compiler":"$("${tc}g++" --version | head -n1)","nodeGyp":"$node_gyp_version","node":"$node22_version","seconds":$seconds}
+{"package":"better-sqlite3","version":"$version","arch":"$arch","key":"$key","compiler":"$("${tc}g++" --version | head -n1)","nodeGyp":"$node_gyp_version","node":"$node22_version","seconds":$seconds,"buildDir":"$work","debugSrcDir":"${S[BETTER_SQLITE3_DEBUG_SRC_DIR]}"}
 EOF
     mv "$tmp_entry" "$entry"
     log "built in ${seconds}s -> $entry"

@@ -1,14 +1,19 @@
 #!/bin/sh
-# reflash.sh - update a gateway's SD card in place: write the boot and root partitions of a new
-# image and keep the data partition (/data: the device's identity, keys, queued messages).
+# reflash.sh - update a gateway's SD card in place: write the boot partition and the active root
+# slot of a new image and keep the data partition (/data: the device's identity, keys, queued
+# messages).
 #
 # Usage: scripts/reflash.sh [-y] [IMAGE.wic[.bz2|.gz|.xz|.zst]] /dev/sdX
 #   IMAGE defaults to the newest build/tmp/deploy/images/*/iot-gateway-image-*.rootfs.wic.bz2.
 #   -y  do not ask for confirmation.
-# The card must have the layout of the image (the wks file of meta-iot-gateway gives boot and
-# root fixed sizes for this): partitions 1 (boot) and 2 (root) must start and end where the
-# image's do, and partition 3 (data) must start where the image's does. Otherwise nothing is
-# written: use scripts/flash.sh (which also overwrites the data partition).
+# The layout (meta-iot-gateway's wks files): 1 boot, 2 root A, 3 root B (reserved for A/B
+# updates), 4 data, all primary. The card must have the image's layout: partitions 1-3 must start
+# and end where the image's do (the wks files give them fixed sizes for this), and partition 4
+# (data) must start where the image's does (it may have grown). Otherwise nothing is written: use
+# scripts/flash.sh (which also overwrites the data partition).
+# Writes partition 1 (boot) and partition 2 (root A). The image's boot partition boots root A, so
+# root A is the active slot after the reflash, whichever slot an A/B update engine had made active
+# before; root B and the data partition are not touched.
 # Refuses a device that is mounted or holds the running system, like flash.sh.
 # For tests only: REFLASH_ALLOW_FILE=1 accepts a regular file as the target "disk".
 set -eu
@@ -48,22 +53,22 @@ case "$image" in
 esac
 raw=$tmp/image.wic
 
-# the layouts must agree: p1 and p2 identical, p3 (data) at the same start
-set -- $(mbr_part "$raw" 1) $(mbr_part "$raw" 2) $(mbr_part "$raw" 3)
-i1s=$1 i1n=$2 i2s=$3 i2n=$4 i3s=$5
-set -- $(mbr_part "$dev" 1) $(mbr_part "$dev" 2) $(mbr_part "$dev" 3)
-d1s=$1 d1n=$2 d2s=$3 d2n=$4 d3s=$5 d3n=$6
-[ "$i1n" -gt 0 ] && [ "$i2n" -gt 0 ] && [ "$i3s" -gt 0 ] || die "$image does not have boot, root and data partitions"
-[ "$d3n" -gt 0 ] || die "$dev has no data partition (3): flash it with scripts/flash.sh"
-if [ "$i1s $i1n $i2s $i2n $i3s" != "$d1s $d1n $d2s $d2n $d3s" ]; then
-    die "the partition layout of $dev (boot $d1s+$d1n, root $d2s+$d2n, data at $d3s) differs from the image's (boot $i1s+$i1n, root $i2s+$i2n, data at $i3s): a reflash would damage the data partition; use scripts/flash.sh (erases /data)"
+# the layouts must agree: p1, p2 and p3 identical, p4 (data) at the same start
+set -- $(mbr_part "$raw" 1) $(mbr_part "$raw" 2) $(mbr_part "$raw" 3) $(mbr_part "$raw" 4)
+i1s=$1 i1n=$2 i2s=$3 i2n=$4 i3s=$5 i3n=$6 i4s=$7
+set -- $(mbr_part "$dev" 1) $(mbr_part "$dev" 2) $(mbr_part "$dev" 3) $(mbr_part "$dev" 4)
+d1s=$1 d1n=$2 d2s=$3 d2n=$4 d3s=$5 d3n=$6 d4s=$7 d4n=$8
+[ "$i1n" -gt 0 ] && [ "$i2n" -gt 0 ] && [ "$i3n" -gt 0 ] && [ "$i4s" -gt 0 ] || die "$image does not have the partitions boot, root A, root B and data (an image from before the A/B layout?)"
+[ "$d4n" -gt 0 ] || die "$dev has no data partition (4): a card from before the A/B layout, or not a gateway's; flash it with scripts/flash.sh (erases /data)"
+if [ "$i1s $i1n $i2s $i2n $i3s $i3n $i4s" != "$d1s $d1n $d2s $d2n $d3s $d3n $d4s" ]; then
+    die "the partition layout of $dev (boot $d1s+$d1n, root A $d2s+$d2n, root B $d3s+$d3n, data at $d4s) differs from the image's (boot $i1s+$i1n, root A $i2s+$i2n, root B $i3s+$i3n, data at $i4s): a reflash would damage the data partition; use scripts/flash.sh (erases /data)"
 fi
 
 echo "image:  $image"
 echo "device: $dev"
-echo "writes: partition 1 (boot, $((i1n / 2048)) MiB) and 2 (root, $((i2n / 2048)) MiB); keeps 3 (data)"
+echo "writes: partition 1 (boot, $((i1n / 2048)) MiB) and 2 (root A, $((i2n / 2048)) MiB, active after the reflash); keeps 3 (root B) and 4 (data)"
 if [ "$yes" != 1 ]; then
-    printf 'Overwrite boot and root of %s? Type "yes": ' "$dev"
+    printf 'Overwrite boot and root A of %s? Type "yes": ' "$dev"
     read -r answer
     [ "$answer" = yes ] || die "aborted"
 fi

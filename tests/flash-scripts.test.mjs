@@ -1,5 +1,6 @@
 // scripts/flash.sh refuses what it must never overwrite, and scripts/reflash.sh rewrites boot and
-// root of a card with the image's layout while the data partition keeps every byte. The "card" is
+// root A of a card with the image's A/B layout (boot, root A, root B, data) while root B and the
+// data partition keep every byte. The "card" is
 // a regular file with an MBR (REFLASH_ALLOW_FILE=1, the script's test mode): no root, no loop
 // devices needed.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
@@ -24,23 +25,54 @@ function disk (parts, fills, totalSectors) {
   buf[510] = 0x55; buf[511] = 0xaa
   return buf
 }
-const LAYOUT = [[8, 16], [24, 32], [56, 40]]
+// boot, root A, root B (reserved, same size as A), data
+const LAYOUT = [[8, 16], [24, 32], [56, 32], [88, 40]]
 const part = (buf, [start, size]) => buf.subarray(start * S, (start + size) * S)
 
-t.test('reflash.sh writes boot and root and keeps data', t => {
+t.test('reflash.sh writes boot and root A and keeps root B and data', t => {
   const dir = mkdtempSync(join(tmpdir(), 'iotgw-reflash-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const image = join(dir, 'new.wic')
   const card = join(dir, 'card.img')
-  writeFileSync(image, disk(LAYOUT, [0xb1, 0xb2, 0x00], 96))
-  writeFileSync(card, disk(LAYOUT, [0xa1, 0xa2, 0xda], 120))
+  writeFileSync(image, disk(LAYOUT, [0xb1, 0xb2, 0x00, 0x00], 128))
+  // root B holds what an A/B engine wrote there; the data partition has grown on the card
+  const grown = [...LAYOUT.slice(0, 3), [88, 72]]
+  writeFileSync(card, disk(grown, [0xa1, 0xa2, 0xa3, 0xda], 160))
   const r = run('sh', [REFLASH, '-y', image, card], { env: { ...process.env, REFLASH_ALLOW_FILE: '1' } })
   t.equal(r.status, 0, r.stderr)
+  t.match(r.stdout, /root A.*active after the reflash.*keeps 3 \(root B\) and 4 \(data\)/)
   const after = readFileSync(card)
   t.ok(part(after, LAYOUT[0]).every(b => b === 0xb1), 'boot from the image')
-  t.ok(part(after, LAYOUT[1]).every(b => b === 0xb2), 'root from the image')
-  t.ok(part(after, LAYOUT[2]).every(b => b === 0xda), 'data partition untouched')
-  t.equal(after.length, 120 * S, 'card size unchanged')
+  t.ok(part(after, LAYOUT[1]).every(b => b === 0xb2), 'root A from the image')
+  t.ok(part(after, LAYOUT[2]).every(b => b === 0xa3), 'root B untouched')
+  t.ok(part(after, grown[3]).every(b => b === 0xda), 'data partition untouched')
+  t.equal(after.length, 160 * S, 'card size unchanged')
+  t.end()
+})
+
+t.test('reflash.sh refuses a card of the old layout (boot, root, data) and an old image', t => {
+  const dir = mkdtempSync(join(tmpdir(), 'iotgw-reflash-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const old = [[8, 16], [24, 32], [56, 40]]
+  const env = { ...process.env, REFLASH_ALLOW_FILE: '1' }
+  const image = join(dir, 'new.wic')
+  const card = join(dir, 'card.img')
+  writeFileSync(image, disk(LAYOUT, [0xb1, 0xb2, 0x00, 0x00], 128))
+  const before = disk(old, [0xa1, 0xa2, 0xda], 120)
+  writeFileSync(card, before)
+  let r = run('sh', [REFLASH, '-y', image, card], { env })
+  t.not(r.status, 0)
+  t.match(r.stderr, /no data partition \(4\).*flash\.sh/)
+  t.ok(readFileSync(card).equals(before), 'old card: nothing written')
+  const oldImage = join(dir, 'old.wic')
+  writeFileSync(oldImage, disk(old, [0xb1, 0xb2, 0x00], 96))
+  const card2 = join(dir, 'card2.img')
+  const before2 = disk(LAYOUT, [0xa1, 0xa2, 0xa3, 0xda], 128)
+  writeFileSync(card2, before2)
+  r = run('sh', [REFLASH, '-y', oldImage, card2], { env })
+  t.not(r.status, 0)
+  t.match(r.stderr, /does not have the partitions boot, root A, root B and data/)
+  t.ok(readFileSync(card2).equals(before2), 'old image: nothing written')
   t.end()
 })
 
@@ -49,8 +81,9 @@ t.test('reflash.sh refuses a card whose layout differs (data would be damaged)',
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const image = join(dir, 'new.wic')
   const card = join(dir, 'card.img')
-  writeFileSync(image, disk([[8, 16], [24, 40], [64, 32]], [0xb1, 0xb2, 0x00], 96))
-  const before = disk(LAYOUT, [0xa1, 0xa2, 0xda], 120)
+  // root B of another size: the data partition would start elsewhere
+  writeFileSync(image, disk([[8, 16], [24, 32], [56, 40], [96, 32]], [0xb1, 0xb2, 0x00, 0x00], 128))
+  const before = disk(LAYOUT, [0xa1, 0xa2, 0xa3, 0xda], 128)
   writeFileSync(card, before)
   const r = run('sh', [REFLASH, '-y', image, card], { env: { ...process.env, REFLASH_ALLOW_FILE: '1' } })
   t.not(r.status, 0)

@@ -79,6 +79,35 @@ t.test('knobs reach the configuration and the gateway accepts them', { skip }, t
   t.end()
 })
 
+// The management API: the daemon stays on 127.0.0.1 (no api section: the schema's default), and
+// with a tunnel iot-gateway-api.socket listens on the tunnel's address (FreeBind) and forwards.
+const RUN_API_LISTEN = String.raw`
+import re, sys
+text = open(sys.argv[1]).read()
+fn = re.search(r'^def iot_gateway_api_listen\(d\):\n(?:    .*\n)+', text, re.M).group(0)
+class D:
+    def getVar(self, k): return sys.argv[2] if k == 'IOT_GATEWAY_WG_ADDRESS' else ''
+ns = {}
+exec(fn, ns)
+print(ns['iot_gateway_api_listen'](D()))
+`
+t.test('the API: loopback in gateway.json, the tunnel address on the FreeBind socket, never 0.0.0.0', { skip }, t => {
+  for (const knobs of [{}, { IOT_GATEWAY_WG_ADDRESS: '10.200.0.2/24' }]) {
+    const { file, json } = recipeConfig(t, knobs)
+    t.notOk('api' in json, 'gateway.json sets no api section')
+    const eff = JSON.parse(run(process.execPath, [BUNDLE, '--config', file, 'config', 'check'], { env: { ...process.env, GATEWAY_CONFIG: '' } }).stdout)
+    t.equal(eff.api.host, '127.0.0.1', 'the daemon listens on loopback')
+  }
+  const listen = addr => run('python3', ['-c', RUN_API_LISTEN, INC, addr]).stdout.trim()
+  t.equal(listen('10.200.0.2/24'), '10.200.0.2:8080')
+  t.equal(listen('fd00:200::2/64'), '[fd00:200::2]:8080')
+  t.equal(listen(''), '', 'no tunnel: no socket')
+  const socket = readFileSync(join(LAYER, 'recipes-gateway', 'iot-gateway', 'files', 'iot-gateway-api.socket.in'), 'utf8')
+  t.match(socket, /^FreeBind=yes$/m)
+  t.match(socket, /^ListenStream=@API_LISTEN@$/m)
+  t.end()
+})
+
 t.test('IOT_GATEWAY_SSH_FROM_WAN opens SSH on the WAN in the rendered ruleset, and only then', { skip }, t => {
   const rules = knobs => {
     const { file } = recipeConfig(t, knobs)

@@ -1,12 +1,12 @@
 // iot-gateway-grow-data (the data partition grows to the end of the SD card at boot) on real
-// disks: a sparse file with the wks layout scaled down (msdos table, boot, root and data at the
-// 4 MiB alignment of iot-gateway-rpi.wks.in, ext4 "data" last), attached as a loop device with
-// partitions. The "card" is then made bigger than the image, the script grows partition 3 (its
+// disks: a sparse file with the wks layout scaled down (msdos table, boot, root A, root B and data
+// at the 4 MiB alignment of iot-gateway-rpi.wks.in, ext4 "data" last), attached as a loop device
+// with partitions. The "card" is then made bigger than the image, the script grows partition 4 (its
 // start stays), the kernel sees the new size, the file system grows like systemd-growfs grows it
 // (x-systemd.growfs in the wks files) and the file on it is intact; a second run changes nothing;
 // a partition that is not the last, a whole disk and a GPT disk are refused. Finally
-// scripts/reflash.sh writes an image of the original layout onto the grown card: boot and root
-// are replaced, the grown data partition and its file survive.
+// scripts/reflash.sh writes an image of the original layout onto the grown card: boot and root A
+// are replaced, root B, the grown data partition and its file survive.
 // Needs root and loop devices (skipped otherwise); every loop device is detached in teardown.
 import { randomBytes } from 'node:crypto'
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, readSync, rmSync, statSync, truncateSync, writeFileSync, writeSync } from 'node:fs'
@@ -21,13 +21,16 @@ const REFLASH = join(REPO, 'scripts', 'reflash.sh')
 const S = 512
 const MIB = 2048 // sectors
 // iot-gateway-rpi.wks.in scaled down: --align 4096 (KiB) puts every partition on a 4 MiB
-// (8192-sector) boundary; boot and root have fixed sizes, data is last. The image ends with it.
+// (8192-sector) boundary; boot and the root slots have fixed sizes, data is last. The image ends
+// with it.
 const LAYOUT = [
   { start: 8192, size: 16384, type: 'c' }, // boot, 8 MiB (vfat)
-  { start: 24576, size: 32768, type: '83' }, // root, 16 MiB
-  { start: 57344, size: 65536, type: '83' } // data, 32 MiB (ext4, label data)
+  { start: 24576, size: 32768, type: '83' }, // root A, 16 MiB
+  { start: 57344, size: 32768, type: '83' }, // root B, 16 MiB (reserved, empty)
+  { start: 90112, size: 65536, type: '83' } // data, 32 MiB (ext4, label data)
 ]
-const IMAGE_SECTORS = LAYOUT[2].start + LAYOUT[2].size
+const DATA = 3 // index in LAYOUT; partition 4
+const IMAGE_SECTORS = LAYOUT[DATA].start + LAYOUT[DATA].size
 // The bigger card: 1 GiB + 300 KiB (not a multiple of sfdisk's 1 MiB grain).
 const CARD_SECTORS = 1024 * MIB + 600
 const TOOLS = ['sfdisk', 'partx', 'losetup', 'mkfs.ext4', 'e2fsck', 'resize2fs', 'debugfs', 'dumpe2fs']
@@ -132,10 +135,11 @@ t.test('grow-data grows the last msdos partition to the end of a bigger card; re
   makeDisk(card, 'dos', LAYOUT, IMAGE_SECTORS)
   fill(card, LAYOUT[0].start, LAYOUT[0].size, 0xa1)
   fill(card, LAYOUT[1].start, LAYOUT[1].size, 0xa2)
-  const a = attach(st, card, 3)
+  fill(card, LAYOUT[2].start, LAYOUT[2].size, 0xa3)
+  const a = attach(st, card, 4)
   if (!a.dev) { t.skip(a.reason); return t.end() }
   const { dev, name } = a
-  const data = `${dev}p3`
+  const data = `${dev}p4`
 
   // the data file system as wic makes it (4 KiB blocks at the real 512M size), with a file on it
   let r = sh(['mkfs.ext4', '-q', '-F', '-b', '4096', '-i', '8192', '-L', 'data', data])
@@ -146,7 +150,7 @@ t.test('grow-data grows the last msdos partition to the end of a bigger card; re
   t.equal(r.status, 0, `debugfs write${out(r)}`)
   const sb0 = superblock(data)
   t.equal(sb0['Filesystem volume name'], 'data', 'mkfs: label data')
-  t.equal(fsBytes(sb0), LAYOUT[2].size * S, 'the file system fills the 32 MiB partition of the image')
+  t.equal(fsBytes(sb0), LAYOUT[DATA].size * S, 'the file system fills the 32 MiB partition of the image')
 
   // a bigger card: the backing file grows, the loop device follows (losetup -c)
   truncateSync(card, CARD_SECTORS * S)
@@ -154,18 +158,19 @@ t.test('grow-data grows the last msdos partition to the end of a bigger card; re
   t.equal(r.status, 0, `losetup -c${out(r)}`)
   t.equal(Number(sysfs(name, 'size')), CARD_SECTORS, 'the loop device has the card\'s size')
   const mbr0 = readAt(card, 0, S)
-  t.same(mbr(card).slice(0, 3).map(p => [p.start, p.size]), LAYOUT.map(p => [p.start, p.size]), 'table of the image')
+  t.same(mbr(card).map(p => [p.start, p.size]), LAYOUT.map(p => [p.start, p.size]), 'table of the image')
 
-  // refused: a partition that is not the last one, and a whole disk; nothing written
-  r = run('sh', [SCRIPT, `${dev}p2`], { env })
-  t.equal(r.status, 2, 'partition 2: refused (exit 2)')
-  t.match(r.stderr, /is not the last partition .*nothing changed/, 'partition 2: says why')
+  // refused: a partition that is not the last one (root B, the reserved slot), and a whole disk;
+  // nothing written
+  r = run('sh', [SCRIPT, `${dev}p3`], { env })
+  t.equal(r.status, 2, 'partition 3: refused (exit 2)')
+  t.match(r.stderr, /is not the last partition .*nothing changed/, 'partition 3: says why')
   r = run('sh', [SCRIPT, dev], { env })
   t.equal(r.status, 2, 'whole disk: refused (exit 2)')
   t.match(r.stderr, /is not a partition/, 'whole disk: says why')
   t.ok(readAt(card, 0, S).equals(mbr0), 'the MBR is unchanged after the refusals')
-  t.equal(Number(sysfs(`${name}p2`, 'size')), LAYOUT[1].size, 'kernel: partition 2 unchanged')
   t.equal(Number(sysfs(`${name}p3`, 'size')), LAYOUT[2].size, 'kernel: partition 3 unchanged')
+  t.equal(Number(sysfs(`${name}p4`, 'size')), LAYOUT[DATA].size, 'kernel: partition 4 unchanged')
 
   // grow, with no capability but the unit's CapabilityBoundingSet (partx -u needs CAP_SYS_ADMIN)
   const caps = /^CapabilityBoundingSet=(.*)$/m.exec(readFileSync(UNIT, 'utf8'))[1].trim().split(/\s+/)
@@ -176,27 +181,28 @@ t.test('grow-data grows the last msdos partition to the end of a bigger card; re
     ? run(setpriv, ['--bounding-set', bounding, '--no-new-privs', 'sh', SCRIPT, data], { env })
     : run('sh', [SCRIPT, data], { env })
   t.equal(r.status, 0, `grow, capability bounding set ${bounding}${out(r)}`)
-  t.match(r.stderr, /keeps its start at sector 57344[^]*grown: /, 'grow: says what it did')
+  t.match(r.stderr, /keeps its start at sector 90112[^]*grown: /, 'grow: says what it did')
 
   // the table on the "card", read back from the file
   const parts = mbr(card)
-  t.same(parts.slice(0, 2).map(p => [p.type, p.start, p.size]), [[0x0c, LAYOUT[0].start, LAYOUT[0].size], [0x83, LAYOUT[1].start, LAYOUT[1].size]], 'boot and root entries unchanged')
-  t.equal(parts[2].start, LAYOUT[2].start, 'data partition keeps its start')
-  t.equal(parts[2].type, 0x83, 'data partition keeps its type')
-  t.ok(parts[2].end <= CARD_SECTORS - 1, `data partition ends inside the card (${parts[2].end} < ${CARD_SECTORS})`)
-  t.ok(CARD_SECTORS - 1 - parts[2].end < MIB, `data partition ends at the card's end (within 1 MiB: ${CARD_SECTORS - 1 - parts[2].end} sectors left)`)
+  t.same(parts.slice(0, 3).map(p => [p.type, p.start, p.size]), LAYOUT.slice(0, 3).map(p => [parseInt(p.type, 16), p.start, p.size]), 'boot, root A and root B entries unchanged')
+  const dp = parts[DATA]
+  t.equal(dp.start, LAYOUT[DATA].start, 'data partition keeps its start')
+  t.equal(dp.type, 0x83, 'data partition keeps its type')
+  t.ok(dp.end <= CARD_SECTORS - 1, `data partition ends inside the card (${dp.end} < ${CARD_SECTORS})`)
+  t.ok(CARD_SECTORS - 1 - dp.end < MIB, `data partition ends at the card's end (within 1 MiB: ${CARD_SECTORS - 1 - dp.end} sectors left)`)
   const mbr1 = readAt(card, 0, S)
-  // entry 3 may change its end (CHS, bytes 5-7) and its size (LBA, bytes 12-15), nothing else
-  const e3 = 446 + 32
-  const rest = b => Buffer.concat([b.subarray(0, e3 + 5), b.subarray(e3 + 8, e3 + 12), b.subarray(e3 + 16)])
-  t.ok(rest(mbr1).equals(rest(mbr0)), 'no other byte of the MBR changed (boot code, disk id, the other entries, the start of partition 3)')
-  t.equal(Number(sysfs(`${name}p3`, 'start')), LAYOUT[2].start, 'kernel: partition 3 starts where it did')
-  t.equal(Number(sysfs(`${name}p3`, 'size')), parts[2].size, 'kernel: partition 3 has the new size')
+  // entry 4 may change its end (CHS, bytes 5-7) and its size (LBA, bytes 12-15), nothing else
+  const e4 = 446 + 48
+  const rest = b => Buffer.concat([b.subarray(0, e4 + 5), b.subarray(e4 + 8, e4 + 12), b.subarray(e4 + 16)])
+  t.ok(rest(mbr1).equals(rest(mbr0)), 'no other byte of the MBR changed (boot code, disk id, the other entries, the start of partition 4)')
+  t.equal(Number(sysfs(`${name}p4`, 'start')), LAYOUT[DATA].start, 'kernel: partition 4 starts where it did')
+  t.equal(Number(sysfs(`${name}p4`, 'size')), dp.size, 'kernel: partition 4 has the new size')
 
   // the file system grows to the partition as systemd-growfs grows it after data.mount
   growFs(t, st, data)
   const sb1 = superblock(data)
-  const partBytes = parts[2].size * S
+  const partBytes = dp.size * S
   const group = Number(sb1['Blocks per group']) * Number(sb1['Block size'])
   t.ok(fsBytes(sb1) <= partBytes && partBytes - fsBytes(sb1) < group,
     `the file system fills the partition (${fsBytes(sb1)} of ${partBytes} bytes; less than a block group left)`)
@@ -210,7 +216,7 @@ t.test('grow-data grows the last msdos partition to the end of a bigger card; re
   t.equal(r.status, 0, `second run: exit 0${out(r)}`)
   t.match(r.stderr, /already reaches the end .*nothing to do/, 'second run: says so')
   t.ok(readAt(card, 0, S).equals(mbr1), 'second run: MBR unchanged')
-  t.equal(Number(sysfs(`${name}p3`, 'size')), parts[2].size, 'second run: kernel size unchanged')
+  t.equal(Number(sysfs(`${name}p4`, 'size')), dp.size, 'second run: kernel size unchanged')
 
   // reflash an image of the original layout onto the grown card (a file: REFLASH_ALLOW_FILE=1)
   detach(st, dev)
@@ -218,17 +224,18 @@ t.test('grow-data grows the last msdos partition to the end of a bigger card; re
   makeDisk(image, 'dos', LAYOUT, IMAGE_SECTORS)
   fill(image, LAYOUT[0].start, LAYOUT[0].size, 0xb1)
   fill(image, LAYOUT[1].start, LAYOUT[1].size, 0xb2)
-  fill(image, LAYOUT[2].start, 4 * MIB, 0xee) // whatever the image's data holds must never land on the card
+  fill(image, LAYOUT[DATA].start, 4 * MIB, 0xee) // whatever the image's data holds must never land on the card
   r = run('sh', [REFLASH, '-y', image, card], { env: { ...env, REFLASH_ALLOW_FILE: '1' } })
   t.equal(r.status, 0, `reflash.sh onto the grown card${out(r)}`)
   t.ok(readAt(card, LAYOUT[0].start * S, LAYOUT[0].size * S).every(b => b === 0xb1), 'reflash: boot from the image')
-  t.ok(readAt(card, LAYOUT[1].start * S, LAYOUT[1].size * S).every(b => b === 0xb2), 'reflash: root from the image')
+  t.ok(readAt(card, LAYOUT[1].start * S, LAYOUT[1].size * S).every(b => b === 0xb2), 'reflash: root A from the image')
+  t.ok(readAt(card, LAYOUT[2].start * S, LAYOUT[2].size * S).every(b => b === 0xa3), 'reflash: root B untouched')
   t.ok(readAt(card, 0, S).equals(mbr1), 'reflash: the card keeps its (grown) partition table')
   t.equal(statSync(card).size, CARD_SECTORS * S, 'reflash: card size unchanged')
-  const b = attach(st, card, 3)
+  const b = attach(st, card, 4)
   if (!b.dev) { t.fail(`re-attach after the reflash: ${b.reason}`); return t.end() }
-  const data2 = `${b.dev}p3`
-  t.equal(Number(sysfs(`${b.name}p3`, 'size')), parts[2].size, 'after the reflash: partition 3 still grown')
+  const data2 = `${b.dev}p4`
+  t.equal(Number(sysfs(`${b.name}p4`, 'size')), dp.size, 'after the reflash: partition 4 still grown')
   r = sh(['e2fsck', '-f', '-n', data2])
   t.equal(r.status, 0, `after the reflash: e2fsck -fn${out(r)}`)
   const sb2 = superblock(data2)
@@ -283,21 +290,21 @@ t.test('grow-data refuses a GPT disk and writes nothing', { skip }, t => {
   const st = scratch(t)
   const disk = join(st.dir, 'gpt.img')
   // the same layout in a GPT (the data partition ends before the backup table)
-  const gpt = [LAYOUT[0], LAYOUT[1], { start: LAYOUT[2].start, size: LAYOUT[2].size - 8192 }]
+  const gpt = [LAYOUT[0], LAYOUT[1], LAYOUT[2], { start: LAYOUT[DATA].start, size: LAYOUT[DATA].size - 8192 }]
   makeDisk(disk, 'gpt', gpt, IMAGE_SECTORS)
   truncateSync(disk, CARD_SECTORS * S)
   const head = readAt(disk, 0, 34 * S)
   const tail = readAt(disk, (IMAGE_SECTORS - 33) * S, 33 * S)
-  const a = attach(st, disk, 3)
+  const a = attach(st, disk, 4)
   if (!a.dev) { t.skip(a.reason); return t.end() }
-  const before = Number(sysfs(`${a.name}p3`, 'size'))
-  t.equal(before, gpt[2].size, 'kernel: partition 3 as in the table')
-  const r = run('sh', [SCRIPT, `${a.dev}p3`], { env })
+  const before = Number(sysfs(`${a.name}p4`, 'size'))
+  t.equal(before, gpt[DATA].size, 'kernel: partition 4 as in the table')
+  const r = run('sh', [SCRIPT, `${a.dev}p4`], { env })
   t.equal(r.status, 2, 'refused (exit 2)')
   t.match(r.stderr, /has a gpt partition table; only msdos .*nothing changed/, 'says why')
   t.ok(readAt(disk, 0, 34 * S).equals(head), 'protective MBR and primary GPT unchanged')
   t.ok(readAt(disk, (IMAGE_SECTORS - 33) * S, 33 * S).equals(tail), 'backup GPT unchanged')
-  t.equal(Number(sysfs(`${a.name}p3`, 'size')), before, 'kernel: partition 3 unchanged')
+  t.equal(Number(sysfs(`${a.name}p4`, 'size')), before, 'kernel: partition 4 unchanged')
   t.end()
 })
 
@@ -313,6 +320,8 @@ t.test('the unit runs the script before data.mount, after the data device', t =>
   for (const wks of ['iot-gateway-rpi.wks.in', 'iot-gateway-qemu.wks.in']) {
     const line = readFileSync(join(LAYER, 'files', 'wic', wks), 'utf8').split('\n').find(l => l.startsWith('part /data '))
     t.match(line, /--fsoptions "[^"]*\bx-systemd\.growfs\b[^"]*"/, `${wks}: x-systemd.growfs on /data`)
+    // the unit is ordered before the fsck the fstab generator makes for a pass number > 0
+    t.match(line, /--fspassno 2\b/, `${wks}: /data is checked by systemd-fsck@ (pass 2)`)
   }
   t.end()
 })

@@ -85,6 +85,9 @@ t.test('conf/ fragments change one thing each and never pin repositories', t => 
     for (const key of Object.keys(k.local_conf_header ?? {})) t.match(key, /^iot-gateway/, `${f}: local_conf_header key ${key} named after the layer`)
   }
   t.equal(load('conf/qemuarm64.yml').machine, 'qemuarm64')
+  // runqemu appends "rw" to QB_KERNEL_ROOT unless it says "ro" or "rw": the QEMU root must be
+  // read-only like the Pi's
+  t.match(load('conf/qemuarm64.yml').local_conf_header['iot-gateway-qemu'], /^QB_KERNEL_ROOT = "\/dev\/vda1 ro"$/m, 'QEMU: root A, read-only')
   t.equal(load('conf/raspberrypi3.yml').machine, 'raspberrypi3')
   t.match(load('conf/debug.yml').local_conf_header['iot-gateway-debug'], /empty-root-password/)
   t.notMatch(readFileSync(join(REPO, 'kas.yml'), 'utf8'), /empty-root-password|allow-root-login/, 'no debug access in the base file')

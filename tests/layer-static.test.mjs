@@ -102,18 +102,65 @@ t.test('image: read-only root, no package manager, the packages', t => {
   for (const p of ['iot-gateway', 'better-sqlite3', 'mosquitto', 'nftables', 'wireguard-tools', 'nodejs', 'hostapd', 'iot-gateway-certs', 'iot-gateway-system-conf']) {
     t.match(img, new RegExp(`^ {4}${p} \\\\$`, 'm'), `IMAGE_INSTALL has ${p}`)
   }
+  t.match(img, /^IMAGE_INSTALL \+= "iot-gateway-time"$/m, 'the clock recipe (recipes-core/iot-gateway-time)')
   t.end()
 })
 
-t.test('wic: boot vfat, root ext4 read-only, data ext4 at /data; fixed boot/root sizes', t => {
+// IMAGE_INSTALL is set with "=" and there is no packagegroup-base, so nothing consumes the
+// machine's MACHINE_EXTRA_RRECOMMENDS: the image must name the Wi-Fi firmware itself. Without it
+// there is no wlan0 on a Pi, no hostapd, no IoT LAN. The expression is evaluated here the way
+// BitBake evaluates it, on the Pi 3 machines' MACHINE_EXTRA_RRECOMMENDS (meta-raspberrypi,
+// wrynose); layer-parse.test.mjs checks the same in `bitbake -e` when the snapshots are there.
+t.test('image: the machine\'s Wi-Fi firmware and the regulatory database', { skip: !which('python3') && 'python3 is not installed' }, t => {
+  const img = read('recipes-core/images/iot-gateway-image.bb')
+  const m = /^IOT_GATEWAY_WIFI_FIRMWARE \?= "\$\{@(.*)\}"$/m.exec(img)
+  t.ok(m, 'IOT_GATEWAY_WIFI_FIRMWARE is computed from the machine')
+  t.match(img, /^IMAGE_INSTALL \+= "\$\{IOT_GATEWAY_WIFI_FIRMWARE\} wireless-regdb-static"$/m, 'IMAGE_INSTALL takes it, and wireless-regdb-static')
+  if (!m) return t.end()
+  const machines = {
+    // conf/machine/raspberrypi3-64.conf + include/rpi-base.inc
+    'raspberrypi3-64': 'linux-firmware-rpidistro-bcm43430 linux-firmware-rpidistro-bcm43455 bluez-firmware-rpidistro-bcm43430a1-hcd bluez-firmware-rpidistro-bcm4345c0-hcd kernel-modules udev-rules-rpi',
+    qemuarm64: ''
+  }
+  for (const [machine, recommends] of Object.entries(machines)) {
+    const r = run('python3', ['-c', `import sys
+class D:
+    def getVar(self, k): return sys.argv[1] if k == 'MACHINE_EXTRA_RRECOMMENDS' else None
+d = D()
+print(${m[1]})`, recommends])
+    t.equal(r.status, 0, r.stderr)
+    const pkgs = r.stdout.trim().split(/\s+/).filter(Boolean)
+    if (machine === 'qemuarm64') t.same(pkgs, [], 'qemuarm64: no firmware')
+    else t.same(pkgs, ['linux-firmware-rpidistro-bcm43430', 'linux-firmware-rpidistro-bcm43455'], `${machine}: the Pi 3 B and 3 B+ Wi-Fi firmware, no Bluetooth firmware`)
+  }
+  const distro = read('conf/distro/iot-gateway-os.conf')
+  t.match(distro, /^LICENSE_FLAGS_ACCEPTED:append:rpi = " synaptics-killswitch"$/m, 'the firmware\'s licence flag is accepted')
+  t.match(distro, /^ENABLE_UART \?= "1"$/m, 'serial console on release images')
+  t.end()
+})
+
+t.test('wic: boot, root A, root B (reserved), data: four primaries, fixed sizes but data', t => {
   const w = read('files/wic/iot-gateway-rpi.wks.in')
   const parts = w.split('\n').filter(l => l.startsWith('part '))
-  t.equal(parts.length, 3)
+  t.equal(parts.length, 4, 'four partitions: an msdos table holds them all as primaries')
   t.match(parts[0], /^part \/boot .*--fstype=vfat .*--fixed-size \$\{IOT_GATEWAY_BOOT_SIZE\}/)
   t.match(parts[1], /^part \/ --source rootfs .*--fstype=ext4 .*--fixed-size \$\{IOT_GATEWAY_ROOT_SIZE\}/)
-  t.match(parts[2], /^part \/data .*--fstype=ext4 .*--label data/)
-  const q = read('files/wic/iot-gateway-qemu.wks.in')
-  t.match(q, /^part \/data .*--label data/m)
+  t.match(parts[2], /^part --ondisk \S+ --fstype=none .*--fixed-size \$\{IOT_GATEWAY_ROOT_SIZE\}$/, 'root B: empty, no mount point, as big as root A')
+  t.match(parts[3], /^part \/data .*--fstype=ext4 .*--label data/)
+  t.notMatch(w, /--type logical|--ptable gpt/)
+  const q = read('files/wic/iot-gateway-qemu.wks.in').split('\n').filter(l => l.startsWith('part '))
+  t.equal(q.length, 3)
+  t.match(q[1], /^part --ondisk vda --fstype=none .*--fixed-size \$\{IOT_GATEWAY_ROOT_SIZE\}$/)
+  t.match(q[2], /^part \/data .*--label data/)
+  t.end()
+})
+
+t.test('python helpers: addpylib, and the gateway recipe uses them', t => {
+  t.match(read('conf/layer.conf'), /^addpylib \$\{LAYERDIR\}\/lib iotgw$/m)
+  const inc = read('recipes-gateway/iot-gateway/iot-gateway.inc')
+  t.match(inc, /^PV = "\$\{@iotgw\.source\.field\(/m)
+  t.match(inc, /^do_unpack\[postfuncs\] \+= "iot_gateway_source_date_epoch"$/m)
+  t.notOk(existsSync(join(LAYER, 'recipes-gateway/iot-gateway/iot-gateway_0.1.0.bb')), 'no version in the recipe\'s file name')
   t.end()
 })
 
@@ -131,6 +178,11 @@ t.test('README (maintainer, patches, knobs) and SECURITY.md', t => {
   t.match(r, /patches/i)
   for (const k of ['IOT_GATEWAY_CLOUD_URL', 'IOT_GATEWAY_TRUST_DIR', 'WireGuard', 'IOT_GATEWAY_WIFI_SSID', 'IOT_GATEWAY_SSH_AUTHORIZED_KEYS', 'IOT_GATEWAY_SSH_FROM_WAN', 'IOT_GATEWAY_ACL_DENIALS', 'IOT_GATEWAY_DATA_GROW', '### Machine']) t.match(r, k)
   t.ok(existsSync(join(LAYER, 'SECURITY.md')))
+  // wrynose has no cve-check class any more: sbom-cve-check (and VEX from the SPDX SBOM)
+  const sec = read('SECURITY.md')
+  t.notMatch(sec, /INHERIT \+= "cve-check"/, 'SECURITY.md does not tell users to inherit the removed cve-check')
+  t.match(sec, /sbom-cve-check/)
+  for (const k of ['ENABLE_UART', 'When /data fails', 'A/B updates', 'Unit sandboxing', 'only a real Pi', 'ping']) t.match(r, k, `README: ${k}`)
   t.end()
 })
 

@@ -1,4 +1,5 @@
 import type { AddressInfo } from 'node:net'
+import { apiAuth } from './api/auth.js'
 import { ApiServer } from './api/server.js'
 import { paths } from './config/load.js'
 import type { Config } from './config/schema.js'
@@ -107,7 +108,7 @@ export class Gateway {
       await this.coap.start()
     }
     const extra = deviceRoutes(c, devices, async (topic, payload) => { await this.mqtt!.publish(topic, payload, 1) })
-    this.api = new ApiServer(c.api.host, c.api.port, { health: () => this.health(), status: () => this.status(), extra }, this.metrics, this.log.child({ cap: 'api' }))
+    this.api = new ApiServer(c.api.host, c.api.port, { health: () => this.health(), status: () => this.status(), extra }, this.metrics, this.log.child({ cap: 'api' }), apiAuth(c))
     this.apiAddress = await this.api.start()
     this.maintenance = setInterval(() => this.maintain(), 10 * 60_000).unref()
     this.maintain()

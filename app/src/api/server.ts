@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from '../lib/logger.js'
+import { authorize, type ApiAuth } from './auth.js'
 import type { Registry } from '../lib/metrics.js'
 
 export interface ApiRoutes {
@@ -27,10 +28,18 @@ async function readJson (req: IncomingMessage, limit = 65536): Promise<unknown> 
   try { return JSON.parse(Buffer.concat(chunks).toString('utf8')) } catch { throw Object.assign(new Error('request body is not JSON'), { status: 400 }) }
 }
 
-/** The management API: /health (200 ready, 503 not), /status (JSON), /metrics (Prometheus text). */
+/**
+ * The management API: /health (200 ready, 503 not), /status (JSON), /metrics (Prometheus text), and
+ * the routes other capabilities add. Every request passes `authorize` (auth.ts) first: Host, Origin
+ * and content type always; the bearer token for everything but GET /health and GET /metrics.
+ * Without `auth` (unit tests of other parts only) nothing is checked.
+ */
 export class ApiServer {
   private server?: Server
-  constructor (private readonly host: string, private readonly port: number, private readonly routes: ApiRoutes, private readonly metrics: Registry, private readonly log: Logger) {}
+  private readonly refused
+  constructor (private readonly host: string, private readonly port: number, private readonly routes: ApiRoutes, private readonly metrics: Registry, private readonly log: Logger, private readonly auth?: ApiAuth) {
+    this.refused = metrics.counter('gateway_api_refused_total', 'Management API requests refused before any route ran, by HTTP status (401 no or wrong token, 403 foreign Host or cross-site, 415 not JSON).')
+  }
 
   async start (): Promise<AddressInfo> {
     const server = createServer((req, res) => { void this.handle(req, res) })
@@ -42,11 +51,24 @@ export class ApiServer {
       server.once('error', reject)
       server.listen(this.port, this.host, () => { server.off('error', reject); resolve() })
     })
-    return server.address() as AddressInfo
+    const a = server.address() as AddressInfo
+    if (this.auth) this.auth.port = a.port
+    return a
   }
 
   private async handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://x').pathname
+    if (this.auth) {
+      const verdict = authorize(req, this.auth, req.method === 'GET' && (path === '/health' || path === '/metrics'))
+      if (!verdict.ok) {
+        this.refused.inc({ status: String(verdict.status) })
+        req.resume()
+        res.setHeader('connection', 'close')
+        if (verdict.status === 401) res.setHeader('www-authenticate', 'Bearer realm="iot-gateway"')
+        json(res, verdict.status, { error: verdict.error })
+        return
+      }
+    }
     try {
       if (req.method === 'GET' && path === '/health') {
         const h = this.routes.health()

@@ -13,6 +13,10 @@ export interface BrokerOptions {
   gatewayPort: number
   /** The per-client queue for the gateway's persistent session: when it is full Mosquitto drops. */
   maxQueuedMessages: number
+  /** Payload bytes queued for one client (the gateway's session): beyond it Mosquitto drops, counted. */
+  maxQueuedBytes: number
+  /** The broker's whole heap, a backstop: at it Mosquitto disconnects whoever needs memory, the gateway too. */
+  memoryLimitBytes: number
   autosaveIntervalSeconds: number
   /** How often Mosquitto publishes $SYS (the gateway reads the dropped-messages count there). */
   sysIntervalSeconds: number
@@ -39,6 +43,11 @@ export function renderMosquittoConf (o: BrokerOptions): string {
     'tls_version tlsv1.2',
     'require_certificate true',
     'use_identity_as_username true',
+    // The client id a client sends is replaced by its username, i.e. its certificate's CN: a client
+    // can only ever open or take over the session of its own certificate, never the gateway's or
+    // another device's (a second connection with the same certificate replaces the first, as MQTT
+    // says). An empty client id gets the CN too.
+    'use_username_as_clientid true',
     'allow_anonymous false',
     `acl_file ${join(o.dataDir, 'mosquitto', 'acl')}`
   ]
@@ -57,7 +66,17 @@ export function renderMosquittoConf (o: BrokerOptions): string {
     '# Beyond this many messages Mosquitto drops for that session (counted by the gateway from $SYS).',
     `max_queued_messages ${o.maxQueuedMessages}`,
     'max_inflight_messages 1000',
+    '# RAM (a 1 GB Pi): the backlog for the gateway is bounded in bytes too; beyond it Mosquitto still',
+    '# acknowledges devices and drops for the gateway (counted). memory_limit is the backstop for the whole',
+    '# heap: at it Mosquitto 2.0.11 disconnects any client it cannot allocate for, the gateway included,',
+    '# which then cannot drain the backlog (measured); hence max_queued_bytes at most half of it. Resident',
+    '# size measured: the heap plus about 10 MB (TLS, code).',
+    `max_queued_bytes ${o.maxQueuedBytes}`,
+    `memory_limit ${o.memoryLimitBytes}`,
     `sys_interval ${o.sysIntervalSeconds}`,
+    '# Retained messages stay available: `retain_available false` would also stop the retained $SYS',
+    '# values, and the gateway reads the dropped count from them after it reconnects. A device\'s retained',
+    '# message delivered again at a re-subscription is recognised by the gateway (retain flag) instead.',
     '# stderr, not stdout: Mosquitto before 2.0.16 block-buffers stdout when it is not a terminal, so',
     '# journald would get its lines kilobytes late.',
     'log_dest stderr',

@@ -1,5 +1,5 @@
 import { Command, CommanderError } from 'commander'
-import { isConfigError, isGatewayError } from '../lib/errors.js'
+import { isConfigError, isGatewayError, isUsageError } from '../lib/errors.js'
 import { makeAuditCommand } from './commands/audit.js'
 import { makeConfigCommand } from './commands/config.js'
 import { makeDeviceCommand } from './commands/device.js'
@@ -49,6 +49,8 @@ export async function run (argv: string[], io: Io = processIo(), onStarted?: (h:
       return err.code
     }
     if (isConfigError(err)) { io.err(`error: configuration: ${err.message}\n`); return EXIT.USAGE }
+    // A refused argument (a device id that cannot be one, the gateway's own id): bad usage, exit 2 as documented.
+    if (isUsageError(err)) { io.err(`error: ${err.message} (${err.code})\n`); return EXIT.USAGE }
     if (isGatewayError(err)) { io.err(`error: ${err.message} (${err.code})\n`); return EXIT.FAILURE }
     io.err(`error: ${(err as Error).message}\n`)
     return EXIT.FAILURE

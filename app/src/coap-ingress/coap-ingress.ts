@@ -15,6 +15,8 @@ export function codeFor (o: Outcome): { code: string, maxAge?: number } {
   if (o.accepted) return { code: '2.04' }
   switch (o.reason) {
     case 'bad_json':
+    case 'invalid_utf8':
+    case 'duplicate_key':
     case 'bad_schema':
     case 'bad_device_id': return { code: '4.00' }
     case 'bad_signature':
@@ -30,7 +32,11 @@ export function codeFor (o: Outcome): { code: string, maxAge?: number } {
   }
 }
 
-export interface CoapKeys { coapKey: (id: string) => Buffer | undefined }
+export interface CoapKeys {
+  coapKey: (id: string) => Buffer | undefined
+  /** A request that failed authentication, by source address (never charged to the id it claims). */
+  unauthenticated?: (source: string, reason: 'bad_signature' | 'unknown_device', claimed: string, transport: string) => void
+}
 
 /**
  * CoAP ingress: `POST /d/<device id>/<stream>` with a JSON payload (the same messages as MQTT:
@@ -136,9 +142,14 @@ export class CoapIngress {
       const submission = { device, transport: 'coap' as const, stream, raw: payload }
       if (!DEVICE_ID_PATTERN.test(device)) { this.reply(req, res, this.pipeline.reject({ ...submission, device: '' }, 'bad_device_id', 'bad device id in the path')); return }
       const key = this.keys.coapKey(device)
-      if (!key) { this.reply(req, res, this.pipeline.reject(submission, 'unknown_device', 'not enrolled, or revoked')); return }
+      if (!key) {
+        this.keys.unauthenticated?.(req.rsinfo.address, 'unknown_device', device, 'coap')
+        this.reply(req, res, this.pipeline.reject(submission, 'unknown_device', 'not enrolled, or revoked'))
+        return
+      }
       const mac = options.find(o => String(o.name) === String(COAP_MAC_OPTION))?.value as Buffer | undefined
       if (!verifyCoapMac(key, device, stream, payload, mac)) {
+        this.keys.unauthenticated?.(req.rsinfo.address, 'bad_signature', device, 'coap')
         this.reply(req, res, this.pipeline.reject(submission, 'bad_signature', mac ? 'wrong MAC' : `no MAC (option ${COAP_MAC_OPTION})`))
         return
       }

@@ -58,7 +58,8 @@ const outbox = defineSection({
 })
 
 const uplink = defineSection({
-  url: { type: 'string', default: '', pattern: /^https?:\/\/[^\s]+$/, description: 'Cloud ingest endpoint (HTTPS). Required by `run`.' },
+  url: { type: 'string', default: '', pattern: /^https?:\/\/[^\s]+$/, description: 'Cloud ingest endpoint (HTTPS). Required by `run`. http:// only with allowInsecureHttp.' },
+  allowInsecureHttp: { type: 'boolean', default: false, description: 'Accept an http:// uplink.url (the bearer token and the data would cross the network in clear): for tests against a local sink only.' },
   tokenFile: { type: 'string', default: '', description: 'File holding the bearer token for the cloud (kept off the config file so the image carries no secret).' },
   caFile: { type: 'string', default: '', description: 'Extra CA bundle to trust for the cloud (PEM). Empty: the system store.' },
   certFile: { type: 'string', default: '', description: 'Client certificate toward the cloud (optional mutual TLS).' },
@@ -74,7 +75,10 @@ const uplink = defineSection({
 
 const api = defineSection({
   host: { type: 'string', default: '127.0.0.1', description: 'Management API address (/health, /status, /metrics). Loopback by default; the image exposes it only through WireGuard.' },
-  port: { type: 'integer', default: 8080, min: 0, max: 65535, description: 'Management API port (0: any free port, for tests).' }
+  port: { type: 'integer', default: 8080, min: 0, max: 65535, description: 'Management API port (0: any free port, for tests).' },
+  auth: { type: 'string', default: 'token', enum: ['token', 'none'], description: 'token: every request but GET /health and GET /metrics needs `Authorization: Bearer <the token in api.tokenFile>` (the CLI reads the file). none: no token (the Host, Origin and content-type checks stay); for a listener nobody else can reach.' },
+  tokenFile: { type: 'string', default: '', description: 'The API token, made by `pki init` or at the daemon\'s start when missing (32 random bytes, mode 0640: the gateway\'s group and root read it). Empty: <dataDir>/api-token.' },
+  allowedHosts: { type: 'string[]', default: [], pattern: /^[A-Za-z0-9.:[\]-]{1,255}$/, description: 'Names (or addresses) besides the listener\'s own addresses that a request\'s Host header may carry, e.g. the gateway\'s name on the management network. Any other Host is refused (403), so a web page cannot rebind its DNS name to the gateway.' }
 })
 
 const broker = defineSection({
@@ -82,6 +86,8 @@ const broker = defineSection({
   lanBind: { type: 'string', default: '', description: 'Address of the device listener; empty: all addresses (the firewall admits it from the LAN only).' },
   gatewayPort: { type: 'integer', default: 8884, min: 1, max: 65535, description: 'Mosquitto\'s loopback listener for the gateway itself.' },
   maxQueuedMessages: { type: 'integer', default: 200000, min: 100, max: 10000000, description: 'Messages Mosquitto queues for the gateway\'s session while it is down or slow.' },
+  maxQueuedBytes: { type: 'integer', default: 100663296, min: 65536, max: 8589934592, description: 'Payload bytes Mosquitto queues for one client, the gateway\'s session above all (max_queued_bytes). Beyond it the broker still acknowledges devices and drops for the gateway (counted in gateway_broker_messages_dropped). At most half of memoryLimitBytes: the broker needs as much again to send the backlog.' },
+  memoryLimitBytes: { type: 'integer', default: 268435456, min: 4194304, max: 17179869184, description: 'The broker\'s heap limit (memory_limit): a backstop behind maxQueuedBytes. At it Mosquitto disconnects any client whose packet it cannot allocate ("disconnected due to out of memory"), the gateway too, which then cannot drain the backlog: hence maxQueuedBytes at most half of it. The default (256 MiB; resident measured as the heap plus about 10 MB) fits a 1 GB Pi with the gateway.' },
   sysIntervalSeconds: { type: 'integer', default: 10, min: 1, max: 3600, description: 'How often Mosquitto publishes its $SYS statistics; the gateway reads the count of dropped messages there.' },
   autosaveIntervalSeconds: { type: 'integer', default: 10, min: 1, max: 3600, description: 'How often Mosquitto writes its persistence file on /data.' },
   names: { type: 'string[]', default: ['iot-gateway.local', 'localhost'], description: 'DNS names in the broker certificate (devices connect to one of these).' },
@@ -97,8 +103,11 @@ export type Config = { readonly version: number } & { readonly [K in keyof typeo
 export function crossCheck (c: Config): void {
   if (c.mqtt.reconnectMaxMs < c.mqtt.reconnectMinMs) throw new ConfigError('mqtt.reconnectMaxMs', 'must be >= mqtt.reconnectMinMs')
   if (c.uplink.backoffMaxMs < c.uplink.backoffBaseMs) throw new ConfigError('uplink.backoffMaxMs', 'must be >= uplink.backoffBaseMs')
+  if (c.mqtt.streams.length === 0) throw new ConfigError('mqtt.streams', 'must list at least one stream (with none the gateway would subscribe to nothing)')
+  if (/^http:/i.test(c.uplink.url) && !c.uplink.allowInsecureHttp) throw new ConfigError('uplink.url', 'http:// sends the bearer token and the data in clear; use https:// (uplink.allowInsecureHttp true allows it, for tests)')
   if (c.mqtt.streams.includes('commands')) throw new ConfigError('mqtt.streams', '"commands" is the downlink topic and cannot be an uplink stream')
   if ((c.uplink.certFile === '') !== (c.uplink.keyFile === '')) throw new ConfigError('uplink.keyFile', 'certFile and keyFile go together')
+  if (c.broker.maxQueuedBytes * 2 > c.broker.memoryLimitBytes) throw new ConfigError('broker.maxQueuedBytes', 'must be at most half of broker.memoryLimitBytes (the broker needs room to send the backlog to the gateway)')
   if (c.broker.lanPort === c.broker.gatewayPort) throw new ConfigError('broker.gatewayPort', 'must differ from broker.lanPort')
   if (c.trust.floor >= c.trust.initial) throw new ConfigError('trust.floor', 'must be below trust.initial')
   checkWireguard(c)

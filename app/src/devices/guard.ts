@@ -41,6 +41,10 @@ export class DeviceGuard {
   private readonly quarantines
   private readonly heldDropped
   private readonly heldTotal
+  private readonly unauthenticatedTotal
+  private readonly unauthenticatedSources = new Map<string, number>()
+  /** Per device: when its last CoAP replay was charged (at most one penalty per trust.replayPenaltyWindowSeconds). */
+  private readonly replayCharged = new Map<string, number>()
 
   constructor (private readonly config: Config, db: DB, private readonly pipeline: Pipeline, metrics: Registry, private readonly log: Logger) {
     this.registry = new DeviceRegistry(db)
@@ -50,6 +54,9 @@ export class DeviceGuard {
     this.quarantines = metrics.counter('gateway_device_quarantines_total', 'Devices put in quarantine because their trust score fell below the floor.')
     this.heldDropped = metrics.counter('gateway_quarantine_dropped_total', 'Messages of quarantined devices dropped because the hold was full.')
     this.heldTotal = metrics.counter('gateway_quarantine_held_total', 'Messages of quarantined devices held back for the operator.')
+    this.unauthenticatedTotal = metrics.counter('gateway_unauthenticated_requests_total', 'Requests that failed authentication (CoAP wrong or missing MAC, unknown or revoked device id), by reason. Never charged to the id they claim.')
+    metrics.gauge('gateway_unauthenticated_by_source', 'Unauthenticated requests per source address since start (the 256 busiest addresses first seen; later ones count as "other").', () =>
+      [...this.unauthenticatedSources].map(([source, n]) => [{ source }, n]))
     metrics.gauge('gateway_device_trust_score', 'Trust score per device (devices whose score is not the initial one, and quarantined ones).', () => {
       const out: Array<[Record<string, string>, number]> = []
       for (const [id, s] of this.trust.entries()) out.push([{ device: id }, Math.round(s.score * 100) / 100])
@@ -176,17 +183,40 @@ export class DeviceGuard {
       this.recordAudit('malformed_input', null, { reason: e.reason, transport: e.transport, detail: e.detail })
       return
     }
-    if (e.reason === 'unknown_device') {
-      // The id is whatever the sender claimed: coalesced by type only, so random ids cannot flood the log.
-      this.recordAudit('unknown_device', null, { claimed: e.device, transport: e.transport })
-      return
-    }
+    // Unauthenticated (a wrong MAC, an unknown id): the id is whatever the sender claimed, so it is
+    // never charged; the transport reports the source address through unauthenticated().
+    if (e.reason === 'unknown_device' || e.reason === 'bad_signature') return
     const ev = eventFor(e.reason)
     if (!ev) {
       if (e.reason === 'device_blocked' && this.states.get(e.device)?.status === 'revoked') this.recordAudit('revoked_device_traffic', e.device, { transport: e.transport })
       return
     }
+    if (ev === 'replay' && e.transport === 'coap') {
+      // A captured CoAP request can be sent again by anyone on the LAN (the MAC authenticates the
+      // content, not the sender): refused and counted every time, charged at most once per window.
+      const now = Date.now()
+      const last = this.replayCharged.get(e.device)
+      const charge = last === undefined || now - last >= this.config.trust.replayPenaltyWindowSeconds * 1000
+      if (charge) {
+        if (this.replayCharged.size > 100000) this.replayCharged.clear()
+        this.replayCharged.set(e.device, now)
+      }
+      this.securityEvent(e.device, ev, { reason: e.reason, transport: e.transport, stream: e.stream, detail: e.detail }, charge)
+      return
+    }
     this.securityEvent(e.device, ev, { reason: e.reason, transport: e.transport, stream: e.stream, detail: e.detail })
+  }
+
+  /**
+   * A request that failed authentication (CoAP: wrong or missing MAC, unknown or revoked id): counted
+   * per reason and per source address, audited once per source and window with the id it claimed.
+   * It moves no device's trust: anybody on the LAN can claim any id.
+   */
+  unauthenticated (source: string, reason: 'bad_signature' | 'unknown_device', claimed: string, transport: string): void {
+    this.unauthenticatedTotal.inc({ reason })
+    const key = this.unauthenticatedSources.has(source) || this.unauthenticatedSources.size < 256 ? source : 'other'
+    this.unauthenticatedSources.set(key, (this.unauthenticatedSources.get(key) ?? 0) + 1)
+    this.recordAudit('unauthenticated_request', null, { source, reason, claimed, transport }, source)
   }
 
   /**
@@ -202,10 +232,10 @@ export class DeviceGuard {
   }
 
   /** A security event for a device: audit row (coalesced), trust penalty, quarantine below the floor. */
-  securityEvent (device: string, ev: TrustEvent, detail: Record<string, unknown>): void {
+  securityEvent (device: string, ev: TrustEvent, detail: Record<string, unknown>, charge = true): void {
     this.securityEvents.inc({ type: ev })
     this.recordAudit(ev, device, detail)
-    if (!DEVICE_ID_PATTERN.test(device) || device === this.config.gateway.id) return
+    if (!charge || !DEVICE_ID_PATTERN.test(device) || device === this.config.gateway.id) return
     const st = this.states.get(device)
     if (st && st.status !== 'active') return
     if (this.trust.penalty(ev) === 0) return
@@ -250,8 +280,8 @@ export class DeviceGuard {
     }
   }
 
-  private recordAudit (type: string, device: string | null, detail: Record<string, unknown>): void {
-    const key = `${type}\0${device ?? ''}`
+  private recordAudit (type: string, device: string | null, detail: Record<string, unknown>, coalesceBy = device ?? ''): void {
+    const key = `${type}\0${coalesceBy}`
     const now = Date.now()
     const seen = this.auditSeen.get(key)
     if (seen && now - seen.at < AUDIT_WINDOW_MS) { seen.suppressed++; return }

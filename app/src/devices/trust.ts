@@ -2,15 +2,20 @@ import type { Config } from '../config/schema.js'
 import type { RejectReason } from '../pipeline/checks.js'
 
 /** Security event types that lower trust, and the audit log's names for them. */
-export type TrustEvent = 'bad_signature' | 'replay' | 'malformed_input' | 'rate_limit_applied' | 'acl_denied'
+export type TrustEvent = 'replay' | 'malformed_input' | 'rate_limit_applied' | 'acl_denied'
 
-/** Which refusals are security events (and which are not: a full outbox is the gateway's problem, a blocked device is already handled). */
+/**
+ * Which refusals are security events of the device (and which are not: a full outbox is the
+ * gateway's problem, a blocked device is already handled, and a failed authentication (bad MAC,
+ * unknown id) is not the claimed device's doing: counted per source address instead).
+ */
 export function eventFor (reason: RejectReason | string): TrustEvent | undefined {
   switch (reason) {
-    case 'bad_signature': return 'bad_signature'
     case 'replay':
     case 'duplicate': return 'replay'
     case 'bad_json':
+    case 'invalid_utf8':
+    case 'duplicate_key':
     case 'bad_schema':
     case 'oversize':
     case 'unknown_stream': return 'malformed_input'
@@ -32,7 +37,6 @@ export class TrustScores {
 
   penalty (e: TrustEvent): number {
     switch (e) {
-      case 'bad_signature': return this.t.penaltyBadSignature
       case 'replay': return this.t.penaltyReplay
       case 'malformed_input': return this.t.penaltyMalformed
       case 'rate_limit_applied': return this.t.penaltyRateLimited

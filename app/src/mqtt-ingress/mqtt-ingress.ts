@@ -35,7 +35,14 @@ type SendPacket = (packet: Packet, cb?: (err?: Error) => void, ...rest: unknown[
 export class MqttIngress {
   private client?: MqttClient
   private readonly held = new Map<number, Promise<unknown>>()
-  private ackChain: Promise<unknown> = Promise.resolve()
+  /**
+   * PUBACKs waiting for their commits, in arrival order; those at the head whose commits are done
+   * are sent at once (a queue, not a chain of promises: a chain of 2,000 links released a group's
+   * PUBACKs, and the count that lets reading go on, only after thousands of microtasks).
+   */
+  private acks: Array<{ send: () => void, state: 'wait' | 'ok' | 'failed' }> = []
+  private ackHead = 0
+  private ackWaiters: Array<() => void> = []
   /** Messages read but not yet acknowledged; past MAX_UNACKED the ingress stops reading. */
   private unacked = 0
   /** Bumped at each reconnect, so PUBACKs of a dropped connection do not count against the new one. */
@@ -86,10 +93,10 @@ export class MqttIngress {
           this.held.delete(packet.messageId)
           const generation = this.generation
           // Keep the PUBACKs in arrival order: each waits for its own commit and for the previous PUBACK.
-          this.ackChain = Promise.all([this.ackChain, commit]).then(
-            () => { if (client.connected) send(packet, undefined, ...rest) },
-            () => { this.dropConnection('commit failed') }
-          ).finally(() => { if (generation === this.generation) this.unacked-- })
+          const ack = { send: () => { if (client.connected) send(packet, undefined, ...rest) }, state: 'wait' as 'wait' | 'ok' | 'failed' }
+          this.acks.push(ack)
+          const settle = (state: 'ok' | 'failed') => (): void => { ack.state = state; if (generation === this.generation) this.releaseAcks() }
+          commit.then(settle('ok'), settle('failed'))
           cb?.()
           return
         }
@@ -145,8 +152,10 @@ export class MqttIngress {
         // Backpressure: stop reading (this promise holds mqtt.js's callback) until the outbox has room.
         await this.pipeline.waitForSpace(this.abort.signal)
       }
+      // retain set on delivery: the broker's stored message, sent again at each (re-)subscription; an
+      // old sequence number there is not the device's replay (MQTT 3.1.1 3.3.1.3: live deliveries carry retain 0).
       const outcome = t
-        ? await this.pipeline.submit({ device: t.device, transport: 'mqtt', stream: t.stream, raw: packet.payload as Buffer, redelivery: packet.dup })
+        ? await this.pipeline.submit({ device: t.device, transport: 'mqtt', stream: t.stream, raw: packet.payload as Buffer, redelivery: packet.dup || packet.retain })
         : await this.pipeline.submit({ device: '', transport: 'mqtt', stream: '', raw: packet.payload as Buffer })
       if (!outcome.accepted && outcome.reason === 'outbox_full') {
         await this.pipeline.waitForSpace(this.abort.signal)
@@ -162,7 +171,26 @@ export class MqttIngress {
     // The handler returns before the commit so mqtt.js keeps reading; the PUBACK waits in _sendPacket.
     // Reading stops (the broker then queues) while the outbox is full or too much is unacknowledged:
     // the broker's own inflight limit is not a bound the gateway's memory should rely on.
+    if (this.unacked >= MAX_UNACKED) this.pipeline.commitSoon() // no linger while reading waits for it
     if (this.pipeline.full || this.unacked >= MAX_UNACKED) await done.catch(() => {})
+  }
+
+  /** Sends the PUBACKs at the head of the queue whose commits are done; a failed commit drops the connection. */
+  private releaseAcks (): void {
+    while (this.ackHead < this.acks.length && this.acks[this.ackHead]!.state !== 'wait') {
+      const a = this.acks[this.ackHead++]!
+      this.unacked--
+      if (a.state === 'failed') {
+        // The broker sends this message, and all unacknowledged after it, again after the reconnect.
+        this.dropConnection('commit failed')
+        this.acks = []
+        this.ackHead = 0
+        break
+      }
+      a.send()
+    }
+    if (this.ackHead > 1024 && this.ackHead * 2 > this.acks.length) { this.acks = this.acks.slice(this.ackHead); this.ackHead = 0 }
+    if (this.ackHead >= this.acks.length) for (const w of this.ackWaiters.splice(0)) w()
   }
 
   private dropConnection (why: string): void {
@@ -176,7 +204,8 @@ export class MqttIngress {
     setTimeout(() => {
       if (this.stopping || !this.client || this.client.connected) return
       this.held.clear()
-      this.ackChain = Promise.resolve()
+      this.acks = []
+      this.ackHead = 0
       this.unacked = 0
       this.generation++
       this.client.reconnect()
@@ -197,7 +226,8 @@ export class MqttIngress {
     const client = this.client
     if (!client) return
     if (client.connected) {
-      await Promise.race([this.ackChain.catch(() => {}), new Promise(resolve => setTimeout(resolve, 2000))])
+      const sent = this.ackHead >= this.acks.length ? Promise.resolve() : new Promise<void>(resolve => this.ackWaiters.push(resolve))
+      await Promise.race([sent, new Promise(resolve => setTimeout(resolve, 2000))])
       await new Promise<void>(resolve => client.end(false, {}, () => resolve()))
     } else {
       // Still connecting (or between reconnects): give up the attempt.

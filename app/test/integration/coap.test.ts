@@ -41,7 +41,8 @@ t.test('CoAP: delivery, refusals with the right codes, a flood of garbage, a ful
   await waitFor(() => s.cloud.accepted.some(m => m.payload.v === 'after refusals') && s.cloud.accepted.some(m => m.payload.v === 'dev2 event'), 'later good traffic')
   t.equal(s.cloud.accepted.length, 7, 'nothing refused reached the cloud')
   t.equal(await s.gateway.metric('gateway_messages_rejected_total', '{reason="bad_signature",transport="coap"}'), 4)
-  t.ok(await s.gateway.metric('gateway_security_events_total', '{type="bad_signature"}') >= 4)
+  t.equal(await s.gateway.metric('gateway_unauthenticated_requests_total', '{reason="bad_signature"}'), 4, 'bad MACs counted as unauthenticated')
+  t.equal(await s.gateway.metric('gateway_unauthenticated_requests_total', '{reason="unknown_device"}'), 1)
 
   // 10,000 random datagrams (a tenth of them starting like CoAP requests), as fast as the socket takes them.
   const sock = createSocket('udp4')

@@ -120,7 +120,9 @@ t.test('when Mosquitto\'s queue for the gateway overflows, the loss is visible i
   t.equal(load.acked.length, 400, 'the broker acknowledged all 400 to the device')
   await s.gateway.start()
   const dropped = await waitFor(async () => await s.gateway.metric('gateway_broker_messages_dropped'), 'the broker\'s dropped count', 15000)
-  await waitFor(async () => (await s.gateway.health()).body.outbox.depth === 0 && s.cloud.unique().size > 0, 'what was queued delivered')
+  // All of the broker's queue, not its first group: a group is committed and delivered while the rest
+  // is still being read. A loss shows as this wait timing out.
+  await waitFor(async () => (await s.gateway.health()).body.outbox.depth === 0 && s.cloud.unique().size + dropped >= 400, 'what was queued delivered')
   t.ok(dropped >= 200, `dropped ${dropped} reported`)
   t.equal(s.cloud.unique().size + dropped, 400, 'delivered + reported dropped = acknowledged: nothing vanishes unseen')
   t.match(readFileSync(s.gateway.logFile, 'utf8'), /the broker dropped messages before they reached the gateway/)

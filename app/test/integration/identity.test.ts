@@ -48,7 +48,8 @@ t.test('enrolled devices deliver end to end; the ACL keeps each to its own topic
   await waitFor(() => gotB.length === 1, 'command at B')
   t.same(JSON.parse(gotB[0]!), { action: 'set_interval', seconds: 60 })
   // A second command through the management API directly.
-  const api = await fetch(`http://127.0.0.1:${s.config.api.port}/commands`, { method: 'POST', body: JSON.stringify({ device: 'sensor-b', command: { action: 'read_now' } }) })
+  const token = readFileSync(join(s.config.gateway.dataDir, 'api-token'), 'utf8').trim()
+  const api = await fetch(`http://127.0.0.1:${s.config.api.port}/commands`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ device: 'sensor-b', command: { action: 'read_now' } }) })
   t.equal(api.status, 202)
   await waitFor(() => gotB.length === 2, 'second command at B')
   await new Promise(resolve => setTimeout(resolve, 300))

@@ -1,5 +1,6 @@
 import t from 'tap'
 import { execFileSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { bundlePath } from '../helpers/gateway-process.js'
 import { deviceCreds, mosquittoPub } from '../helpers/devices.js'
@@ -25,6 +26,10 @@ if touch /etc/.iotgw-rw-probe 2>/dev/null || touch "$data/../rw-probe" 2>/dev/nu
 exec "$@"
 `
 
+/** The NODE_OPTIONS of the image's unit, read from the unit file itself (so the test follows it). */
+const UNIT = join(import.meta.dirname, '..', '..', '..', 'meta-iot-gateway', 'recipes-gateway', 'iot-gateway', 'files', 'iot-gateway.service')
+const unitNodeOptions = /^Environment="NODE_OPTIONS=([^"]+)"$/m.exec(readFileSync(UNIT, 'utf8'))?.[1]
+
 const skip = process.getuid?.() !== 0 ? 'needs root (mount namespaces)' : false
 
 t.test('read-only root: the gateway runs with only its data directory writable and delivers end to end', { skip }, async t => {
@@ -33,8 +38,9 @@ t.test('read-only root: the gateway runs with only its data directory writable a
   ;(gw as unknown as { command: { bin: string, args: string[], env?: NodeJS.ProcessEnv } }).command = {
     bin: 'unshare',
     args: ['--mount', '--propagation', 'private', 'sh', '-c', READ_ONLY_EXCEPT_DATA, 'sh', s.config.gateway.dataDir, process.execPath, bundlePath],
-    env: { NODE_OPTIONS: '--max-old-space-size=64 --max-semi-space-size=4' }
+    env: { NODE_OPTIONS: unitNodeOptions ?? '' }
   }
+  t.match(unitNodeOptions, /--max-old-space-size=\d+/, 'the unit caps the V8 heap')
   await gw.start()
   const dev = deviceCreds(s.config, 'ro-sensor')
   const payloads = Array.from({ length: 10 }, (_, i) => JSON.stringify({ seq: i + 1, v: i }))

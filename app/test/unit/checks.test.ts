@@ -1,5 +1,5 @@
 import t from 'tap'
-import { parseMessage, RateLimiter, sequenceVerdict } from '../../src/pipeline/checks.js'
+import { duplicateKey, parseMessage, RateLimiter, sequenceVerdict } from '../../src/pipeline/checks.js'
 import { backoffDelay, parseRetryAfter } from '../../src/lib/backoff.js'
 
 t.test('parseMessage: size, JSON, seq and epoch', async t => {
@@ -46,4 +46,17 @@ t.test('backoff grows with jitter up to the cap; Retry-After both forms', async 
   t.equal(parseRetryAfter(new Date(10_000).toUTCString(), 4_000), 6000)
   t.equal(parseRetryAfter('soon'), undefined)
   t.equal(parseRetryAfter(undefined), undefined)
+})
+
+t.test('duplicateKey and invalid UTF-8', async t => {
+  t.equal(duplicateKey('{"seq":1,"seq":2}'), 'seq')
+  t.equal(duplicateKey('{"seq":1,"\\u0073eq":2}'), 'seq', 'names compared unescaped')
+  t.equal(duplicateKey('{"a":{"b":1,"b":2}}'), 'b', 'nested objects')
+  t.equal(duplicateKey('{"a":[{"b":1},{"b":2}],"c":{"b":3}}'), undefined, 'the same name in different objects is fine')
+  t.equal(duplicateKey('{"a":"seq","seq":"a","s":["seq","seq"]}'), undefined, 'string values are not names')
+  t.equal(duplicateKey('{"a\\"b":1,"a\\\\":2,"x":{"":1,"":2}}'), '', 'escaped quotes and backslashes, the empty name')
+  const r = parseMessage(Buffer.from([0x7b, 0x22, 0x73, 0x65, 0x71, 0x22, 0x3a, 0x31, 0x2c, 0x22, 0x78, 0x22, 0x3a, 0x22, 0xc3, 0x22, 0x7d]), 100)
+  t.same(r, { ok: false, reason: 'invalid_utf8', detail: 'payload is not valid UTF-8' })
+  const d = parseMessage('{"seq":1,"seq":1000000}', 100)
+  t.equal(d.ok ? undefined : d.reason, 'duplicate_key')
 })

@@ -29,6 +29,39 @@ t.test('messages wait for their group commit; a group is one commit', async t =>
   p.close()
 })
 
+const nextTick = (): Promise<void> => new Promise(resolve => process.nextTick(resolve))
+const commitCount = (metrics: Registry): number => metrics.counter('gateway_outbox_commits_total', '').total()
+
+t.test('a due group commits on the next tick, not from a timer that a burst of reads holds back', async t => {
+  // mqtt.js reads a burst of packets in one chain of ticks; timers and setImmediate wait for its end.
+  const { p, metrics } = setup({ commitEarlyMessages: 3, commitMinIntervalMs: 50 })
+  const first = [p.submit(sub(1)), p.submit(sub(2)), p.submit(sub(3))]
+  await nextTick()
+  t.equal(commitCount(metrics), 1, 'the full group committed before any timer ran')
+  await Promise.all(first)
+  const second = [p.submit(sub(4)), p.submit(sub(5)), p.submit(sub(6))] // due 50 ms after that commit: a timer
+  t.equal(commitCount(metrics), 1)
+  // The event loop busy for longer than the spacing (a burst of reads): the timer cannot fire.
+  for (const until = Date.now() + 60; Date.now() < until;);
+  second.push(p.submit(sub(7))) // the next read sees the overdue commit
+  await nextTick()
+  t.equal(commitCount(metrics), 2, 'the overdue group committed within the burst')
+  t.same(await Promise.all(second), Array(4).fill({ accepted: true }))
+  p.close()
+})
+
+t.test('a transport whose window is full asks for the commit: no linger', async t => {
+  const { p, metrics } = setup() // linger 5 s, early at 1,000
+  const o = p.submit(sub(1))
+  await nextTick()
+  t.equal(commitCount(metrics), 0, 'lingering')
+  p.commitSoon()
+  await nextTick()
+  t.equal(commitCount(metrics), 1, 'committed at once')
+  t.same(await o, { accepted: true })
+  p.close()
+})
+
 t.test('a redelivered copy is refused (acknowledged) only after the commit of the original', async t => {
   const { p, store } = setup()
   const original = p.submit(sub(1))

@@ -1,7 +1,6 @@
 SUMMARY = "Read-only image of the IoT security gateway (Raspberry Pi 3, QEMU for tests)"
 DESCRIPTION = "Mosquitto, nftables, WireGuard, hostapd and the gateway on a read-only root; the \
 gateway's identity, outbox and keys live on the data partition that a reflash keeps."
-HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
 LICENSE = "MIT"
 
 inherit core-image
@@ -26,6 +25,18 @@ IMAGE_INSTALL = " \
 "
 # kernel-modules: WireGuard and the nf_tables expressions are modules (the layer's kernel
 # fragment), loaded on demand by wg/nft.
+
+# Wi-Fi (the IoT LAN, wlan0): the chip's firmware and the regulatory database. IMAGE_INSTALL is
+# set with "=" and no packagegroup-base, so MACHINE_EXTRA_RRECOMMENDS (where meta-raspberrypi
+# lists the firmware: bcm43430 for the Pi 3 B, bcm43455 for the 3 B+) would reach nothing: take the
+# machine's Wi-Fi firmware packages from there explicitly. QEMU machines list none. Bluetooth
+# firmware is left out (the distro has no bluetooth). wireless-regdb-static is regulatory.db in
+# /lib/firmware, which cfg80211 loads itself (no crda) to apply IOT_GATEWAY_WIFI_COUNTRY.
+IOT_GATEWAY_WIFI_FIRMWARE ?= "${@' '.join(p for p in (d.getVar('MACHINE_EXTRA_RRECOMMENDS') or '').split() if p.startswith('linux-firmware-'))}"
+IMAGE_INSTALL += "${IOT_GATEWAY_WIFI_FIRMWARE} wireless-regdb-static"
+
+# The clock (timesyncd's clock file on /data, time-sync ordering): recipes-core/iot-gateway-time.
+IMAGE_INSTALL += "iot-gateway-time"
 
 # SSH for the operator: with IOT_GATEWAY_SSH_AUTHORIZED_KEYS (a file of public keys) the image gets
 # dropbear, key-only, listening on the WireGuard tunnel's address, host keys on /data

@@ -3,7 +3,6 @@ DESCRIPTION = "Drop-ins that turn the image's dropbear into the operator's door:
 a key from IOT_GATEWAY_SSH_AUTHORIZED_KEYS and never with a password, the socket listens on the \
 WireGuard tunnel's address only, and the host keys are made on first boot on /data, so a reflash \
 keeps the gateway's SSH identity. The image installs this package when the knob is set."
-HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
 SECTION = "net"
 LICENSE = "MIT"
 # The repository's LICENSE; FILE_DIRNAME is in BB_BASEHASH_IGNORE_VARS, so no checkout path in signatures
@@ -40,6 +39,16 @@ def iot_gateway_ssh_keys_path(d):
         path = os.path.join(d.getVar('TOPDIR'), path)
     return os.path.normpath(path) if path else ''
 
+# Unconfigured, the recipe skips itself (a `bitbake world` or yocto-check-layer builds everything
+# it can, and this package exists only for images with operator keys): the image adds it only
+# when IOT_GATEWAY_SSH_AUTHORIZED_KEYS is set. Asking for it without the knob says why.
+python __anonymous() {
+    if not iot_gateway_ssh_keys_path(d):
+        raise bb.parse.SkipRecipe("IOT_GATEWAY_SSH_AUTHORIZED_KEYS is not set: iot-gateway-ssh needs the "
+                                  "file of the operators' public SSH keys (an image without the knob has "
+                                  "no SSH server)")
+}
+
 # A changed key file rebuilds the package (it is not in SRC_URI: it is the user's, outside the layer).
 do_install[file-checksums] += "${@'%s:True' % iot_gateway_ssh_keys_path(d) if iot_gateway_ssh_keys_path(d) else ''}"
 do_install[vardeps] += "IOT_GATEWAY_SSH_AUTHORIZED_KEYS IOT_GATEWAY_WG_ADDRESS IOT_GATEWAY_SSH_FROM_WAN"
@@ -49,9 +58,6 @@ do_install[vardeps] += "IOT_GATEWAY_SSH_AUTHORIZED_KEYS IOT_GATEWAY_WG_ADDRESS I
 python iot_gateway_ssh_prepare() {
     import ipaddress, re
     path = iot_gateway_ssh_keys_path(d)
-    if not path:
-        bb.fatal("iot-gateway-ssh needs IOT_GATEWAY_SSH_AUTHORIZED_KEYS: the file of the operators' "
-                 "public SSH keys (leave the knob empty to build an image without SSH)")
     if not os.path.isfile(path):
         bb.fatal("IOT_GATEWAY_SSH_AUTHORIZED_KEYS: %s is not a file" % path)
     key_re = re.compile(r'(?:^|\s)(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(?:256|384|521)|'

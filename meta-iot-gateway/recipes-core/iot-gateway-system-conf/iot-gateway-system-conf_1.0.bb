@@ -1,8 +1,8 @@
 SUMMARY = "System configuration of the IoT gateway image (networkd, hostapd, journald, /data)"
 DESCRIPTION = "systemd-networkd for eth0 (WAN, DHCP) and wlan0 (IoT LAN with a DHCP server), \
-the hostapd access point of the IoT LAN, a volatile journal, the /data mount point and the \
-growth of the data partition to the end of the SD card."
-HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
+the hostapd access point of the IoT LAN, a volatile journal, the /data mount point, the \
+growth of the data partition to the end of the SD card, the machine id kept on /data and the \
+alert when /data does not mount."
 SECTION = "base"
 LICENSE = "MIT"
 # The repository's LICENSE; FILE_DIRNAME is in BB_BASEHASH_IGNORE_VARS, so no checkout path in signatures
@@ -33,6 +33,10 @@ SRC_URI = " \
     file://90-iot-gateway-hostapd.rules \
     file://iot-gateway-grow-data.sh \
     file://iot-gateway-grow-data.service \
+    file://iot-gateway-machine-id.sh \
+    file://iot-gateway-machine-id.service \
+    file://iot-gateway-data-alert.sh \
+    file://iot-gateway-data-alert.service \
 "
 S = "${UNPACKDIR}"
 
@@ -99,6 +103,13 @@ do_install() {
     # the data partition grows to the end of the card (the script's header says how)
     install -D -m 0755 ${UNPACKDIR}/iot-gateway-grow-data.sh ${D}${sbindir}/iot-gateway-grow-data
     install -D -m 0644 ${UNPACKDIR}/iot-gateway-grow-data.service ${D}${systemd_system_unitdir}/iot-gateway-grow-data.service
+
+    # the machine id on /data, bind-mounted over the read-only /etc/machine-id (the script's header)
+    install -D -m 0755 ${UNPACKDIR}/iot-gateway-machine-id.sh ${D}${libexecdir}/iot-gateway-machine-id
+    install -m 0644 ${UNPACKDIR}/iot-gateway-machine-id.service ${D}${systemd_system_unitdir}/
+    # /data not mounted (fsck failed, no partition, mount failed): degraded boot with an alert
+    install -m 0755 ${UNPACKDIR}/iot-gateway-data-alert.sh ${D}${libexecdir}/iot-gateway-data-alert
+    install -m 0644 ${UNPACKDIR}/iot-gateway-data-alert.service ${D}${systemd_system_unitdir}/
 }
 
 FILES:${PN} = " \
@@ -111,11 +122,29 @@ FILES:${PN} = " \
     ${systemd_system_unitdir}/hostapd.service.d \
     ${systemd_system_unitdir}/iot-gateway-grow-data.service \
     ${sbindir}/iot-gateway-grow-data \
+    ${libexecdir}/iot-gateway-machine-id \
+    ${libexecdir}/iot-gateway-data-alert \
+    ${systemd_system_unitdir}/iot-gateway-machine-id.service \
+    ${systemd_system_unitdir}/iot-gateway-data-alert.service \
     ${nonarch_base_libdir}/udev/rules.d/90-iot-gateway-hostapd.rules \
 "
 # WantedBy=data.mount: enabled, it runs before /data is mounted at every boot
-SYSTEMD_SERVICE:${PN} = "${@'iot-gateway-grow-data.service' if d.getVar('IOT_GATEWAY_DATA_GROW') == '1' else ''}"
+SYSTEMD_SERVICE:${PN} = " \
+    iot-gateway-data-alert.service \
+    iot-gateway-machine-id.service \
+    ${@'iot-gateway-grow-data.service' if d.getVar('IOT_GATEWAY_DATA_GROW') == '1' else ''} \
+"
 SYSTEMD_AUTO_ENABLE:${PN} = "enable"
 # sfdisk and partx: util-linux splits every program into util-linux-<name>; the file system is
-# grown by systemd-growfs (systemd, EXT4_IOC_RESIZE_FS), so no e2fsprogs-resize2fs
-RDEPENDS:${PN} = "hostapd util-linux-partx util-linux-sfdisk"
+# grown by systemd-growfs (systemd, EXT4_IOC_RESIZE_FS), so no e2fsprogs-resize2fs.
+# util-linux-fsck + e2fsprogs-e2fsck: systemd-fsck@ runs fsck -a on /data (pass 2 in the wks
+# files) before every mount. mount, mountpoint: the machine-id and alert scripts.
+RDEPENDS:${PN} = " \
+    e2fsprogs-e2fsck \
+    hostapd \
+    util-linux-fsck \
+    util-linux-mount \
+    util-linux-mountpoint \
+    util-linux-partx \
+    util-linux-sfdisk \
+"

@@ -4,10 +4,9 @@ latest time known on /data (saved by the gateway, systemd-timesyncd's clock file
 before Mosquitto, the gateway, the first-boot identity and the WireGuard tunnel start; keeps \
 timesyncd's clock file on /data; and makes the first boot wait, at most 2 minutes, for a time sync \
 before the gateway's CA and certificates are made. See app/docs/time.md."
-HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
 SECTION = "base"
 LICENSE = "MIT"
-LIC_FILES_CHKSUM = "file://${COMMON_LICENSE_DIR}/MIT;md5=0835ade698e0bcf8506ecda2f7b4f302"
+LIC_FILES_CHKSUM = "file://${FILE_DIRNAME}/../../../LICENSE;md5=5bca9c920e769d83bd766aa9a54ccabf"
 
 SRC_URI = " \
     file://iot-gateway-clock-advance.sh \

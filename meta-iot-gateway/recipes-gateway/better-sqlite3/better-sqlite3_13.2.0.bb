@@ -75,6 +75,9 @@ do_compile() {
     export CPPFLAGS="${CPPFLAGS} ${BETTER_SQLITE3_CPPFLAGS}"
     export CFLAGS="${CFLAGS} ${BETTER_SQLITE3_CFLAGS}"
     export CXXFLAGS="${CXXFLAGS} ${BETTER_SQLITE3_CFLAGS}"
+    # -flto: the debug information is made at link time, so the link needs the prefix map too
+    # (better-sqlite3-settings.inc); otherwise TMPDIR stays in DW_AT_comp_dir (buildpaths QA)
+    export LDFLAGS="${LDFLAGS} ${DEBUG_PREFIX_MAP}"
     export HOME="${WORKDIR}"
     node ${NODE_GYP} ${BETTER_SQLITE3_GYP_ARGS} \
         --arch=${NODE_GYP_ARCH} \
@@ -84,6 +87,10 @@ do_compile() {
         --devdir=${WORKDIR}/node-gyp-devdir
     [ -f build/Release/better_sqlite3.node ] || \
         bbfatal "node-gyp built no build/Release/better_sqlite3.node (is --force_build=1 in BETTER_SQLITE3_GYP_ARGS?)"
+    # the buildpaths QA check would find it later, in do_package_qa; say it here, with the cause
+    if grep -q -F "${TMPDIR}" build/Release/better_sqlite3.node; then
+        bbfatal "build/Release/better_sqlite3.node contains the build directory ${TMPDIR}: a compile or link step missed DEBUG_PREFIX_MAP"
+    fi
 }
 
 do_install() {

@@ -2,7 +2,6 @@ SUMMARY = "Public trust anchors of the IoT gateway (cloud CA bundle, optional fl
 DESCRIPTION = "Installs the CA bundle that the gateway uses to verify its cloud endpoint and, \
 optionally, a fleet CA. Only public certificates go into the image: the gateway's own CA, broker \
 and client keys are made on the data partition at first boot (iot-gateway pki init)."
-HOMEPAGE = "https://github.com/iot-gateway/meta-iot-gateway"
 SECTION = "net"
 LICENSE = "MIT"
 # The repository's LICENSE; FILE_DIRNAME is in BB_BASEHASH_IGNORE_VARS, so no checkout path in signatures

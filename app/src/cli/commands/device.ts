@@ -1,7 +1,6 @@
 import { Command } from 'commander'
 import { AlertStore } from '../../alerts/store.js'
 import { readFileSync, statSync, writeFileSync } from 'node:fs'
-import { request } from 'undici'
 import { AuditLog } from '../../audit/audit.js'
 import { paths } from '../../config/load.js'
 import type { Config } from '../../config/schema.js'
@@ -9,6 +8,7 @@ import { commandTopic } from '../../devices/api.js'
 import { enrolDevice, releaseDevice, revokeDevice, signCsr, type DeviceContext } from '../../devices/operations.js'
 import { DeviceRegistry, type DeviceRecord } from '../../devices/registry.js'
 import { openDatabase } from '../../store/db.js'
+import { apiBase, apiRequest } from '../api-client.js'
 import { configFrom, EXIT, Exit, printJson, type Io } from '../io.js'
 
 /**
@@ -38,17 +38,11 @@ function withDevices<T> (cmd: Command, io: Io, fn: (ctx: DeviceContext) => T): {
   }
 }
 
-const apiBase = (c: Config): string => {
-  const host = c.api.host === '0.0.0.0' ? '127.0.0.1' : c.api.host === '::' ? '::1' : c.api.host
-  return `http://${host.includes(':') ? `[${host}]` : host}:${c.api.port}`
-}
 
 /** Tells a running daemon that the registry changed (it also notices within devices.registryPollMs). */
 async function notifyDaemon (c: Config): Promise<boolean> {
   try {
-    const r = await request(`${apiBase(c)}/registry/reload`, { method: 'POST', signal: AbortSignal.timeout(3000) })
-    await r.body.dump()
-    return r.statusCode === 200
+    return (await apiRequest(c, 'POST', '/registry/reload', undefined, 3000)).status === 200
   } catch {
     return false
   }
@@ -170,10 +164,11 @@ export function makeDeviceCommand (io: Io): Command {
       let status: number
       let body: Record<string, unknown>
       try {
-        const r = await request(`${apiBase(c)}/commands`, { method: 'POST', body: JSON.stringify({ device: id, command }), headers: { 'content-type': 'application/json' }, signal: AbortSignal.timeout(10000) })
-        status = r.statusCode
-        body = await r.body.json() as Record<string, unknown>
+        const r = await apiRequest(c, 'POST', '/commands', { device: id, command }, 10000)
+        status = r.status
+        body = typeof r.body === 'object' && r.body !== null ? r.body : { error: String(r.body) }
       } catch (err) {
+        if (err instanceof Exit) throw err
         throw new Exit(EXIT.UNREACHABLE, `gateway not reachable at ${apiBase(c)}: ${(err as Error).message}`)
       }
       if (status !== 202) throw new Exit(status >= 500 ? EXIT.UNREACHABLE : EXIT.FAILURE, `command refused (${status}): ${String(body.error)}`)

@@ -2,6 +2,7 @@ import { Command } from 'commander'
 import { paths } from '../../config/load.js'
 import { existsSync } from 'node:fs'
 import { aclPath, writeAcl } from '../../broker/broker-files.js'
+import { apiTokenPath, ensureApiToken } from '../../api/auth.js'
 import { initPki } from '../../pki/pki.js'
 import { configFrom, printJson, type Io } from '../io.js'
 
@@ -18,6 +19,9 @@ export function makePkiCommand (io: Io): Command {
         writeAcl(c.gateway.dataDir, { gatewayId: c.gateway.id, streams: c.mqtt.streams, revoked: [] })
         r.created.push(aclPath(c.gateway.dataDir))
       }
+      // The management API's token, made here at first boot (as the gateway's user, like the rest of
+      // /data) so it exists before anyone needs it; the daemon also makes it at start when missing.
+      if (c.api.auth === 'token' && ensureApiToken(apiTokenPath(c)).created) r.created.push(apiTokenPath(c))
       if (opts.json === true) printJson(io, r)
       else io.out(r.created.length === 0 ? 'PKI already initialised; nothing changed\n' : r.created.map(f => `created ${f}\n`).join(''))
     })

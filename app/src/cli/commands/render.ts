@@ -9,6 +9,8 @@ export const brokerOptions = (c: Config) => ({
   lanBind: c.broker.lanBind,
   gatewayPort: c.broker.gatewayPort,
   maxQueuedMessages: c.broker.maxQueuedMessages,
+  maxQueuedBytes: c.broker.maxQueuedBytes,
+  memoryLimitBytes: c.broker.memoryLimitBytes,
   autosaveIntervalSeconds: c.broker.autosaveIntervalSeconds,
   sysIntervalSeconds: c.broker.sysIntervalSeconds,
   streams: c.mqtt.streams,

@@ -1,5 +1,5 @@
 import { Command } from 'commander'
-import { request } from 'undici'
+import { apiBase, apiRequest } from '../api-client.js'
 import { configFrom, EXIT, Exit, printJson, type Io } from '../io.js'
 
 /** `status`: asks the running gateway's management API. */
@@ -9,13 +9,14 @@ export function makeStatusCommand (io: Io): Command {
     .option('--json', 'print JSON')
     .action(async (opts: { json?: boolean }, cmd: Command) => {
       const c = configFrom(cmd.optsWithGlobals(), io)
-      const host = c.api.host === '0.0.0.0' ? '127.0.0.1' : c.api.host
       let body: Record<string, any>
       try {
-        const res = await request(`http://${host.includes(':') ? `[${host}]` : host}:${c.api.port}/status`, { signal: AbortSignal.timeout(5000) })
-        body = await res.body.json() as Record<string, any>
+        const r = await apiRequest(c, 'GET', '/status')
+        if (r.status !== 200 || typeof r.body !== 'object') throw new Error(`HTTP ${r.status}: ${JSON.stringify(r.body)}`)
+        body = r.body as Record<string, any>
       } catch (err) {
-        throw new Exit(EXIT.UNREACHABLE, `gateway not reachable at ${host}:${c.api.port}: ${(err as Error).message}`)
+        if (err instanceof Exit) throw err
+        throw new Exit(EXIT.UNREACHABLE, `gateway not reachable at ${apiBase(c)}: ${(err as Error).message}`)
       }
       if (opts.json === true) { printJson(io, body); return }
       const o = body.outbox ?? {}

@@ -22,8 +22,11 @@ from oeqa.runtime.case import OERuntimeTestCase
 from oeqa.runtime.decorator.package import OEHasPackage
 
 # Listeners allowed on non-loopback addresses, by protocol. Loopback listeners (management API,
-# the broker's gateway listener, resolved's stub) are not reachable from outside at all.
+# the broker's gateway listener, resolved's stub) are not reachable from outside at all. The
+# management API's port is allowed on the WireGuard tunnel's address only (iot-gateway-api.socket,
+# FreeBind), never on an unspecified address (0.0.0.0 / ::).
 ALLOWED_TCP = {8883}            # MQTT over TLS for devices (firewall: LAN only)
+API_PORT = 8080
 ALLOWED_TCP_TEST_IMAGE = {22}   # SSH of the test image (conf/qemuarm64.yml, conf/debug.yml)
 ALLOWED_UDP = {
     67,      # DHCP server of the IoT LAN (systemd-networkd)
@@ -44,6 +47,11 @@ def parse_proc_net(text, listening_state):
         addr_hex, port_hex = fields[1].split(':')
         out.append((addr_hex, int(port_hex, 16)))
     return out
+
+
+def hex_ipv4(addr):
+    """'10.200.0.2' as /proc/net/tcp shows it (little-endian hex)."""
+    return ''.join('%02X' % int(b) for b in reversed(addr.split('.')))
 
 
 def is_loopback(addr_hex):
@@ -131,6 +139,10 @@ class IotGatewayTest(OERuntimeTestCase):
         allowed_tcp = set(ALLOWED_TCP)
         # testimage itself logs in over SSH, so the test image has an SSH server
         allowed_tcp |= ALLOWED_TCP_TEST_IMAGE
+        # the API on the tunnel's address, when the image has a tunnel (gateway.json)
+        cfg = json.loads(self.run_ok('cat /etc/iot-gateway/gateway.json'))
+        tunnel = (cfg.get('wireguard', {}).get('address') or '').split('/')[0]
+        api_addrs = {hex_ipv4(tunnel)} if tunnel and ':' not in tunnel else set()
         unexpected = []
         for proto, state, allowed in (('tcp', '0A', allowed_tcp), ('udp', '07', ALLOWED_UDP)):
             for family in ('', '6'):
@@ -138,9 +150,45 @@ class IotGatewayTest(OERuntimeTestCase):
                 if status != 0:
                     continue
                 for addr, port in parse_proc_net(text, state):
-                    if not is_loopback(addr) and port not in allowed:
-                        unexpected.append('%s%s %s:%d' % (proto, family, addr, port))
+                    if is_loopback(addr) or port in allowed:
+                        continue
+                    if proto == 'tcp' and port == API_PORT and addr in api_addrs:
+                        continue
+                    unexpected.append('%s%s %s:%d' % (proto, family, addr, port))
         self.assertEqual(unexpected, [], msg='unexpected listeners: %s' % unexpected)
+        # the daemon's own API socket is on loopback (api.host's default), not 0.0.0.0
+        self.assertNotIn('api', cfg, msg='gateway.json sets api.*: the API must stay on 127.0.0.1')
+
+    @OETestDepends(['iot_gateway.IotGatewayTest.test_gateway_active_and_ready'])
+    def test_identity_printed(self):
+        """First boot prints the identity: gateway id, WireGuard public key, CA fingerprint."""
+        self.wait_for('systemctl is-active iot-gateway-identity.service', seconds=120)
+        text = self.run_ok('cat /run/iot-gateway-identity/identity.txt')
+        self.assertRegex(text, r'(?m)^gateway-id: \S+$')
+        self.assertRegex(text, r'(?m)^wireguard-public-key: [A-Za-z0-9+/]{43}=$')
+        self.assertRegex(text, r'(?m)^ca-sha256: ([0-9A-F]{2}:){31}[0-9A-F]{2}$')
+        journal = self.run_ok('journalctl -b -u iot-gateway-identity.service -o cat')
+        self.assertIn('wireguard-public-key:', journal)
+
+    def test_machine_id_on_data(self):
+        """The machine id is the one committed to /data, bind-mounted over the read-only /etc/machine-id."""
+        self.run_ok('systemctl is-active iot-gateway-machine-id.service')
+        saved = self.run_ok('cat /data/machine-id').strip()
+        self.assertRegex(saved, r'^[0-9a-f]{32}$')
+        self.assertEqual(self.run_ok('cat /etc/machine-id').strip(), saved)
+        self.assertEqual(self.run_ok('stat -c %d:%i /etc/machine-id'), self.run_ok('stat -c %d:%i /data/machine-id'))
+        status, _ = self.target.run('sh -c "echo 0 > /etc/machine-id"')
+        self.assertNotEqual(status, 0, msg='/etc/machine-id is writable')
+
+    def test_data_mounted_no_alert(self):
+        """/data is mounted with the flash-friendly options and was checked; no alert was raised."""
+        opts = self.run_ok("awk '$2 == \"/data\" {print $4}' /proc/mounts").strip().split(',')
+        for o in ('noatime', 'nodev', 'nosuid', 'noexec'):
+            self.assertIn(o, opts, msg='/data options: %s' % opts)
+        self.assertTrue(any(o.startswith('commit=') for o in opts), msg='/data options: %s' % opts)
+        self.run_ok('test ! -e /run/iot-gateway-data-failed')
+        result = self.run_ok('systemctl show -p Result --value "systemd-fsck@dev-disk-by\\x2dlabel-data.service"').strip()
+        self.assertEqual(result, 'success', msg='fsck of /data: %s' % result)
 
     @OEHasPackage(['nftables'])
     def test_firewall_loaded(self):

@@ -1,0 +1,38 @@
+#!/bin/sh
+# iot-gateway-data-alert - say loudly that the data partition is not mounted, where an operator
+# without a shell sees it. Run by iot-gateway-data-alert.service when /data is not a mount point
+# after local-fs.target (fsck could not repair it, the partition is missing, the mount failed).
+#
+# /data has `nofail` in fstab, so such a failure does not stop the boot in emergency mode with a
+# locked root: the system comes up degraded. The firewall, the WAN and the serial console work;
+# everything that lives on /data (the gateway's identity and outbox, the WireGuard and SSH keys)
+# does not start. This script
+#  - prints the alert to the journal at priority "crit" and, through the unit's
+#    StandardOutput=journal+console, to the console (the serial console on the Pi);
+#  - writes it to IOT-GATEWAY-ALERT.txt on the boot partition (vfat: readable on any computer);
+#  - leaves /run/iot-gateway-data-failed for tools and runtime tests.
+# Exit status 1, so the unit shows as failed (systemctl --failed, `systemctl is-system-running`
+# says "degraded").
+set -u
+
+BOOT=${IOTGW_ALERT_BOOT:-/boot}       # variables for the tests only
+RUN=${IOTGW_ALERT_RUN:-/run}
+DATA=${IOTGW_ALERT_DATA:-/data}
+unit='systemd-fsck@dev-disk-by\x2dlabel-data.service'
+
+fsck_state=$(systemctl show -p ActiveState,Result --value "$unit" 2>/dev/null | tr '\n' ' ')
+mount_state=$(systemctl show -p ActiveState,Result --value data.mount 2>/dev/null | tr '\n' ' ')
+device=$(readlink -f /dev/disk/by-label/data 2>/dev/null || echo "none (no partition labelled \"data\")")
+msg="IOT-GATEWAY ALERT: the data partition is not mounted on $DATA.
+The gateway, its broker, the WireGuard tunnel and SSH need it and did not start; the firewall and
+the serial console work. Device: $device. fsck: ${fsck_state:-unknown}. mount: ${mount_state:-unknown}.
+Repair: meta-iot-gateway README, \"When /data fails\" (e2fsck -f -y on the partition, from the
+serial console or on another computer; a reflash keeps the data partition)."
+
+printf '%s\n' "$msg" | sed 's/^/<2>/'          # journal priority crit (SyslogLevelPrefix=)
+mkdir -p "$RUN" && printf '%s\n' "$msg" > "$RUN/iot-gateway-data-failed"
+if mountpoint -q "$BOOT" 2>/dev/null || [ -n "${IOTGW_ALERT_BOOT:-}" ]; then
+    { date -u '+%Y-%m-%dT%H:%M:%SZ (clock may be wrong before the first time sync)'; printf '%s\n' "$msg"; } \
+        > "$BOOT/IOT-GATEWAY-ALERT.txt.tmp" && mv -f "$BOOT/IOT-GATEWAY-ALERT.txt.tmp" "$BOOT/IOT-GATEWAY-ALERT.txt" && sync
+fi
+exit 1
