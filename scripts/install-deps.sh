@@ -21,6 +21,7 @@ TEST_PKGS=(
   dropbear-bin openssh-client                              # the image's SSH server, probed by a real client
   strace                                                   # fsync order of atomic file writes; fsyncs in npm run bench
   python3-jsonschema python3-yaml                          # kas files against kas's schema
+  mtools                                                   # flash.sh --provision: the boot partition written without mounting
   faketime libfaketime                                     # broker/gateway with the clock behind (LD_PRELOAD + FAKETIME)
   mmdebstrap arch-test binfmt-support qemu-system-arm      # the arm64 stand-in (scripts/standin.sh)
 )

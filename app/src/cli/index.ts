@@ -5,6 +5,8 @@ import { makeConfigCommand } from './commands/config.js'
 import { makeDeviceCommand } from './commands/device.js'
 import { makeOutboxCommand } from './commands/outbox.js'
 import { makePkiCommand } from './commands/pki.js'
+import { addPkiBackupCommands } from './commands/pki-backup.js'
+import { makeProvisionCommand } from './commands/provision.js'
 import { makeFirewallCommand } from './commands/firewall.js'
 import { makeRenderCommand } from './commands/render.js'
 import { makeRunCommand, type RunHandle } from './commands/run.js'
@@ -21,7 +23,7 @@ export function makeProgram (io: Io, onStarted?: (h: RunHandle) => void): Comman
     .option('-c, --config <file>', 'configuration file (default: $GATEWAY_CONFIG or /etc/iot-gateway/gateway.json)')
     .exitOverride()
     .configureOutput({ writeOut: s => io.out(s), writeErr: s => io.err(s) })
-  for (const make of [makeRunCommand(io, onStarted), makeStatusCommand(io), makeOutboxCommand(io), makePkiCommand(io), makeRenderCommand(io), makeDeviceCommand(io), makeAuditCommand(io), makeFirewallCommand(io), makeWgCommand(io), makeConfigCommand(io)]) {
+  for (const make of [makeRunCommand(io, onStarted), makeStatusCommand(io), makeOutboxCommand(io), addPkiBackupCommands(makePkiCommand(io), io), makeRenderCommand(io), makeDeviceCommand(io), makeAuditCommand(io), makeFirewallCommand(io), makeWgCommand(io), makeConfigCommand(io), makeProvisionCommand(io)]) {
     program.addCommand(make)
   }
   for (const c of program.commands) {

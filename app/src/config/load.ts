@@ -1,8 +1,8 @@
-import { readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { checkField, envName, fromEnv, type FieldSpec } from './define.js'
 import { CONFIG_VERSION, crossCheck, sections, type Config } from './schema.js'
 import { ConfigError } from '../lib/errors.js'
+import { mergeLayers, readLayers, sourcesOf, type Layers } from './layers.js'
 
 export const DEFAULT_CONFIG_PATH = '/etc/iot-gateway/gateway.json'
 
@@ -50,23 +50,25 @@ export function buildConfig (file: unknown, env: NodeJS.ProcessEnv = {}, overrid
 }
 
 export function loadConfig (path: string | undefined, env: NodeJS.ProcessEnv = process.env, overrides: Record<string, Record<string, unknown>> = {}): Config {
-  const file = path ?? env.GATEWAY_CONFIG ?? DEFAULT_CONFIG_PATH
-  let text: string
+  return loadLayered(path, env, overrides).config
+}
+
+/**
+ * The image's file, the per-gateway override on the data directory (layers.ts), the environment
+ * and the flags, merged and validated by the one checker. An invalid value that came from the
+ * override names the override's file, so an operator knows which file to fix.
+ */
+export function loadLayered (path: string | undefined, env: NodeJS.ProcessEnv = process.env, overrides: Record<string, Record<string, unknown>> = {}): { config: Config, layers: Layers } {
+  const layers = readLayers(path, env, DEFAULT_CONFIG_PATH)
   try {
-    text = readFileSync(file, 'utf8')
+    return { config: buildConfig(mergeLayers(layers), env, overrides), layers }
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code
-    // An absent default file means "all defaults"; an explicitly named file must exist.
-    if (code === 'ENOENT' && path === undefined && env.GATEWAY_CONFIG === undefined) return buildConfig({}, env, overrides)
-    throw new ConfigError(file, `cannot read configuration file (${code ?? String(err)})`)
+    if (err instanceof ConfigError) {
+      const src = sourcesOf(layers, env)[err.field]
+      if (src?.source === 'override') throw new ConfigError(`${err.field} (from ${layers.overridePath})`, err.message.slice(err.field.length + 2))
+    }
+    throw err
   }
-  let parsed: unknown
-  try {
-    parsed = JSON.parse(text)
-  } catch (err) {
-    throw new ConfigError(file, `is not valid JSON: ${(err as Error).message}`)
-  }
-  return buildConfig(parsed, env, overrides)
 }
 
 /** Paths derived from dataDir, in one place. */

@@ -21,7 +21,8 @@ export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
 const gateway = defineSection({
   id: { type: 'string', default: 'iot-gateway', pattern: DEVICE_ID_PATTERN, description: 'This gateway\'s id: sent to the cloud with every batch and used as its MQTT client id and certificate CN.' },
   dataDir: { type: 'string', default: '/data/iot-gateway', description: 'Writable, persistent directory: SQLite database, PKI, WireGuard key. On the image this is the /data partition.' },
-  logLevel: { type: 'string', default: 'info', enum: ['debug', 'info', 'warn', 'error', 'silent'], description: 'Log level; logs are JSON lines on stdout.' }
+  logLevel: { type: 'string', default: 'info', enum: ['debug', 'info', 'warn', 'error', 'silent'], description: 'Log level; logs are JSON lines on stdout.' },
+  overrideFile: { type: 'string', default: '', description: 'This gateway\'s configuration override (what `config set` and provisioning write; it wins over this file, GATEWAY_* over both). Empty: <dataDir>/gateway.json. The image sets /data/iot-gateway.json: outside the 0710 data directory, so the root-run units without CAP_DAC_OVERRIDE (firewall, WireGuard) read it too. Not settable in the override itself.' }
 })
 
 const mqtt = defineSection({

@@ -242,7 +242,8 @@ export class Egress {
       'content-digest': contentDigest(body),
       'x-request-id': randomUUID(),
       ...(u.gzip ? { 'content-encoding': 'gzip' } : {}),
-      ...(this.token !== undefined ? { authorization: `Bearer ${this.token}` } : {})
+      // an empty token file (the image's, before provisioning) means no token, not "Bearer "
+      ...(this.token !== undefined && this.token !== '' ? { authorization: `Bearer ${this.token}` } : {})
     }
     try {
       const res = await this.dispatcher.request({
