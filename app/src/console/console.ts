@@ -22,7 +22,7 @@ const CSS = typeof __CONSOLE_CSS__ === 'string' ? __CONSOLE_CSS__ : ''
 
 const PAGE = `<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>iot-gateway console</title><link rel="stylesheet" href="/console/app.css"></head>
+<title>iot-gateway console</title><link rel="icon" href="data:,"><link rel="stylesheet" href="/console/app.css"></head>
 <body><div id="app"><p>Loading…</p></div><script src="/console/app.js"></script></body></html>
 `
 
