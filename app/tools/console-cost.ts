@@ -58,8 +58,15 @@ try {
   await context.close()
   // Once more without: RSS that stays after the page is closed is the heap settling, not the console.
   const afterClosing = await phase(pid, s)
+  // The cost of one poll, in isolation from the load's noise: N state requests back to back.
+  const { request } = await import('undici')
+  const token = readFileSync(join(s.config.gateway.dataDir, 'api-token'), 'utf8').trim()
+  const n = 200
+  const c0 = cpu(pid)
+  for (let i = 0; i < n; i++) await (await request(`http://127.0.0.1:${s.config.api.port}/console/api/state`, { headers: { authorization: `Bearer ${token}` } })).body.dump()
+  const cpuMsPerPoll = Math.round((cpu(pid) - c0) / n * 1000 * 100) / 100
   await load.close()
-  console.log(JSON.stringify({ seconds, devices, ratePerDevice: rate, without, withConsole, afterClosing, consolePolls: pollsOpen, stateResponseBytes: stateBytes }))
+  console.log(JSON.stringify({ seconds, devices, ratePerDevice: rate, without, withConsole, afterClosing, consolePolls: pollsOpen, stateResponseBytes: stateBytes, cpuMsPerPoll, pollEverySeconds: 2 }))
 } finally {
   for (const fn of teardowns.reverse()) await fn()
 }
