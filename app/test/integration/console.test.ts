@@ -127,6 +127,17 @@ if (!existsSync(CHROMIUM)) {
     t.ok(audit.some(e => e.type === 'device_released' && e.source === 'console'), 'the release is in the audit log, from the console')
     await waitFor(async () => (await page.textContent('#device .audit') ?? '').includes('device_released'), 'and in the device view')
 
+    // The other actions from the page: a command (the API's POST /commands underneath) and the dead-letter retry.
+    await page.fill('#device #command', '{"action":"read_now"}')
+    await page.click('#device [data-action="send command"]')
+    await waitFor(async () => /command: done/.test(await page.textContent('#notice') ?? ''), 'the command sent')
+    await waitFor(async () => (JSON.parse((await cli(s.configFile, ['audit', 'list', '--device', 'sensor-q', '--json'])).out) as Array<{ type: string }>).some(e => e.type === 'command_sent'), 'the command audited')
+    await page.click('[data-action="retry"]')
+    await waitFor(async () => /retry: done \{"moved":0\}/.test(await page.textContent('#notice') ?? ''), 'the retry done')
+    const fw = await request(`${base}/console/api/firewall-confirm`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
+    t.equal(fw.statusCode, 403, 'confirming a firewall change: not from the unprivileged daemon')
+    t.match((await fw.body.json() as { error: string }).error, /needs root.*sudo iot-gateway firewall confirm/)
+
     // Screenshots at a phone's and a laptop's size (test artefacts).
     mkdirSync(ARTEFACTS, { recursive: true })
     await page.click('#device [data-action="close"]')
