@@ -60,6 +60,8 @@ const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
 /** The console's routes on the management API, and its sessions (in memory: a restart logs everyone out). */
 export class Console implements ConsoleRoutes {
   private readonly sessions = new Map<string, number>()
+  /** Failed logins are audited at most once a minute (with the count): a guessing client must not fill the card. */
+  private failed = { at: 0, suppressed: 0 }
   private readonly resolved: Array<{ rule: string, key: string, summary: string, firedAt: number | null, resolvedAt: number }> = []
 
   constructor (private readonly d: ConsoleDeps) {}
@@ -119,7 +121,11 @@ export class Console implements ConsoleRoutes {
     const want = this.d.token
     if (want === null) { json(res, 400, { error: 'api.auth is "none": the console needs no login' }); return }
     if (typeof given !== 'string' || !timingSafeEqual(digest(given), digest(want))) {
-      this.d.audit.record({ type: 'console_login_failed', source: 'console', detail: { from: req.socket.remoteAddress ?? null } })
+      const now = Date.now()
+      if (now - this.failed.at >= 60_000) {
+        this.d.audit.record({ type: 'console_login_failed', source: 'console', detail: { from: req.socket.remoteAddress ?? null, suppressed: this.failed.suppressed } })
+        this.failed = { at: now, suppressed: 0 }
+      } else this.failed.suppressed++
       json(res, 401, { error: 'wrong token (it is in api.tokenFile, default <dataDir>/api-token)' })
       return
     }

@@ -137,6 +137,9 @@ if (!existsSync(CHROMIUM)) {
     const fw = await request(`${base}/console/api/firewall-confirm`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
     t.equal(fw.statusCode, 403, 'confirming a firewall change: not from the unprivileged daemon')
     t.match((await fw.body.json() as { error: string }).error, /needs root.*sudo iot-gateway firewall confirm/)
+    const all = JSON.parse((await cli(s.configFile, ['audit', 'list', '--limit', '500', '--json'])).out) as Array<{ type: string, source: string }>
+    for (const type of ['console_login_failed', 'console_login', 'dead_letters_retried']) t.ok(all.some(e => e.type === type && e.source === 'console'), `${type} audited`)
+    t.equal((await cli(s.configFile, ['audit', 'verify'])).code, 0, 'the audit chain verifies')
 
     // Screenshots at a phone's and a laptop's size (test artefacts).
     mkdirSync(ARTEFACTS, { recursive: true })
