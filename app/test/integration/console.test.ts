@@ -5,6 +5,7 @@ import t from 'tap'
 import { existsSync, mkdirSync, readFileSync } from 'node:fs'
 import { createServer } from 'node:http'
 import { join } from 'node:path'
+import { gzipSync } from 'node:zlib'
 import { request } from 'undici'
 import { mqttDevice } from '../helpers/devices.js'
 import { startStack, tempDir } from '../helpers/env.js'
@@ -47,6 +48,16 @@ if (!existsSync(CHROMIUM)) {
     page.on('pageerror', e => errors.push(String(e)))
     page.on('dialog', d => { void d.accept() })
     page.on('request', r => { if (!r.url().startsWith(`${base}/`)) foreign.push(r.url()) })
+
+    // The whole page (HTML, script, style) from the gateway, well under 150 KB gzipped.
+    let gz = 0
+    for (const path of ['/console', '/console/app.js', '/console/app.css']) {
+      const r = await request(`${base}${path}`)
+      t.equal(r.statusCode, 200, `${path} is public`)
+      t.match(String(r.headers['content-security-policy']), /default-src 'none'/, `${path}: CSP`)
+      gz += gzipSync(Buffer.from(await r.body.arrayBuffer())).length
+    }
+    t.ok(gz < 150 * 1024, `the page is ${gz} bytes gzipped`)
 
     await page.goto(`${base}/console`)
     await page.fill('#token', 'wrong-token-wrong-token')
