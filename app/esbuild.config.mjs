@@ -9,9 +9,29 @@ import { dirname, join } from 'node:path'
 const here = dirname(fileURLToPath(import.meta.url))
 const outfile = process.env.IOTGW_BUNDLE_OUT ?? join(here, 'dist', 'gateway.cjs')
 
+// The console's page (app/src/console/client): built first, in memory, for browsers, then put into
+// the gateway's bundle as two strings; the gateway serves them itself (no CDN, no extra file).
+const page = await build({
+  absWorkingDir: here,
+  entryPoints: ['src/console/client/main.ts', 'src/console/client/style.css'],
+  outdir: 'console-out',
+  write: false,
+  bundle: true,
+  platform: 'browser',
+  target: ['es2020'],
+  format: 'iife',
+  minify: true,
+  legalComments: 'none',
+  sourcemap: false,
+  charset: 'utf8',
+  logLevel: 'warning'
+})
+const pageFile = ext => new TextDecoder().decode(page.outputFiles.find(f => f.path.endsWith(ext)).contents)
+
 await build({
   absWorkingDir: here,
   entryPoints: ['src/bin.ts'],
+  define: { __CONSOLE_JS__: JSON.stringify(pageFile('.js')), __CONSOLE_CSS__: JSON.stringify(pageFile('.css')) },
   outfile,
   bundle: true,
   platform: 'node',

@@ -25,6 +25,8 @@ import { AlertStore } from './alerts/store.js'
 import { SystemMonitor } from './monitor/monitor.js'
 import { LATENCY_BUCKETS } from './lib/metrics.js'
 import { VERSION } from './cli/index.js'
+import { Console } from './console/console.js'
+import { ConsoleHistory } from './console/history.js'
 
 export interface GatewayOptions { log?: Logger, notify?: SdNotify }
 
@@ -56,6 +58,9 @@ export class Gateway {
   alerts?: AlertManager
   alertLanes: AlertLane[] = []
   refusals?: RefusalBook
+  /** The console's page and routes on the management API (app/src/console), and its in-memory hour. */
+  console?: Console
+  consoleHistory?: ConsoleHistory
   private readonly notify: SdNotify
   private readonly startedAt = Date.now()
   private maintenance?: NodeJS.Timeout
@@ -108,7 +113,10 @@ export class Gateway {
       await this.coap.start()
     }
     const extra = deviceRoutes(c, devices, async (topic, payload) => { await this.mqtt!.publish(topic, payload, 1) })
-    this.api = new ApiServer(c.api.host, c.api.port, { health: () => this.health(), status: () => this.status(), extra }, this.metrics, this.log.child({ cap: 'api' }), apiAuth(c))
+    const auth = apiAuth(c)
+    this.startConsole(auth.token, extra.get('POST /commands')!)
+    auth.session = this.console!.session
+    this.api = new ApiServer(c.api.host, c.api.port, { health: () => this.health(), status: () => this.status(), extra, console: this.console }, this.metrics, this.log.child({ cap: 'api' }), auth)
     this.apiAddress = await this.api.start()
     this.maintenance = setInterval(() => this.maintain(), 10 * 60_000).unref()
     this.maintain()
@@ -176,11 +184,44 @@ export class Gateway {
     this.monitor = new SystemMonitor(c, this.metrics, this.log.child({ cap: 'monitor' }), { clockSynchronized: () => this.clock ? this.clock.state().synchronised : null })
     let refusalFlushAt = Date.now()
     this.monitor.onSample(sample => {
-      this.alerts?.tick(sample)
+      const transitions = this.alerts?.tick(sample)
+      if (transitions) this.console?.transitions(transitions)
       if (Date.now() - refusalFlushAt >= 60_000) { refusalFlushAt = Date.now(); refusals.flush() }
     })
     for (const l of this.alertLanes) l.start()
     this.monitor.start()
+  }
+
+  private startConsole (token: string | null, sendCommand: ConstructorParameters<typeof Console>[0]['sendCommand']): void {
+    const store = this.store!
+    const count = (name: string) => () => this.metrics.counter(name, '').total()
+    const history = this.consoleHistory = new ConsoleHistory({
+      received: count('gateway_messages_received_total'),
+      delivered: count('gateway_uplink_messages_delivered_total'),
+      outboxDepth: () => store.outboxDepth,
+      oldestAt: () => store.outboxDepth > 0 ? store.oldestReceivedAt() : null
+    })
+    this.pipeline!.on('committed', (_n: number, msgs?: Array<{ device: string, stream: string, receivedAt: number, payload: string }>) => {
+      if (msgs) for (const m of msgs) history.message(m.device, m.stream, m.receivedAt, m.payload)
+    })
+    this.pipeline!.on('rejected', (e: { device: string | null, reason: string, detail: string }) => history.refusal(e.device, e.reason, e.detail))
+    history.start()
+    this.console = new Console({
+      config: this.config,
+      db: this.db!,
+      token,
+      history,
+      devices: () => this.devices,
+      firewall: () => this.firewall,
+      health: () => this.health(),
+      status: () => this.status(),
+      firing: () => this.alerts?.firing() ?? [],
+      refusalSummary: () => this.refusals?.summary(5000) ?? {},
+      retryDeadLetters: () => { const n = store.retryDeadLetters(); this.egress?.kick(); return n },
+      sendCommand,
+      audit: this.devices!.audit,
+      log: this.log.child({ cap: 'console' })
+    })
   }
 
   /** The cloud refuses the gateway's credentials: the telemetry uplink or the alert lane. */
@@ -288,6 +329,7 @@ export class Gateway {
       await this.denials?.stop().catch(err => this.log.warn('broker log follower stop', { err }))
       this.devices?.stop()
       this.monitor?.stop()
+      this.consoleHistory?.stop()
       this.refusals?.flush()
       // An alert request in flight (the egress awaits it before its batch) must not outlast the grace.
       const lanesDeadline = setTimeout(() => { for (const l of this.alertLanes) void l.stop() }, graceMs)

@@ -56,6 +56,22 @@ export interface ApiAuth {
   hostAllowed: (hostname: string) => boolean
   /** The listener's port (set by the server once it listens, for api.port 0). */
   port: number
+  /** The console's sessions (app/src/console/session.ts): true for a live session id. Unset: no cookie is ever accepted. */
+  session?: (id: string) => boolean
+}
+
+/** The console's session cookie: HttpOnly, SameSite=Strict, Path=/ (set by POST /console/login). */
+export const SESSION_COOKIE = 'gw_session'
+/** Every state-changing console request carries this header: a page on another site cannot set it without a CORS preflight, which the API never answers. */
+export const CONSOLE_HEADER = 'x-gateway-console'
+
+/** The value of one cookie in a Cookie header (first match), or undefined. */
+export function cookieValue (header: string | undefined, name: string): string | undefined {
+  for (const part of (header ?? '').split(';')) {
+    const i = part.indexOf('=')
+    if (i > 0 && part.slice(0, i).trim() === name) return part.slice(i + 1).trim()
+  }
+  return undefined
 }
 
 export function apiAuth (c: Config): ApiAuth {
@@ -88,7 +104,7 @@ const normalise = (h: string): string => h.toLowerCase().replace(/^\[(.*)\]$/, '
 const isLoopback = (h: string): boolean => h === '::1' || /^127\./.test(h)
 
 export type AuthResult =
-  | { ok: true, principal: 'operator' | 'anonymous' }
+  | { ok: true, principal: 'operator' | 'anonymous' | 'console' }
   | { ok: false, status: 401 | 403 | 415, error: string }
 
 /** Splits a Host header ("name", "name:port", "[v6]:port") into name and port. */
@@ -108,10 +124,12 @@ const digest = (s: string): Buffer => createHash('sha256').update(s).digest()
  *     cross-site/same-site is refused, and a request with a body must say `application/json`, so no
  *     HTML form (text/plain, urlencoded, multipart) can reach a route.
  *  3. Credentials, unless the route is public (GET /health, GET /metrics): `Authorization: Bearer
- *     <token>`, compared in constant time. A later console can add an HttpOnly SameSite=Strict
- *     session cookie as a second credential here, behind the same Host and Origin checks.
+ *     <token>`, compared in constant time. For the console's routes (`cookieOk`), the console's
+ *     session cookie (HttpOnly, SameSite=Strict) is a second credential, behind the same Host and
+ *     Origin checks; a request other than GET that relies on the cookie must also carry the
+ *     X-Gateway-Console header (no cross-site page can send it without a preflight we never allow).
  */
-export function authorize (req: IncomingMessage, auth: ApiAuth, isPublic: boolean): AuthResult {
+export function authorize (req: IncomingMessage, auth: ApiAuth, isPublic: boolean, cookieOk = false): AuthResult {
   const host = splitHost(String(req.headers.host ?? ''))
   if (!host || !auth.hostAllowed(host.name) || (host.port !== null && host.port !== auth.port)) {
     return { ok: false, status: 403, error: `Host "${String(req.headers.host ?? '')}" is not this API's address (api.allowedHosts adds names)` }
@@ -133,6 +151,13 @@ export function authorize (req: IncomingMessage, auth: ApiAuth, isPublic: boolea
   }
   if (isPublic || auth.token === null) return { ok: true, principal: 'anonymous' }
   const m = /^Bearer\s+(\S+)\s*$/i.exec(String(req.headers.authorization ?? ''))
+  if (!m && cookieOk && auth.session) {
+    const id = cookieValue(req.headers.cookie, SESSION_COOKIE)
+    if (id !== undefined && auth.session(id)) {
+      if (req.method !== 'GET' && req.method !== 'HEAD' && req.headers[CONSOLE_HEADER] !== '1') return { ok: false, status: 403, error: 'console requests must carry X-Gateway-Console: 1 (cross-site request refused)' }
+      return { ok: true, principal: 'console' }
+    }
+  }
   // Hashes first: timingSafeEqual needs equal lengths, and the token's length stays secret too.
   if (!m || !timingSafeEqual(digest(m[1]!), digest(auth.token))) return { ok: false, status: 401, error: 'missing or wrong bearer token (the token is in api.tokenFile, default <dataDir>/api-token)' }
   return { ok: true, principal: 'operator' }

@@ -9,9 +9,16 @@ export interface ApiRoutes {
   status: () => Record<string, unknown>
   /** Extra routes that other capabilities add: "METHOD /path" -> handler returning [status, JSON body]. */
   extra?: Map<string, (body: unknown, req: IncomingMessage) => Promise<[number, unknown]>>
+  /** The console (app/src/console): its page and assets are public, its /console/api/* routes take the session cookie too. */
+  console?: ConsoleRoutes
 }
 
-const json = (res: ServerResponse, status: number, body: unknown): void => {
+export interface ConsoleRoutes {
+  isPublic: (method: string, path: string) => boolean
+  handle: (req: IncomingMessage, res: ServerResponse, path: string, principal: string, body: () => Promise<unknown>) => Promise<void>
+}
+
+export const json = (res: ServerResponse, status: number, body: unknown): void => {
   const text = JSON.stringify(body, null, 2) + '\n'
   res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' }).end(text)
 }
@@ -58,8 +65,11 @@ export class ApiServer {
 
   private async handle (req: IncomingMessage, res: ServerResponse): Promise<void> {
     const path = new URL(req.url ?? '/', 'http://x').pathname
+    const isConsole = this.routes.console !== undefined && (path === '/console' || path.startsWith('/console/'))
+    let principal = 'anonymous'
     if (this.auth) {
-      const verdict = authorize(req, this.auth, req.method === 'GET' && (path === '/health' || path === '/metrics'))
+      const isPublic = (req.method === 'GET' && (path === '/health' || path === '/metrics')) || (isConsole && this.routes.console!.isPublic(req.method ?? 'GET', path))
+      const verdict = authorize(req, this.auth, isPublic, isConsole)
       if (!verdict.ok) {
         this.refused.inc({ status: String(verdict.status) })
         req.resume()
@@ -68,9 +78,12 @@ export class ApiServer {
         json(res, verdict.status, { error: verdict.error })
         return
       }
+      principal = verdict.principal
     }
     try {
-      if (req.method === 'GET' && path === '/health') {
+      if (isConsole) {
+        await this.routes.console!.handle(req, res, path, principal, async () => await readJson(req))
+      } else if (req.method === 'GET' && path === '/health') {
         const h = this.routes.health()
         json(res, h.ok ? 200 : 503, h.body)
       } else if (req.method === 'GET' && path === '/status') {
