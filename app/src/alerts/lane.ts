@@ -123,7 +123,8 @@ export class AlertLane {
       'idempotency-key': `alerts-${this.config.gateway.id}-${rows[0]!.id}-${rows[rows.length - 1]!.id}`,
       'content-digest': `sha-256=:${createHash('sha256').update(body).digest('base64')}:`,
       'x-request-id': randomUUID(),
-      ...(token !== undefined ? { authorization: `Bearer ${token}` } : {})
+      // an empty token file (the image's, before provisioning) means no token, not "Bearer "
+      ...(token !== undefined && token !== '' ? { authorization: `Bearer ${token}` } : {})
     }
     const last = rows[rows.length - 1]!.id
     try {

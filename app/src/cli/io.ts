@@ -1,3 +1,4 @@
+import { statSync } from 'node:fs'
 import { loadConfig } from '../config/load.js'
 import type { Config } from '../config/schema.js'
 
@@ -27,3 +28,16 @@ export function configFrom (opts: { config?: string }, io: Io): Config {
 }
 
 export const printJson = (io: Io, v: unknown): void => io.out(JSON.stringify(v, null, 2) + '\n')
+
+/**
+ * Run as root (an operator over SSH), the CLI becomes the owner of the data directory before it
+ * touches anything, so the database, its WAL and the PKI files stay the daemon's.
+ */
+export function becomeDataOwner (dataDir: string): void {
+  if (process.getuid?.() !== 0) return
+  let st
+  try { st = statSync(dataDir) } catch { return }
+  if (st.uid === 0) return
+  process.setgid!(st.gid)
+  process.setuid!(st.uid)
+}

@@ -1,6 +1,6 @@
 import { Command } from 'commander'
 import { AlertStore } from '../../alerts/store.js'
-import { readFileSync, statSync, writeFileSync } from 'node:fs'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { AuditLog } from '../../audit/audit.js'
 import { paths } from '../../config/load.js'
 import type { Config } from '../../config/schema.js'
@@ -9,20 +9,8 @@ import { enrolDevice, releaseDevice, revokeDevice, signCsr, type DeviceContext }
 import { DeviceRegistry, type DeviceRecord } from '../../devices/registry.js'
 import { openDatabase } from '../../store/db.js'
 import { apiBase, apiRequest } from '../api-client.js'
-import { configFrom, EXIT, Exit, printJson, type Io } from '../io.js'
+import { becomeDataOwner, configFrom, EXIT, Exit, printJson, type Io } from '../io.js'
 
-/**
- * Run as root (an operator over SSH), the CLI becomes the owner of the data directory before it
- * touches anything, so the database, its WAL and the PKI files stay the daemon's.
- */
-function becomeDataOwner (dataDir: string): void {
-  if (process.getuid?.() !== 0) return
-  let st
-  try { st = statSync(dataDir) } catch { return }
-  if (st.uid === 0) return
-  process.setgid!(st.gid)
-  process.setuid!(st.uid)
-}
 
 function withDevices<T> (cmd: Command, io: Io, fn: (ctx: DeviceContext) => T): { result: T, config: Config } {
   const config = configFrom(cmd.optsWithGlobals(), io)

@@ -1,21 +1,12 @@
-import { readFileSync, statSync } from 'node:fs'
+import { readFileSync } from 'node:fs'
 import { Command } from 'commander'
 import { aclPath, writeAcl } from '../../broker/broker-files.js'
 import { paths } from '../../config/load.js'
 import { writeFileAtomic } from '../../lib/atomic-file.js'
 import { decryptBackup, exportBackup, importBackup, readPassphrase } from '../../pki/backup.js'
 import { openDatabase } from '../../store/db.js'
-import { configFrom, printJson, type Io } from '../io.js'
+import { becomeDataOwner, configFrom, printJson, type Io } from '../io.js'
 
-/** Run as root, act as the data directory's owner so restored files stay the daemon's (as `device` does). */
-function becomeDataOwner (dataDir: string): void {
-  if (process.getuid?.() !== 0) return
-  let st
-  try { st = statSync(dataDir) } catch { return }
-  if (st.uid === 0) return
-  process.setgid!(st.gid)
-  process.setuid!(st.uid)
-}
 
 /** `pki export --out FILE --passphrase-file P` / `pki import FILE --passphrase-file P [--force]`. */
 export function addPkiBackupCommands (pki: Command, io: Io): Command {
