@@ -102,7 +102,7 @@ t.test('outbox full: the gateway stops acknowledging and loses nothing', async t
   await load.finished()
   const depth = (await s.gateway.health()).body.outbox.depth
   t.ok(depth <= 50, `the outbox holds at most its capacity (${depth})`)
-  t.equal(await s.gateway.metric('gateway_messages_rejected_total', '{reason="outbox_full",transport="mqtt"}'), 0, 'nothing refused: held back instead')
+  t.equal(await s.gateway.metric('gateway_messages_rejected_total', '{reason="outbox_full",transport="mqtt"}', { absentIs: 0 }), 0, 'nothing refused: held back instead')
   s.cloud.respond = () => undefined
   await waitFor(() => s.cloud.unique().size >= 300, 'all 300 delivered once the cloud is back', 60000)
   checkDelivery(t, load.acked, s.cloud.accepted)
@@ -212,7 +212,7 @@ t.test('cloud 401: the uplink pauses (no dead letters) until the token file is r
   t.equal(await s.gateway.metric('gateway_uplink_auth_failed'), 1)
   const refused = s.cloud.requests
   await waitFor(() => s.cloud.requests >= refused + 2, 'retries while refused')
-  t.equal(await s.gateway.metric('gateway_uplink_dead_letters_total'), 0, 'nothing dead-lettered')
+  t.equal(await s.gateway.metric('gateway_uplink_dead_letters_total', '', { absentIs: 0 }), 0, 'nothing dead-lettered')
   t.equal(s.cloud.accepted.length, 0)
   // Rotation: a new file renamed over the old one, as an operator or an agent does it. No restart.
   writeFileSync(`${tokenFile}.new`, 'fresh-token\n')
@@ -220,6 +220,6 @@ t.test('cloud 401: the uplink pauses (no dead letters) until the token file is r
   await waitFor(() => s.cloud.unique().size >= load.acked.length, 'everything delivered with the new token', 30000)
   checkDelivery(t, load.acked, s.cloud.accepted)
   t.equal(await s.gateway.metric('gateway_uplink_auth_failed'), 0)
-  t.equal(await s.gateway.metric('gateway_uplink_dead_letters_total'), 0, 'still no dead letters')
+  t.equal(await s.gateway.metric('gateway_uplink_dead_letters_total', '', { absentIs: 0 }), 0, 'still no dead letters')
   t.match(readFileSync(s.gateway.logFile, 'utf8'), /uplink token file changed/)
 })
