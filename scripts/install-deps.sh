@@ -22,6 +22,7 @@ TEST_PKGS=(
   strace                                                   # fsync order of atomic file writes; fsyncs in npm run bench
   python3-jsonschema python3-yaml                          # kas files against kas's schema
   faketime libfaketime                                     # broker/gateway with the clock behind (LD_PRELOAD + FAKETIME)
+  shellcheck                                               # lints scripts/*.sh and the layer's shell files
 )
 if [ "${1:-}" = --demo ]; then
   PKGS=("${DEMO_PKGS[@]}")

@@ -7,6 +7,7 @@ import { startStack } from '../helpers/env.js'
 import { LoadGenerator } from '../helpers/load.js'
 import { waitFor } from '../helpers/ports.js'
 import type { CloudMessage } from '../helpers/cloud.js'
+import { tempDir } from '../helpers/temp.js'
 
 /** Every acknowledged (device, seq) is at the cloud; per device the first arrivals are in order. */
 function checkDelivery (t: any, acked: Array<{ device: string, seq: number }>, accepted: CloudMessage[]): void {
@@ -197,8 +198,7 @@ t.test('a full data disk is a state: no crash, nothing acknowledged is lost, ack
 })
 
 t.test('cloud 401: the uplink pauses (no dead letters) until the token file is rotated, then delivers everything', async t => {
-  const dir = mkdtempSync(join(tmpdir(), 'iotgw-token-'))
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const dir = tempDir(t, 'iotgw-token-')
   const tokenFile = join(dir, 'token')
   writeFileSync(tokenFile, 'expired-token\n')
   const s = await startStack(t, { uplink: { tokenFile, backoffBaseMs: 100, backoffMaxMs: 2000 } })
