@@ -51,8 +51,10 @@ t.test('cloud down for 30 s, then back: everything delivered, in order per devic
   await new Promise(resolve => setTimeout(resolve, Number(process.env.IOTGW_OUTAGE_MS ?? 30000) - (Date.now() - downAt)))
   const queued = (await s.gateway.health()).body.outbox.depth
   t.ok(queued > 0, `messages wait in the outbox during the outage (${queued})`)
+  const before = s.cloud.accepted.length
   await s.cloud.start()
-  await new Promise(resolve => setTimeout(resolve, 1000))
+  // The load runs on until the cloud takes deliveries again (an event, not a delay).
+  await waitFor(() => s.cloud.accepted.length > before, 'deliveries after the cloud is back', 60000)
   await load.stop()
   await waitFor(async () => (await s.gateway.health()).body.outbox.depth === 0 && s.cloud.unique().size >= load.acked.length, async () => `outbox drained after the outage (health ${JSON.stringify((await s.gateway.health()).body)}, cloud ${s.cloud.unique().size}, acked ${load.acked.length})`, 60000)
   checkDelivery(t, load.acked, s.cloud.accepted)

@@ -23,6 +23,9 @@ if (why === 'needs root') {
   t.plan(0, `network namespace tests: ${why}`)
 } else {
   if (why !== null) throw new Error(`network namespace tests cannot run: ${why}`)
+  // Some forty processes (the CLI, probes, listeners) start one after the other in the namespaces: on
+  // a loaded 2-core CI machine the file takes minutes. This bounds a hang; no result depends on it.
+  t.setTimeout(10 * 60_000)
   // One parent test owns the lab: its teardown removes it however the test ends.
   await t.test('gateway, WAN, LAN and hub namespaces', main)
 }
