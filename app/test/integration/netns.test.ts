@@ -215,12 +215,12 @@ async function main (t: Tap): Promise<void> {
     t.equal((await cli(baseFile, 'firewall', 'apply', '--boot')).code, 0)
     await lab.listen(gw, [7001], [], log('listen-7001'))
     t.equal(await lan7001(), 'filtered', 'closed before')
-    const r = await cli(openedFile, 'firewall', 'apply', '--confirm-timeout', '2', '--watchdog', 'process', '--json')
+    const r = await cli(openedFile, 'firewall', 'apply', '--confirm-timeout', '4', '--watchdog', 'process', '--json')
     t.equal(r.code, 0, r.stderr)
     const { pending } = JSON.parse(r.stdout) as { pending: { id: string, deadline: number, watchdog: { kind: string, pid: number } } }
     t.equal(pending.watchdog.kind, 'process')
     // Hold the watchdog still while we look: under load, starting the probe can take longer than the
-    // 2 s timeout, and the ruleset must be seen in force before the rollback, not raced against it.
+    // 4 s timeout, and the ruleset must be seen in force before the rollback, not raced against it.
     process.kill(pending.watchdog.pid, 'SIGSTOP')
     try {
       t.equal(await lan7001(), 'open', 'the new ruleset is in force while it waits')
@@ -234,7 +234,7 @@ async function main (t: Tap): Promise<void> {
     const rolled = events(pending.id).filter(e => e.type === 'firewall_rolled_back')
     t.equal(rolled.length, 1, 'one rollback event for the apply')
     t.ok(rolled[0]!.at >= pending.deadline, `rolled back at or after the deadline (${rolled[0]!.at - pending.deadline} ms after)`)
-    t.match(rolled[0]!.detail, { reason: 'not confirmed within 2s' })
+    t.match(rolled[0]!.detail, { reason: 'not confirmed within 4s' })
     t.equal(await lan7001(), 'filtered', 'the previous ruleset is back')
     const again = await cli(baseFile, 'firewall', 'confirm')
     t.equal(again.code, 1, `a late confirm is refused (${again.stdout}${again.stderr})`)
@@ -242,10 +242,19 @@ async function main (t: Tap): Promise<void> {
   })
 
   await t.test('a confirmed apply stays', async t => {
-    const r = await cli(openedFile, 'firewall', 'apply', '--confirm-timeout', '2', '--watchdog', 'process', '--json')
+    const r = await cli(openedFile, 'firewall', 'apply', '--confirm-timeout', '4', '--watchdog', 'process', '--json')
     t.equal(r.code, 0, r.stderr)
     const { pending } = JSON.parse(r.stdout) as { pending: { id: string, watchdog: { pid: number } } }
-    const c = await cli(baseFile, 'firewall', 'confirm')
+    // Hold the watchdog still while the confirm starts (a node process that can take seconds under
+    // load), so that the test confirms before the deadline rather than races it; let it go after:
+    // by then the deadline may be past, and it must still leave the confirmed ruleset alone.
+    process.kill(pending.watchdog.pid, 'SIGSTOP')
+    let c
+    try {
+      c = await cli(baseFile, 'firewall', 'confirm')
+    } finally {
+      process.kill(pending.watchdog.pid, 'SIGCONT')
+    }
     t.equal(c.code, 0, c.stderr)
     t.match(c.stdout, /confirmed/)
     // The barrier: the only process that could roll back has exited (it returns once it sees the
