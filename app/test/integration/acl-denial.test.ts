@@ -26,6 +26,10 @@ interface AuditRow { type: string, device: string | null, source: string | null,
  * image the command is journalctl (short-unix lines); here Mosquitto writes that same line form
  * itself, so the gateway can tell the lines from before it started (learnt from, not counted).
  */
+// About thirty CLI processes (device show, audit list) one after the other: near four minutes on a
+// loaded 2-core machine, which is tap's default. This bounds a hang; no result depends on it.
+t.setTimeout(10 * 60_000)
+
 t.test('ACL denials in the broker log lower the device\'s trust, are audited, and quarantine it', async t => {
   const s = await startStack(t, { trust: { floor: 40, penaltyAclDenied: 25, recoverPerMessage: 0 } }, {
     startGateway: false,
