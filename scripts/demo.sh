@@ -7,12 +7,14 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 for a in "$@"; do
   case "$a" in
     -h|--help) # before installing anything
+      # shellcheck disable=SC2016 # a sed program: the backquotes and $ are its own, not the shell's
       exec sed -n '/^const HELP = `/,/`$/{s/^const HELP = `//;s/`$//;p}' "$root/app/tools/demo.ts" ;;
   esac
 done
 bash "$root/scripts/install-deps.sh" --demo
 nodebin=$("$root/scripts/node22.sh")
-export PATH="$nodebin:$PATH" npm_config_nodedir=$(dirname "$nodebin")
+npm_config_nodedir=$(dirname "$nodebin")
+export PATH="$nodebin:$PATH" npm_config_nodedir
 cd "$root/app"
 [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
 # The bundle, unless it is newer than every source (another run may be using it right now).

@@ -25,6 +25,7 @@ TEST_PKGS=(
   faketime libfaketime                                     # broker/gateway with the clock behind (LD_PRELOAD + FAKETIME)
   mmdebstrap arch-test binfmt-support qemu-system-arm      # the arm64 stand-in (scripts/standin.sh)
   chromium                                                 # the console in a real headless browser (playwright-core)
+  shellcheck                                               # lints scripts/*.sh and the layer's shell files
 )
 if [ "${1:-}" = --demo ]; then
   PKGS=("${DEMO_PKGS[@]}")

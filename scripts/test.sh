@@ -8,7 +8,8 @@ bash "$root/scripts/install-deps.sh"
 nodebin=$("$root/scripts/node22.sh")
 export PATH="$nodebin:$PATH"
 # better-sqlite3 (and node-gyp) build against the headers of the Node 22 that runs the tests.
-export npm_config_nodedir=$(dirname "$nodebin")
+npm_config_nodedir=$(dirname "$nodebin")
+export npm_config_nodedir
 cd "$root/app"
 echo "node $(node --version), npm $(npm --version)"
 npm ci --no-audit --no-fund --loglevel=error

@@ -1,5 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { buildConfig } from '../../src/config/load.js'
 import type { Config } from '../../src/config/schema.js'
@@ -7,16 +6,11 @@ import { Cloud } from './cloud.js'
 import { GatewayProcess } from './gateway-process.js'
 import { Mosquitto } from './mosquitto.js'
 import { freePort } from './ports.js'
+import { tempDir } from './temp.js'
 
 export type Sections = Record<string, Record<string, unknown>>
 
-/** A temp directory removed at teardown. */
-export function tempDir (t: { teardown: (fn: () => void) => void }, prefix = 'iotgw-'): string {
-  const dir = mkdtempSync(join(tmpdir(), prefix))
-  // IOTGW_KEEP_TEST_DIRS=1 keeps logs and databases for a post-mortem.
-  if (process.env.IOTGW_KEEP_TEST_DIRS !== '1') t.teardown(() => rmSync(dir, { recursive: true, force: true }))
-  return dir
-}
+export { tempDir }
 
 /** Builds (and validates) a configuration for tests, with free ports, and writes it as the daemon reads it. */
 export async function testConfig (dir: string, sections: Sections = {}): Promise<{ config: Config, file: string, raw: Sections }> {

@@ -61,10 +61,13 @@ export class GatewayProcess {
     return { status: r.statusCode, text: await r.body.text() }
   }
 
-  async metric (name: string, labels = ''): Promise<number> {
-    const text = (await this.get('/metrics')).text
-    const line = text.split('\n').find(l => l.startsWith(`${name}${labels} `) || (labels === '' && l.startsWith(`${name} `)))
-    return line ? Number(line.split(' ').pop()) : 0
+  /**
+   * One series from /metrics. A missing series is an error (a renamed metric must fail the test, not
+   * read as 0); `absentIs` accepts a labelled series that was never created (a counter nobody has
+   * incremented yet), but only while its family (`# TYPE name`) is there.
+   */
+  async metric (name: string, labels = '', opts: { absentIs?: number } = {}): Promise<number> {
+    return parseMetric((await this.get('/metrics')).text, name, labels, opts)
   }
 
   /** Sends the signal and waits for the exit code. */
@@ -74,4 +77,14 @@ export class GatewayProcess {
     p.kill(signal)
     return await this.exit!
   }
+}
+
+/** See {@link GatewayProcess.metric}. */
+export function parseMetric (text: string, name: string, labels = '', opts: { absentIs?: number } = {}): number {
+  const lines = text.split('\n')
+  const line = lines.find(l => l.startsWith(`${name}${labels} `))
+  if (line !== undefined) return Number(line.slice(line.lastIndexOf(' ') + 1))
+  const family = lines.some(l => l.startsWith(`# TYPE ${name} `))
+  if (family && opts.absentIs !== undefined) return opts.absentIs
+  throw new Error(family ? `metric ${name}${labels}: no such series in /metrics` : `metric ${name}: not in /metrics (renamed?)`)
 }

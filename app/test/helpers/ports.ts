@@ -1,6 +1,9 @@
 import { createServer } from 'node:net'
 import { createSocket } from 'node:dgram'
 
+/** The one sleep for tests: pacing a load, never waiting for a result (use waitFor or a barrier). */
+export { sleep } from '../../src/lib/backoff.js'
+
 /** A port that was free a moment ago (bind to 0, read, close). For processes that need a port up front. */
 export function freePort (host = '127.0.0.1'): Promise<number> {
   return new Promise((resolve, reject) => {

@@ -52,8 +52,13 @@ t.test('enrolled devices deliver end to end; the ACL keeps each to its own topic
   const api = await fetch(`http://127.0.0.1:${s.config.api.port}/commands`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: JSON.stringify({ device: 'sensor-b', command: { action: 'read_now' } }) })
   t.equal(api.status, 202)
   await waitFor(() => gotB.length === 2, 'second command at B')
-  await new Promise(resolve => setTimeout(resolve, 300))
-  t.same(gotA, [], 'A never sees B\'s commands')
+  // The barrier before "nothing arrived": a command for A itself, sent after B's, on A's own topic.
+  // The broker delivers to A in order, so once it is there, B's would have come before it.
+  await devA.subscribeAsync('devices/sensor-a/commands', { qos: 1 })
+  const mine = await cli(s.configFile, ['device', 'command', 'sensor-a', '{"action":"read_now"}'])
+  t.equal(mine.code, 0, `device command: ${mine.err}`)
+  await waitFor(() => gotA.length >= 1, 'A\'s own command at A')
+  t.same(gotA.map(p => JSON.parse(p) as unknown), [{ action: 'read_now' }], 'A never sees B\'s commands, only its own')
   const bad = await cli(s.configFile, ['device', 'command', 'nobody', '{"action":"read_now"}'])
   t.not(bad.code, 0, 'a command for an unknown device is refused')
   t.match(bad.err, /no device "nobody"/)

@@ -89,10 +89,11 @@ t.test('SIGTERM: ingress stops, the outbox is kept, exit 0; the next start deliv
   await load.finished()
   await load.close()
   await waitFor(async () => (await s.gateway.health()).body.outbox.depth === 100, 'all 100 in the outbox')
-  const started = Date.now()
+  // Within its bound: past --stop-timeout the daemon logs "stop timed out" and exits 1 (wall-clock
+  // time here would measure the machine's load, not the gateway).
   t.equal(await s.gateway.stop('SIGTERM'), 0, 'exit code 0')
-  t.ok(Date.now() - started < 8000, 'stopped within its bound although the cloud refuses')
   const log = readFileSync(s.gateway.logFile, 'utf8')
+  t.notMatch(log, /stop timed out/, 'stopped within its bound although the cloud refuses')
   t.match(log, /"msg":"gateway stopped","outboxLeft":100/)
   s.cloud.respond = () => undefined
   await s.gateway.start()

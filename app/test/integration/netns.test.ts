@@ -16,12 +16,16 @@ import { agentPath, Lab, netnsUnavailable } from '../helpers/netns.js'
 import { waitFor } from '../helpers/ports.js'
 
 type Tap = Test
+interface FirewallEventLine { at: number, type: string, detail: { id: string } & Record<string, unknown> }
 
 const why = process.getuid?.() === 0 ? netnsUnavailable() : 'needs root'
 if (why === 'needs root') {
   t.plan(0, `network namespace tests: ${why}`)
 } else {
   if (why !== null) throw new Error(`network namespace tests cannot run: ${why}`)
+  // Some forty processes (the CLI, probes, listeners) start one after the other in the namespaces: on
+  // a loaded 2-core CI machine the file takes minutes. This bounds a hang; no result depends on it.
+  t.setTimeout(10 * 60_000)
   // One parent test owns the lab: its teardown removes it however the test ends.
   await t.test('gateway, WAN, LAN and hub namespaces', main)
 }
@@ -199,36 +203,65 @@ async function main (t: Tap): Promise<void> {
   const openedFile = writeConfig('opened', { ...base(), firewall: { ...base().firewall as object, services: [...baseConfig.firewall.services, { name: 'probe', zone: 'lan', protocol: 'tcp', port: 7001 }] } })
   const lan7001 = async (): Promise<string | undefined> => (await lab.probe(lan, A.gwLan, [7001], [], 600)).tcp['7001']
 
+  // The watchdog is a detached process; it is done (rolled back, or saw the confirm) once it has exited.
+  // A zombie waiting for a reaper counts as exited.
+  const exited = (pid: number): boolean => {
+    try { return /^\d+ \(.*\) Z/s.test(readFileSync(`/proc/${pid}/stat`, 'utf8')) } catch { return true }
+  }
+  const events = (id: string): FirewallEventLine[] => readFileSync(join(stateDir, 'events.jsonl'), 'utf8').trim().split('\n')
+    .map(l => JSON.parse(l) as FirewallEventLine).filter(e => e.detail.id === id)
+
   await t.test('an unconfirmed apply rolls back by itself', async t => {
     t.equal((await cli(baseFile, 'firewall', 'apply', '--boot')).code, 0)
     await lab.listen(gw, [7001], [], log('listen-7001'))
     t.equal(await lan7001(), 'filtered', 'closed before')
-    const started = Date.now()
-    const r = await cli(openedFile, 'firewall', 'apply', '--confirm-timeout', '2', '--watchdog', 'process', '--json')
+    const r = await cli(openedFile, 'firewall', 'apply', '--confirm-timeout', '4', '--watchdog', 'process', '--json')
     t.equal(r.code, 0, r.stderr)
-    const { pending } = JSON.parse(r.stdout) as { pending: { id: string, watchdog: { kind: string, pid: number } } }
+    const { pending } = JSON.parse(r.stdout) as { pending: { id: string, deadline: number, watchdog: { kind: string, pid: number } } }
     t.equal(pending.watchdog.kind, 'process')
-    t.equal(await lan7001(), 'open', 'the new ruleset is in force while it waits')
-    t.ok(existsSync(join(stateDir, 'pending.json')))
-    await waitFor(() => !existsSync(join(stateDir, 'pending.json')), 'the watchdog to roll back', 10000, 100)
-    const took = Date.now() - started
-    t.ok(took >= 1900 && took < 6000, `rolled back after the timeout (${took} ms)`)
+    // Hold the watchdog still while we look: under load, starting the probe can take longer than the
+    // 4 s timeout, and the ruleset must be seen in force before the rollback, not raced against it.
+    process.kill(pending.watchdog.pid, 'SIGSTOP')
+    try {
+      t.equal(await lan7001(), 'open', 'the new ruleset is in force while it waits')
+      t.ok(existsSync(join(stateDir, 'pending.json')))
+    } finally {
+      process.kill(pending.watchdog.pid, 'SIGCONT')
+    }
+    await waitFor(() => exited(pending.watchdog.pid), 'the watchdog to roll back and exit', 30000, 100)
+    t.notOk(existsSync(join(stateDir, 'pending.json')), 'the marker is gone')
+    // When, by the watchdog's own clock: not before the deadline (how long after depends on the load).
+    const rolled = events(pending.id).filter(e => e.type === 'firewall_rolled_back')
+    t.equal(rolled.length, 1, 'one rollback event for the apply')
+    t.ok(rolled[0]!.at >= pending.deadline, `rolled back at or after the deadline (${rolled[0]!.at - pending.deadline} ms after)`)
+    t.match(rolled[0]!.detail, { reason: 'not confirmed within 4s' })
     t.equal(await lan7001(), 'filtered', 'the previous ruleset is back')
-    t.match(readFileSync(join(stateDir, 'events.jsonl'), 'utf8'), new RegExp(`"type":"firewall_rolled_back".*"id":"${pending.id}"`))
-    await waitFor(() => { try { process.kill(pending.watchdog.pid, 0); return false } catch { return true } }, 'the watchdog to exit', 3000)
     const again = await cli(baseFile, 'firewall', 'confirm')
     t.equal(again.code, 1, `a late confirm is refused (${again.stdout}${again.stderr})`)
     t.match(again.stderr, /nothing to confirm/)
   })
 
   await t.test('a confirmed apply stays', async t => {
-    const r = await cli(openedFile, 'firewall', 'apply', '--confirm-timeout', '2', '--watchdog', 'process')
+    const r = await cli(openedFile, 'firewall', 'apply', '--confirm-timeout', '4', '--watchdog', 'process', '--json')
     t.equal(r.code, 0, r.stderr)
-    t.match(r.stdout, /firewall confirm/)
-    const c = await cli(baseFile, 'firewall', 'confirm')
+    const { pending } = JSON.parse(r.stdout) as { pending: { id: string, watchdog: { pid: number } } }
+    // Hold the watchdog still while the confirm starts (a node process that can take seconds under
+    // load), so that the test confirms before the deadline rather than races it; let it go after:
+    // by then the deadline may be past, and it must still leave the confirmed ruleset alone.
+    process.kill(pending.watchdog.pid, 'SIGSTOP')
+    let c
+    try {
+      c = await cli(baseFile, 'firewall', 'confirm')
+    } finally {
+      process.kill(pending.watchdog.pid, 'SIGCONT')
+    }
     t.equal(c.code, 0, c.stderr)
-    await new Promise(resolve => setTimeout(resolve, 2300))
-    t.equal(await lan7001(), 'open', 'still in force after the timeout')
+    t.match(c.stdout, /confirmed/)
+    // The barrier: the only process that could roll back has exited (it returns once it sees the
+    // marker gone, or after rolling back at the deadline; either way nothing can change later).
+    await waitFor(() => exited(pending.watchdog.pid), 'the watchdog to exit', 30000, 100)
+    t.same(events(pending.id).map(e => e.type), ['firewall_applied', 'firewall_confirmed'], 'applied and confirmed, never rolled back')
+    t.equal(await lan7001(), 'open', 'still in force after the watchdog is gone')
     t.notOk(existsSync(join(stateDir, 'previous.nft')), 'no rollback ruleset left behind')
   })
 

@@ -40,7 +40,7 @@ t.test(`${N} messages at ${DEVICES * RATE_PER_DEVICE} msg/s: commits, fsyncs and
   t.teardown(() => load.close())
   // Settle: what start-up wrote (migrations, PKI, the broker's first session) is not counted.
   const syncs = (): number => readFileSync(straceLog, 'utf8').split('\n').filter(l => /\b(fsync|fdatasync|msync)\(/.test(l)).length
-  const commits0 = await s.gateway.metric('gateway_outbox_commits_total')
+  const commits0 = await s.gateway.metric('gateway_outbox_commits_total', '', { absentIs: 0 })
   const syncs0 = syncs()
   const bytes0 = writeBytes(pid)
   load.start(N / DEVICES, RATE_PER_DEVICE)

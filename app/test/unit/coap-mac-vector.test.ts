@@ -1,9 +1,9 @@
 import { execFileSync } from 'node:child_process'
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { coapMac } from '../../src/coap-ingress/auth.js'
+import { tempDir } from '../helpers/temp.js'
 
 // The CoAP MAC as app/docs/sensors.md spells it for firmware writers: the vector there, the bytes
 // shown there and the shell recipe there all agree with the gateway's own verification code.
@@ -32,8 +32,7 @@ t.test('the byte dump in the doc is the HMAC input', async t => {
 t.test('the shell recipe in the doc makes the same MAC', async t => {
   const block = /<!-- coap-mac-shell -->\n```sh\n([\s\S]*?)```/.exec(doc)?.[1]
   t.ok(block, 'the recipe is in the doc')
-  const dir = mkdtempSync(join(tmpdir(), 'iotgw-macdoc-'))
-  t.teardown(() => { rmSync(dir, { recursive: true, force: true }) })
+  const dir = tempDir(t, 'iotgw-macdoc-')
   writeFileSync(join(dir, 'greenhouse-1.coap-key'), key.toString('hex') + '\n')
   // coap-client-notls stands for itself only here: the request's arguments are printed, not sent.
   const out = execFileSync('bash', ['-c', `set -e\ncoap-client-notls () { printf '%s\\n' "$@"; }\n${block!}`], { cwd: dir, encoding: 'utf8' })

@@ -1,5 +1,4 @@
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { existsSync, readFileSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { buildConfig } from '../../src/config/load.js'
@@ -12,10 +11,10 @@ import { SafeApply, type WatchdogControl } from '../../src/firewall/safe-apply.j
 import { isConfigError, isFirewallError } from '../../src/lib/errors.js'
 import { silentLogger } from '../../src/lib/logger.js'
 import { Registry } from '../../src/lib/metrics.js'
+import { tempDir } from '../helpers/temp.js'
 
 const dir = (t: { teardown: (fn: () => void) => void }): string => {
-  const d = mkdtempSync(join(tmpdir(), 'iotgw-fw-unit-'))
-  t.teardown(() => rmSync(d, { recursive: true, force: true }))
+  const d = tempDir(t, 'iotgw-fw-unit-')
   return d
 }
 

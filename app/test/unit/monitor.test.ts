@@ -1,12 +1,11 @@
 import t from 'tap'
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { mkdirSync, rmSync, writeFileSync } from 'node:fs'
 import { dirname, join } from 'node:path'
 import { parseThrottled, SystemReader } from '../../src/monitor/system.js'
+import { tempDir } from '../helpers/temp.js'
 
 function tree (t: { teardown: (f: () => void) => void }, files: Record<string, string>): string {
-  const root = mkdtempSync(join(tmpdir(), 'iotgw-root-'))
-  t.teardown(() => rmSync(root, { recursive: true, force: true }))
+  const root = tempDir(t, 'iotgw-root-')
   write(root, files)
   return root
 }

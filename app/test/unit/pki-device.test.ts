@@ -1,15 +1,14 @@
 import { execFileSync } from 'node:child_process'
 import { createSecureContext } from 'node:tls'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { createPkcs12 } from '../../src/pki/pkcs12.js'
 import { coapDeviceKey } from '../../src/pki/device-certs.js'
 import { createCertificate, createCrl, keyToPem, newKeyPair, parseCrl, parseCsr, serialOf } from '../../src/pki/x509.js'
+import { tempDir } from '../helpers/temp.js'
 
-const dir = mkdtempSync(join(tmpdir(), 'iotgw-pki-'))
-t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+const dir = tempDir(t, 'iotgw-pki-')
 const ca = newKeyPair()
 const caCert = createCertificate({ subject: { CN: 'test CA' }, publicKey: ca.publicKey, selfKey: ca.privateKey, days: 30, ca: true })
 const dev = newKeyPair()

@@ -1,5 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs'
-import { tmpdir } from 'node:os'
+import { readFileSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import t from 'tap'
 import { buildConfig } from '../../src/config/load.js'
@@ -7,10 +6,10 @@ import { isWireguardError } from '../../src/lib/errors.js'
 import { decodeKey, ensureKey, generatePrivateKey, publicKeyOf, readPublicKey } from '../../src/wireguard/keys.js'
 import { WgLink, type CmdRunner } from '../../src/wireguard/link.js'
 import { extraRoutes, renderNetdev, renderNetwork, tunnelSpec } from '../../src/wireguard/networkd.js'
+import { tempDir } from '../helpers/temp.js'
 
 const dir = (t: { teardown: (fn: () => void) => void }): string => {
-  const d = mkdtempSync(join(tmpdir(), 'iotgw-wg-unit-'))
-  t.teardown(() => rmSync(d, { recursive: true, force: true }))
+  const d = tempDir(t, 'iotgw-wg-unit-')
   return d
 }
 const hex2b64 = (h: string): string => Buffer.from(h, 'hex').toString('base64')
