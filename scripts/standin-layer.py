@@ -72,9 +72,19 @@ class Data:
         self.flags = {}        # (name, flag) -> [values]
         self.knobs = knobs
         self.fixed = dict(PATHS)
+        # What `${@...}` and python functions see: BitBake's names, the recipes' own top-level
+        # `def`s, and the layer's python library (layer.conf: addpylib ${LAYERDIR}/lib iotgw).
+        self.pyglobals = {'d': self, 'bb': BB, 'os': os, 'oe': None}
 
     # --- parsing ---
     def parse(self, path, layer):
+        if 'iotgw' not in self.pyglobals and os.path.isdir(os.path.join(layer, 'lib', 'iotgw')):
+            sys.path.insert(0, os.path.join(layer, 'lib'))
+            import importlib
+            self.pyglobals['iotgw'] = importlib.import_module('iotgw')
+            for mod in sorted(os.listdir(os.path.join(layer, 'lib', 'iotgw'))):
+                if mod.endswith('.py') and mod != '__init__.py':
+                    importlib.import_module('iotgw.' + mod[:-3])
         with open(path) as f:
             lines = f.read().split('\n')
         i = 0
@@ -83,6 +93,13 @@ class Data:
             i += 1
             s = line.strip()
             if not s or s.startswith('#'):
+                continue
+            if re.match(r'^def\s+\w+\s*\(', line):
+                body = [line]
+                while i < len(lines) and (lines[i].startswith((' ', '\t')) or not lines[i].strip()):
+                    body.append(lines[i])
+                    i += 1
+                exec(compile('\n'.join(body) + '\n', path, 'exec'), self.pyglobals)
                 continue
             m = re.match(r'^(python\s+)?([\w:${}.-]+)\s*\(\)\s*\{\s*$', s)
             if m:
@@ -199,7 +216,7 @@ class Data:
                     lvl += {'{': 1, '}': -1}.get(s[j], 0)
                     j += 1
                 expr = s[i + 3:j - 1]
-                r = eval(expr, {'d': self, 'bb': BB, 'os': os, 'oe': None})
+                r = eval(expr, self.pyglobals)
                 out.append('' if r is None else str(r))
                 i = j
                 continue
@@ -293,7 +310,7 @@ def fetch_local(d, unpackdir):
 def run_python(d, name, body):
     code = 'def %s(d):\n%s\n%s(d)\n' % (name, '\n'.join('    ' + l if l.strip() else '' for l in
                                                       body.replace('\t', '    ').split('\n')), name)
-    exec(compile(code, name, 'exec'), {'d': d, 'bb': BB, 'os': os, '__name__': name})
+    exec(compile(code, name, 'exec'), {**d.pyglobals, '__name__': name})
 
 
 def install(d, repo, dest):
