@@ -48,3 +48,22 @@ export function listening (port) {
     s.once('error', () => resolve(false))
   })
 }
+
+/** Mosquitto 2.x's own unit (service/systemd/mosquitto.service.notify), as the wrynose recipe installs it: the base the layer's drop-ins extend. */
+export const MOSQUITTO_UPSTREAM_UNIT = `[Unit]
+Description=Mosquitto MQTT Broker
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=/usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf
+ExecReload=/bin/kill -HUP $MAINPID
+Restart=on-failure
+ExecStartPre=/bin/mkdir -m 740 -p /var/log/mosquitto
+ExecStartPre=/bin/chown mosquitto /var/log/mosquitto
+
+[Install]
+WantedBy=multi-user.target
+`

@@ -5,7 +5,7 @@
 import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { t, LAYER, run, which } from './helpers.mjs'
+import { t, LAYER, MOSQUITTO_UPSTREAM_UNIT, run, which } from './helpers.mjs'
 
 const GW = join(LAYER, 'recipes-gateway', 'iot-gateway', 'files')
 const MOSQ = join(LAYER, 'recipes-connectivity', 'mosquitto', 'files')
@@ -19,24 +19,7 @@ const sysconfUnits = readdirSync(SYSCONF).filter(f => UNIT_RE.test(f)).sort()
 
 // Stand-ins of upstream units extended by drop-ins (as installed by their wrynose recipes).
 const UPSTREAM = {
-  // mosquitto 2.x service/systemd/mosquitto.service.notify
-  'mosquitto.service': `[Unit]
-Description=Mosquitto MQTT Broker
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=notify
-NotifyAccess=main
-ExecStart=/usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf
-ExecReload=/bin/kill -HUP $MAINPID
-Restart=on-failure
-ExecStartPre=/bin/mkdir -m 740 -p /var/log/mosquitto
-ExecStartPre=/bin/chown mosquitto /var/log/mosquitto
-
-[Install]
-WantedBy=multi-user.target
-`,
+  'mosquitto.service': MOSQUITTO_UPSTREAM_UNIT,
   // meta-oe recipes-connectivity/hostapd/hostapd/hostapd.service (after its sed)
   'hostapd.service': `[Unit]
 Description=Hostapd IEEE 802.11 AP, IEEE 802.1X/WPA/WPA2/EAP/RADIUS Authenticator

@@ -6,29 +6,13 @@
 import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { t, LAYER, isRoot, run, which } from './helpers.mjs'
+import { t, LAYER, MOSQUITTO_UPSTREAM_UNIT, isRoot, run, which } from './helpers.mjs'
 
 const TIME = join(LAYER, 'recipes-core', 'iot-gateway-time')
 const FILES = join(TIME, 'files')
 const GW = join(LAYER, 'recipes-gateway', 'iot-gateway', 'files')
 const RECIPE = readFileSync(join(TIME, 'iot-gateway-time_1.0.bb'), 'utf8')
 
-// mosquitto 2.x service/systemd/mosquitto.service.notify (as in tests/systemd-units.test.mjs)
-const MOSQUITTO = `[Unit]
-Description=Mosquitto MQTT Broker
-After=network-online.target
-Wants=network-online.target
-
-[Service]
-Type=notify
-NotifyAccess=main
-ExecStart=/usr/sbin/mosquitto -c /etc/mosquitto/mosquitto.conf
-ExecReload=/bin/kill -HUP $MAINPID
-Restart=on-failure
-
-[Install]
-WantedBy=multi-user.target
-`
 // systemd's own units as wrynose installs them, where the host lacks them
 const TIMESYNCD = `[Unit]
 Description=Network Time Synchronization
@@ -72,7 +56,7 @@ function fakeRoot (t) {
       try { if (statSync(p).isFile() && !existsSync(join(unitDir, f))) copyFileSync(p, join(unitDir, f)) } catch {}
     }
   }
-  writeFileSync(join(unitDir, 'mosquitto.service'), MOSQUITTO)
+  writeFileSync(join(unitDir, 'mosquitto.service'), MOSQUITTO_UPSTREAM_UNIT)
   writeFileSync(join(unitDir, 'systemd-timesyncd.service'), TIMESYNCD)
   for (const u of ['iot-gateway.service', 'iot-gateway-firstboot.service', 'iot-gateway-wireguard.service', 'iot-gateway-firewall.service', 'iot-gateway-firewall-fallback.service']) {
     if (existsSync(join(GW, u))) copyFileSync(join(GW, u), join(unitDir, u))

@@ -181,7 +181,7 @@ export class Gateway {
       const now = Date.now()
       for (const m of msgs) { toCommit.observe((now - m.receivedAt) / 1000); watch.observe(m.device, m.stream, m.receivedAt, m.payload) }
     })
-    this.monitor = new SystemMonitor(c, this.metrics, this.log.child({ cap: 'monitor' }), { clockSynchronized: () => this.clock ? this.clock.state().synchronised : null })
+    this.monitor = new SystemMonitor(c, this.metrics, this.log.child({ cap: 'monitor' }), { clockSynchronized: () => this.clock ? this.clock.synchronised() : null })
     let refusalFlushAt = Date.now()
     this.monitor.onSample(sample => {
       const transitions = this.alerts?.tick(sample)

@@ -161,6 +161,8 @@ export class ClockKeeper {
   }
 
   state (): ClockState { return clockState(this.dataDir, this.o) }
+  /** Only the sync flag (one stat): what the monitor samples every few seconds. */
+  synchronised (): boolean { return isSynchronised(this.o) }
 
   private tick (): void {
     try {
