@@ -4,7 +4,7 @@
 // OpenSSH client. Root's home is a tmpfs in a private mount namespace holding the authorized_keys
 // the recipe installs; /data/ssh in the command line points at the test's folder.
 import { spawn } from 'node:child_process'
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { t, LAYER, isRoot, run, which, freePort, listening } from './helpers.mjs'
@@ -63,7 +63,7 @@ function recipePrepare (dir, keysText, knobs = {}) {
     TOPDIR: dir, WORKDIR: work, UNPACKDIR: unpack, IOT_GATEWAY_SSH_AUTHORIZED_KEYS: 'keys', IOT_GATEWAY_WG_ADDRESS: '10.66.0.2/24', ...knobs
   })])
   const read = f => { try { return readFileSync(join(work, f), 'utf8') } catch { return null } }
-  return { ...r, keys: read('authorized_keys'), socket: read('dropbear-socket-iot-gateway.conf') }
+  return { ...r, work, keys: read('authorized_keys'), socket: read('dropbear-socket-iot-gateway.conf') }
 }
 
 const missing = ['dropbear', 'dropbearkey', 'ssh', 'ssh-keygen', 'systemd-socket-activate', 'unshare'].filter(c => which(c) === null)
@@ -238,4 +238,100 @@ t.test('the recipe accepts public keys only and renders where SSH listens', { sk
   t.notMatch(unset.stderr, /fatal:/, 'the knob unset: no bb.fatal')
   t.equal(unset.keys, null, 'the knob unset: nothing written')
   t.end()
+})
+
+// Where the keys come from, with the files laid out as the recipe installs them: the recipe's
+// do_install and its tmpfiles.d run into an overlay of this machine's root in a private mount
+// namespace (so /data, root's home and /usr/share are the image's paths, and nothing on the host
+// changes), and Debian's dropbear serves from inside it. /data is a folder of this test, bind-mounted,
+// so the real `iot-gateway provision import` writes into it from outside as the first boot would.
+const BUNDLE = join(LAYER, '..', 'app', 'dist', 'gateway.cjs')
+const recipeText = readFileSync(RECIPE, 'utf8')
+const doInstall = recipeText.match(/^do_install\(\) \{\n(.*?)^\}/ms)[1]
+t.test('dropbear reads /data/ssh/authorized_keys: the image\'s keys until provisioning writes the gateway\'s own', {
+  skip: skip || (which('systemd-tmpfiles') === null ? 'systemd-tmpfiles is not installed'
+    : readFileSync('/proc/filesystems', 'utf8').includes('overlay') ? (existsSync(BUNDLE) ? false : 'app/dist/gateway.cjs is not built (npm run build in app/)') : 'no overlayfs')
+}, async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'iotgw-ssh-prov-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  for (const who of ['imageop', 'fieldop', 'stranger']) {
+    const r = run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', who, '-f', join(dir, who)])
+    t.equal(r.status, 0, r.stderr)
+  }
+  const made = recipePrepare(dir, readFileSync(join(dir, 'imageop.pub'), 'utf8'))
+  t.equal(made.status, 0, made.stderr)
+  const work = made.work
+  const data = join(dir, 'data')
+  mkdirSync(data, { mode: 0o755 })
+  const scratch = join(dir, 'scratch')
+  mkdirSync(scratch)
+  const port = await freePort()
+  const cmd = execStart(dropIn)
+  // Yocto's variables as on the board; ROOT_HOME is root's home in this machine's passwd (dropbear
+  // looks it up there).
+  const script = `set -e
+S=$SCRATCH; mount -t tmpfs tmpfs "$S"; mkdir "$S/u" "$S/w" "$S/m"; M=$S/m
+mount -t overlay overlay -o lowerdir=/,upperdir="$S/u",workdir="$S/w" "$M"
+h=$(getent passwd 0 | cut -d: -f6)
+mount -t tmpfs -o mode=0700 tmpfs "$M$h"
+mkdir -p "$M/data"; mount --bind "$DATA" "$M/data"
+mount --rbind /dev "$M/dev"; mount -t proc proc "$M/proc"
+D=$M ROOT_HOME=$h WORKDIR=$WORK UNPACKDIR=$UNPACK datadir=/usr/share libexecdir=/usr/libexec \\
+  nonarch_libdir=/usr/lib systemd_system_unitdir=/usr/lib/systemd/system sh -ec "$INSTALL"
+chroot "$M" systemd-tmpfiles --create /usr/lib/tmpfiles.d/iot-gateway-ssh.conf
+chroot "$M" /usr/libexec/iot-gateway-ssh-hostkeys /data/ssh >/dev/null
+echo laid-out >&2
+exec chroot "$M" systemd-socket-activate --inetd -a -l "127.0.0.1:$PORT" "$@"`
+  const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', ...cmd], {
+    env: { ...process.env, SCRATCH: scratch, DATA: data, WORK: work, UNPACK: FILES, INSTALL: doInstall, PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'pipe']
+  })
+  let log = ''
+  child.stderr.on('data', d => { log += d })
+  t.teardown(() => new Promise(resolve => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve()
+    child.once('exit', resolve)
+    child.kill('SIGTERM')
+  }))
+  for (let i = 0; i < 200 && !(await listening(port)); i++) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the layout or the socket activator failed: ${log}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.match(log, /laid-out/, 'the recipe\'s files are installed')
+
+  const knownHosts = join(dir, 'known_hosts')
+  const login = who => run('ssh', ['-p', String(port), '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10',
+    '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=accept-new',
+    '-o', 'IdentitiesOnly=yes', '-F', '/dev/null', '-i', join(dir, who), 'root@127.0.0.1', 'echo', 'in-as-$(id -un)'], { timeout: 30_000 })
+  const keysOnData = join(data, 'ssh', 'authorized_keys')
+
+  // A card flashed without provisioning: the link on /data leads to the image's keys.
+  t.equal(run('readlink', [keysOnData]).stdout.trim(), '/usr/share/iot-gateway-ssh/authorized_keys', 'tmpfiles.d links /data/ssh/authorized_keys to the image\'s keys')
+  let r = login('imageop')
+  t.equal(r.status, 0, `unprovisioned: the image's key logs in: ${r.stderr} ${log}`)
+  t.equal(r.stdout.trim(), 'in-as-root')
+  t.not(login('fieldop').status, 0, 'unprovisioned: a key that is not in the image is refused')
+
+  // First boot with a provisioning file: the real import writes the gateway's own list over the link.
+  const conf = join(dir, 'gateway.json')
+  writeFileSync(conf, JSON.stringify({ version: 1, gateway: { dataDir: join(data, 'iot-gateway'), overrideFile: join(data, 'iot-gateway.json') }, uplink: { tokenFile: '' } }))
+  const prov = join(dir, 'prov.json')
+  writeFileSync(prov, JSON.stringify({ version: 1, config: { gateway: { id: 'gw-ssh' } }, sshAuthorizedKeys: [readFileSync(join(dir, 'fieldop.pub'), 'utf8').trim()] }))
+  const imp = run(process.execPath, [BUNDLE, 'provision', 'import', prov, '--config', conf])
+  t.equal(imp.status, 0, imp.stderr)
+  t.match(imp.stdout, /1 SSH key\(s\) -> .*\/ssh\/authorized_keys/)
+  t.equal(run('stat', ['-c', '%F %a %U', keysOnData]).stdout.trim(), 'regular file 600 root', 'a file of root\'s, 0600, in place of the link')
+  r = login('fieldop')
+  t.equal(r.status, 0, `provisioned: the provisioned key logs in: ${r.stderr}`)
+  t.equal(r.stdout.trim(), 'in-as-root')
+  r = login('stranger')
+  t.not(r.status, 0, 'provisioned: another key is refused')
+  t.match(r.stderr, /Permission denied \(publickey\)/)
+  t.not(login('imageop').status, 0, 'provisioned: the gateway\'s list replaces the image\'s keys')
+
+  // dropbear's own checks apply to the file on /data: writable by others, it is not trusted.
+  chmodSync(keysOnData, 0o622)
+  t.not(login('fieldop').status, 0, 'a group/world-writable authorized_keys is refused by dropbear')
+  chmodSync(keysOnData, 0o600)
+  t.equal(login('fieldop').status, 0, 'and accepted again once it is 0600')
 })

@@ -1,6 +1,7 @@
 SUMMARY = "SSH for the operator of the IoT gateway: public keys only, on the management tunnel"
 DESCRIPTION = "Drop-ins that turn the image's dropbear into the operator's door: root logs in with \
-a key from IOT_GATEWAY_SSH_AUTHORIZED_KEYS and never with a password, the socket listens on the \
+a key from /data/ssh/authorized_keys (written by provisioning; while it is absent, the image's keys \
+from IOT_GATEWAY_SSH_AUTHORIZED_KEYS) and never with a password, the socket listens on the \
 WireGuard tunnel's address only, and the host keys are made on first boot on /data, so a reflash \
 keeps the gateway's SSH identity. The image installs this package when the knob is set."
 SECTION = "net"
@@ -105,8 +106,15 @@ python iot_gateway_ssh_prepare() {
 do_install[prefuncs] += "iot_gateway_ssh_prepare"
 
 do_install() {
+    # The image's keys, the fleet's default. Dropbear reads root's ~/.ssh/authorized_keys, which is a
+    # link to the gateway's own list on /data (provisioning and the operators write it there: the
+    # root file system is read-only). tmpfiles.d links that to the image's keys while the gateway has
+    # no list of its own. Dropbear stat()s ~, ~/.ssh and the file the link ends at: all root's, none
+    # writable by group or others (it refuses the keys otherwise). A link rather than dropbear's -D
+    # DIR: -D exists only since dropbear 2025.87.
+    install -D -m 0600 ${WORKDIR}/authorized_keys ${D}${datadir}/iot-gateway-ssh/authorized_keys
     install -d -m 0700 ${D}${ROOT_HOME}/.ssh
-    install -m 0600 ${WORKDIR}/authorized_keys ${D}${ROOT_HOME}/.ssh/authorized_keys
+    ln -sf /data/ssh/authorized_keys ${D}${ROOT_HOME}/.ssh/authorized_keys
 
     install -D -m 0644 ${WORKDIR}/dropbear-socket-iot-gateway.conf ${D}${systemd_system_unitdir}/dropbear.socket.d/iot-gateway.conf
     install -D -m 0644 ${UNPACKDIR}/dropbear-service-iot-gateway.conf ${D}${systemd_system_unitdir}/dropbear@.service.d/iot-gateway.conf
@@ -117,6 +125,7 @@ do_install() {
 
 FILES:${PN} = " \
     ${ROOT_HOME}/.ssh \
+    ${datadir}/iot-gateway-ssh \
     ${systemd_system_unitdir}/dropbear.socket.d \
     ${systemd_system_unitdir}/dropbear@.service.d \
     ${systemd_system_unitdir}/dropbearkey.service.d \
