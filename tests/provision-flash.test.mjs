@@ -122,13 +122,13 @@ t.test('flash --provision writes the FAT partition; first boot imports into /dat
     'iot-gateway/pki/crl.pem': { mode: '644', uid: owner },
     'wireguard/private.key': { mode: '600', uid: process.getuid() },
     'ssh/authorized_keys': { mode: '600', uid: process.getuid() },
-    'wifi/wpa_supplicant-wlan0.conf': { mode: '600', uid: process.getuid() }
+    'wifi/iot-gateway-lan.conf': { mode: '600', uid: process.getuid() }
   }
   for (const [f, v] of Object.entries(want)) t.same(got[f], v, `/data/${f}: mode ${v.mode}, owner ${v.uid}`)
   t.ok(got['iot-gateway/gateway.db'], 'the registry database restored')
   t.equal(readFileSync(join(data, 'iot-gateway', 'uplink.token'), 'utf8'), 'tok-0001-SECRET\n')
   t.equal(readFileSync(join(data, 'ssh', 'authorized_keys'), 'utf8'), SSH_KEY + '\n')
-  t.match(readFileSync(join(data, 'wifi', 'wpa_supplicant-wlan0.conf'), 'utf8'), /country=DE\n[\s\S]*ssid="plant-floor"/)
+  t.match(readFileSync(join(data, 'wifi', 'iot-gateway-lan.conf'), 'utf8'), /^ssid=plant-floor\ncountry_code=DE\nwpa_passphrase=wifi-SECRET-pass\n/m, 'hostapd lines for iot-gateway-wifi.service (tests/wifi.test.mjs)')
   t.equal(readFileSync(join(data, 'iot-gateway', 'pki', 'ca.crt'), 'utf8'), readFileSync(join(old, 'pki', 'ca.crt'), 'utf8'), 'the old card\'s CA')
   const show = JSON.parse(run(process.execPath, [BUNDLE, 'config', 'show', '--json', '-c', conf], { env: { ...process.env, GATEWAY_CONFIG: '' } }).stdout)
   t.equal(show.config.gateway.id, 'gw-0001')

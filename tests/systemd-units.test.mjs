@@ -75,7 +75,7 @@ Nice=10
 `
 }
 const STUB_EXECUTABLES = ['/usr/bin/iot-gateway', '/usr/bin/node', '/usr/sbin/nft', '/usr/sbin/mosquitto',
-  '/usr/sbin/hostapd', '/usr/sbin/iot-gateway-grow-data', '/usr/libexec/iot-gateway-machine-id', '/usr/libexec/iot-gateway-data-alert',
+  '/usr/sbin/hostapd', '/usr/sbin/iot-gateway-grow-data', '/usr/libexec/iot-gateway-machine-id', '/usr/libexec/iot-gateway-data-alert', '/usr/libexec/iot-gateway-wifi',
   '/usr/libexec/iot-gateway-identity', '/usr/libexec/iot-gateway-firewall-stats', '/usr/lib/systemd/systemd-socket-proxyd', '/usr/sbin/dropbear', '/usr/sbin/dropbearkey', '/usr/libexec/iot-gateway-ssh-hostkeys', '/usr/bin/kill', '/usr/bin/mkdir', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown', '/bin/chmod', '/bin/sh']
 
 function fakeRoot (t) {
@@ -135,9 +135,10 @@ t.test('units of the system-conf recipe pass systemd-analyze verify', { skip: !h
 })
 
 t.test('drop-ins of mosquitto and hostapd pass systemd-analyze verify', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, t => {
-  for (const psk of ['', 'ConditionPathExists=/data/hostapd/wpa_psk']) {
+  for (const psk of ['', 'ConditionPathExists=|/data/wifi/iot-gateway-lan.conf\nConditionPathExists=|/data/hostapd/wpa_psk']) {
     const { root, unitDir } = fakeRoot(t)
     for (const u of gatewayUnits) copyGw(u, unitDir)
+    copyFileSync(join(SYSCONF, 'iot-gateway-wifi.service'), join(unitDir, 'iot-gateway-wifi.service'))
     mkdirSync(join(unitDir, 'mosquitto.service.d'))
     copyFileSync(join(MOSQ, 'mosquitto-iot-gateway.conf'), join(unitDir, 'mosquitto.service.d', 'iot-gateway.conf'))
     mkdirSync(join(unitDir, 'hostapd.service.d'))
@@ -240,7 +241,7 @@ t.test('exposure scores (systemd-analyze security --offline=true)', { skip: !off
   for (const u of sysconfUnits) copyFileSync(join(SYSCONF, u), join(unitDir, u))
   mkdirSync(join(unitDir, 'hostapd.service.d'))
   writeFileSync(join(unitDir, 'hostapd.service.d', 'iot-gateway.conf'),
-    readFileSync(join(SYSCONF, 'hostapd-iot-gateway-dropin.conf.in'), 'utf8').replace('@PSK_CONDITION@', 'ConditionPathExists=/data/hostapd/wpa_psk'))
+    readFileSync(join(SYSCONF, 'hostapd-iot-gateway-dropin.conf.in'), 'utf8').replace('@PSK_CONDITION@', 'ConditionPathExists=|/data/wifi/iot-gateway-lan.conf\nConditionPathExists=|/data/hostapd/wpa_psk'))
   const score = u => {
     const r = run('systemd-analyze', ['security', '--offline=true', `--root=${root}`, u], { cwd: unitDir })
     const m = /Overall exposure level for \S+: ([0-9.]+)/.exec(r.stdout + r.stderr)
@@ -256,7 +257,9 @@ t.test('exposure scores (systemd-analyze security --offline=true)', { skip: !off
     'iot-gateway-api-proxy.service': 2.0,
     // a bind mount in the host's mount namespace: no namespace-based protection is possible
     'iot-gateway-machine-id.service': 4.0,
-    'iot-gateway-data-alert.service': 2.0
+    'iot-gateway-data-alert.service': 2.0,
+    // reads /data, writes under /run: no network, no capabilities
+    'iot-gateway-wifi.service': 2.0
   }
   const scores = {}
   for (const [u, max] of Object.entries(limits)) {
