@@ -21,7 +21,7 @@ function execStart (text) {
 }
 
 // The recipe's `python iot_gateway_ssh_prepare()` (a prefunc of do_install), run with a stand-in for
-// BitBake's datastore: which keys it accepts, what the socket drop-in listens on.
+// BitBake's datastore: which keys it accepts.
 const RECIPE = join(LAYER, 'recipes-core', 'iot-gateway-ssh', 'iot-gateway-ssh_1.0.bb')
 const RUN_PREPARE = String.raw`
 import json, os, re, sys
@@ -56,14 +56,13 @@ ns['prepare'](D(), BB())          # do_install
 function recipePrepare (dir, keysText, knobs = {}) {
   const unpack = join(dir, 'unpack')
   mkdirSync(unpack, { recursive: true })
-  writeFileSync(join(unpack, 'dropbear-socket-iot-gateway.conf.in'), readFileSync(join(FILES, 'dropbear-socket-iot-gateway.conf.in')))
   const work = mkdtempSync(join(dir, 'work-'))
   if (keysText !== null) writeFileSync(join(dir, 'keys'), keysText)
   const r = run('python3', ['-c', RUN_PREPARE, RECIPE, JSON.stringify({
-    TOPDIR: dir, WORKDIR: work, UNPACKDIR: unpack, IOT_GATEWAY_SSH_AUTHORIZED_KEYS: 'keys', IOT_GATEWAY_WG_ADDRESS: '10.66.0.2/24', ...knobs
+    TOPDIR: dir, WORKDIR: work, UNPACKDIR: unpack, IOT_GATEWAY_SSH_AUTHORIZED_KEYS: 'keys', ...knobs
   })])
   const read = f => { try { return readFileSync(join(work, f), 'utf8') } catch { return null } }
-  return { ...r, work, keys: read('authorized_keys'), socket: read('dropbear-socket-iot-gateway.conf') }
+  return { ...r, work, keys: read('authorized_keys') }
 }
 
 const missing = ['dropbear', 'dropbearkey', 'ssh', 'ssh-keygen', 'systemd-socket-activate', 'unshare'].filter(c => which(c) === null)
@@ -197,7 +196,7 @@ t.test('dropbear as the drop-in runs it: public keys only, the host keys from /d
   t.match(refused.stderr, /HOST IDENTIFICATION HAS CHANGED|Host key verification failed/)
 })
 
-t.test('the recipe accepts public keys only and renders where SSH listens', { skip: which('python3') ? false : 'python3 is not installed' }, t => {
+t.test('the recipe accepts public keys only; SSH listens where a per-gateway tunnel address reaches it', { skip: which('python3') ? false : 'python3 is not installed' }, t => {
   const dir = mkdtempSync(join(tmpdir(), 'iotgw-ssh-recipe-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const ED = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ0aQ0n7Q0W4H0mC9yQZcW3o3vSg4h0gq4m8T5d9XkqB'
@@ -206,24 +205,23 @@ t.test('the recipe accepts public keys only and renders where SSH listens', { sk
   const ok = prepare(`# operators\n\n${ED} alice@laptop\nno-port-forwarding ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY= bob\n`)
   t.equal(ok.status, 0, ok.stderr)
   t.equal(ok.keys, `# The operators of this gateway (IOT_GATEWAY_SSH_AUTHORIZED_KEYS at build time).\n${ED} alice@laptop\nno-port-forwarding ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY= bob\n`)
-  t.match(ok.socket, /^ListenStream=$/m, 'the stock ListenStream=22 is reset')
-  t.match(ok.socket, /^ListenStream=10\.66\.0\.2:22$/m, 'SSH listens on the tunnel address only')
-  t.notMatch(ok.socket, /@LISTEN_STREAMS@/)
-
-  const v6 = prepare(`${ED}\n`, { IOT_GATEWAY_WG_ADDRESS: 'fd00:66::2/64' })
-  t.match(v6.socket, /^ListenStream=\[fd00:66::2\]:22$/m)
-  const wan = prepare(`${ED}\n`, { IOT_GATEWAY_SSH_FROM_WAN: '1', IOT_GATEWAY_WG_ADDRESS: '' })
+  t.notMatch(ok.stderr, /WARNING/)
+  // The tunnel's address is each gateway's own (provisioning), so the shared image cannot name it:
+  // the socket takes port 22 and the firewall (and its fallback ruleset) admits it on wg0 only.
+  const socket = readFileSync(join(FILES, 'dropbear-socket-iot-gateway.conf'), 'utf8')
+  t.same(socket.match(/^ListenStream=.*$/gm), ['ListenStream=', 'ListenStream=22'], 'the stock socket\'s port, whatever the tunnel\'s address')
+  const fallback = readFileSync(join(LAYER, 'recipes-gateway', 'iot-gateway', 'files', 'fallback.nft'), 'utf8')
+  t.match(fallback, /^\s*iifname "wg0" tcp dport \{ 22, 8080 \}/m, 'the fail-closed ruleset admits SSH on wg0 only')
+  t.notMatch(fallback.replace(/^\s*iifname "wg0" tcp dport \{ 22, 8080 \}.*$/m, ''), /dport[^\n]*\b22\b/, 'and nowhere else')
+  const wan = prepare(`${ED}\n`, { IOT_GATEWAY_SSH_FROM_WAN: '1' })
   t.equal(wan.status, 0, wan.stderr)
-  t.match(wan.socket, /^ListenStream=22$/m)
   t.match(wan.stderr, /WARNING: IOT_GATEWAY_SSH_FROM_WAN/)
 
   const refusals = [
     ['a private key', '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\n', {}, /keys:1 is a PRIVATE key/],
     ['a line that is no key', `${ED}\nhello world\n`, {}, /keys:2 is not an OpenSSH public key line/],
     ['no key at all', '# nobody\n', {}, /holds no public key/],
-    ['a missing file', null, { IOT_GATEWAY_SSH_AUTHORIZED_KEYS: 'no-such-file' }, /no-such-file is not a file/],
-    ['no tunnel to listen on', `${ED}\n`, { IOT_GATEWAY_WG_ADDRESS: '' }, /SSH would listen nowhere/],
-    ['a bad tunnel address', `${ED}\n`, { IOT_GATEWAY_WG_ADDRESS: '10.66.0.300/24' }, /is not an IP address/]
+    ['a missing file', null, { IOT_GATEWAY_SSH_AUTHORIZED_KEYS: 'no-such-file' }, /no-such-file is not a file/]
   ]
   for (const [what, text, knobs, reason] of refusals) {
     const r = prepare(text, knobs)
