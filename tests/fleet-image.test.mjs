@@ -5,6 +5,8 @@
 // with /data and /boot as folders of this test. In it: tmpfiles.d, the first-boot import script
 // (reading /boot as on the board), the Wi-Fi unit's script and hostapd's parser, the tunnel's
 // rendering, and dropbear serving SSH from the socket: the provisioned key logs in, another does not.
+// Run again with a bad file: the error names the field, nothing is imported, and the image's
+// operators still log in to fix it.
 import { spawn } from 'node:child_process'
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
@@ -18,7 +20,7 @@ const skip = !isRoot ? 'needs root (mount and network namespaces)'
   : !existsSync(BUNDLE) ? 'app/dist/gateway.cjs is not built (npm run build in app/)'
   : !readFileSync('/proc/filesystems', 'utf8').includes('overlay') ? 'no overlayfs' : false
 
-t.test('a fleet image: the first boot takes the gateway\'s id, tunnel address, SSH keys and Wi-Fi from provisioning', { skip, timeout: 120000 }, async t => {
+async function firstBoot (t, { reject }) {
   const dir = mkdtempSync(join(tmpdir(), 'iotgw-fleet-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   for (const who of ['imageop', 'fieldop', 'stranger']) {
@@ -50,7 +52,8 @@ t.test('a fleet image: the first boot takes the gateway\'s id, tunnel address, S
     config: { gateway: { id: 'gw-0042' }, wireguard: { address: '10.200.0.42/24', hubEndpoint: 'hub.example.net:51820', hubPublicKey: hubKey, hubAllowedIps: ['10.200.0.0/24'] } },
     uplinkToken: 'tok-0042-SECRET',
     wireguardPrivateKey: wgKey,
-    wifi: { ssid: 'plant-floor', passphrase: 'wifi-SECRET-0042', country: 'FR' },
+    // a typo in the country rejects the whole file
+    wifi: { ssid: 'plant-floor', passphrase: 'wifi-SECRET-0042', country: reject ? 'fr' : 'FR' },
     sshAuthorizedKeys: [readFileSync(join(dir, 'fieldop.pub'), 'utf8').trim()]
   }))
 
@@ -105,10 +108,29 @@ exec chroot "$M" systemd-socket-activate --inetd -a -l "127.0.0.1:$PORT" $DROPBE
   t.match(text, /^== serving$/m, `every step ran: ${err}`)
 
   const prov = out('provision')
-  t.equal(prov.status, 0, `the first-boot import: ${prov.text}`)
-  t.match(prov.text, /provisioned gw-0042:/)
   t.notMatch(text, /SECRET/, 'no secret in any step\'s output')
   t.notOk(existsSync(join(boot, 'iot-gateway-provision.json')), 'deleted from the boot partition')
+  const ssh = who => run('ssh', ['-p', String(port), '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10',
+    '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=accept-new',
+    '-o', 'IdentitiesOnly=yes', '-F', '/dev/null', '-i', join(dir, who), 'root@127.0.0.1', 'echo', 'in'], { timeout: 30_000 })
+
+  if (reject) {
+    // A bad file: a clear error (the unit's output goes to the console and the journal), nothing
+    // imported, and the box reachable with the image's settings for a fix over SSH.
+    t.equal(prov.status, 1, 'the unit fails')
+    t.match(prov.text, /wifi\.country: must be an ISO 3166 country code/, `the field and the reason: ${prov.text}`)
+    t.match(prov.text, /REJECTED \(nothing imported\)/)
+    t.match(prov.text, /Fix it over SSH: edit \/data\/iot-gateway-provision\.rejected\.json/)
+    t.notOk(existsSync(join(data, 'wifi', 'iot-gateway-lan.conf')), 'no Wi-Fi imported')
+    t.match(out('wifi').text, /no Wi-Fi passphrase/, 'the access point stays off (the image has no passphrase)')
+    t.notMatch(out('wg').text, /^Address=/m, 'no tunnel address: the image\'s settings')
+    const image = ssh('imageop')
+    t.equal(image.status, 0, `the image's operators still log in, to fix it: ${image.stderr}`)
+    t.not(ssh('fieldop').status, 0, 'the rejected file\'s keys were not taken')
+    return
+  }
+  t.equal(prov.status, 0, `the first-boot import: ${prov.text}`)
+  t.match(prov.text, /provisioned gw-0042:/)
 
   const wifi = out('wifi')
   t.equal(wifi.status, 0, wifi.text)
@@ -127,12 +149,25 @@ exec chroot "$M" systemd-socket-activate --inetd -a -l "127.0.0.1:$PORT" $DROPBE
   t.equal(show.sources['gateway.id'].source, 'override')
 
   // SSH as the image serves it: the provisioned key, not the image's, not a stranger's.
-  const ssh = who => run('ssh', ['-p', String(port), '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10',
-    '-o', `UserKnownHostsFile=${join(dir, 'known_hosts')}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=accept-new',
-    '-o', 'IdentitiesOnly=yes', '-F', '/dev/null', '-i', join(dir, who), 'root@127.0.0.1', 'cat', '/etc/hostname', '>/dev/null;', 'echo', 'in'], { timeout: 30_000 })
   const field = ssh('fieldop')
   t.equal(field.status, 0, `the provisioned operator logs in: ${field.stderr}`)
   t.equal(field.stdout.trim(), 'in')
   t.not(ssh('imageop').status, 0, 'the image\'s key gives way to the provisioned list')
   t.not(ssh('stranger').status, 0, 'a stranger is refused')
+}
+
+t.test('a fleet image: the first boot takes the gateway\'s id, tunnel address, SSH keys and Wi-Fi from provisioning', { skip, timeout: 120000 }, t => firstBoot(t, { reject: false }))
+t.test('a fleet image with a bad provisioning file: a clear error, nothing imported, reachable over SSH for a fix', { skip, timeout: 120000 }, t => firstBoot(t, { reject: true }))
+
+// Nothing waits for the import: a rejected file must not keep anything from starting.
+t.test('no unit of the layer requires the provisioning unit; its outcome goes to the console', t => {
+  const unitFiles = run('find', [LAYER, '-name', '*.service', '-o', '-name', '*.socket', '-o', '-name', '*.conf', '-path', '*files*', '-o', '-name', '*.in', '-path', '*files*']).stdout.trim().split('\n')
+  t.ok(unitFiles.length > 10, `${unitFiles.length} unit files and drop-ins`)
+  for (const f of unitFiles) {
+    t.notMatch(readFileSync(f, 'utf8'), /^(Requires|Requisite|BindsTo|PartOf|Upholds)=.*iot-gateway-provision/m, `${f.slice(LAYER.length + 1)}: no hard dependency on the import`)
+  }
+  const unit = readFileSync(join(LAYER, 'recipes-core', 'iot-gateway-provision', 'files', 'iot-gateway-provision.service'), 'utf8')
+  t.match(unit, /^StandardOutput=journal\+console$/m)
+  t.match(unit, /^StandardError=journal\+console$/m)
+  t.end()
 })
