@@ -1,8 +1,10 @@
 // SSH of the image (recipes-core/iot-gateway-ssh), run as itself: the host-key script makes the
 // keys; the exact dropbear command line of the drop-in serves connections through a socket in
 // inetd mode (what dropbear.socket + dropbear@.service do), with Debian's dropbear and a real
-// OpenSSH client. Root's home is a tmpfs in a private mount namespace holding the authorized_keys
-// the recipe installs; /data/ssh in the command line points at the test's folder.
+// OpenSSH client. Root's home is a tmpfs in a private mount namespace holding the image's keys (what
+// its authorized_keys link leads to before provisioning); /data/ssh in the command line points at
+// the test's folder. The last test lays the recipe's files out as it installs them (the link, the
+// tmpfiles.d line) and provisions the gateway's own keys.
 import { spawn } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
