@@ -104,7 +104,7 @@ t.test('flash --provision writes the FAT partition; first boot imports into /dat
   t.match(w.stdout, /boot partition at byte 1048576/)
   t.equal(run('mtype', ['-i', spec, '::iot-gateway-provision.json']).stdout, readFileSync(prov, 'utf8'), 'the file is on the FAT partition, byte for byte')
 
-  const env = { ...process.env, IOT_GATEWAY_BIN: bin, IOT_GATEWAY_CONFIG: conf, IOT_GATEWAY_PROVISION_REJECTED: join(data, 'rejected.json'), TMPDIR: dir, GATEWAY_CONFIG: '' }
+  const env = { ...process.env, IOT_GATEWAY_BIN: bin, IOT_GATEWAY_CONFIG: conf, IOT_GATEWAY_PROVISION_REJECTED: join(data, 'rejected.json'), IOT_GATEWAY_NODE: process.execPath, TMPDIR: dir, GATEWAY_CONFIG: '' }
   const r = run('sh', [IMPORT, spec], { env })
   t.equal(r.status, 0, 'first-boot import: ' + r.stdout + r.stderr)
   t.match(r.stdout, /provisioned gw-0001:/, 'logs what it took')
@@ -154,6 +154,16 @@ t.test('flash --provision writes the FAT partition; first boot imports into /dat
   t.equal(readFileSync(join(data, 'iot-gateway.json'), 'utf8'), before, 'the override is unchanged')
   t.equal(readFileSync(join(data, 'iot-gateway', 'uplink.token'), 'utf8'), 'tok-0001-SECRET\n', 'the token is unchanged')
 
+  // A bad file whose way in (tunnel, SSH keys) is bad too: nothing at all is imported.
+  const keysBefore = readFileSync(join(data, 'ssh', 'authorized_keys'), 'utf8')
+  writeFileSync(bad, JSON.stringify({ version: 1, wireguardPrivateKey: 'not-a-key-SECRET', sshAuthorizedKeys: ['ssh-ed25519 AAAAC3Nza other@x'], wifi: { ssid: 'x', passphrase: 'short', country: 'DE' } }))
+  t.equal(run('sh', [PROVISION, 'write', img, bad]).status, 0)
+  const c = run('sh', [IMPORT, spec], { env })
+  t.equal(c.status, 1)
+  t.match(c.stdout, /REJECTED \(nothing imported\)/, 'a bad tunnel key: not even the way in')
+  t.equal(readFileSync(join(data, 'ssh', 'authorized_keys'), 'utf8'), keysBefore, 'the SSH keys are unchanged')
+  t.notMatch(c.stdout + c.stderr, /SECRET/)
+
   const none = run('sh', [IMPORT, spec], { env })
   t.equal(none.status, 0, 'no file: nothing to do')
   t.end()
@@ -168,7 +178,7 @@ t.test('the mounted boot partition: the file is zeroed in place, then deleted', 
   const { data, conf, bin } = board(dir)
   const boot = join(dir, 'boot')
   mkdirSync(boot)
-  const env = { ...process.env, IOT_GATEWAY_BIN: bin, IOT_GATEWAY_CONFIG: conf, IOT_GATEWAY_PROVISION_REJECTED: join(data, 'rejected.json'), TMPDIR: dir, GATEWAY_CONFIG: '' }
+  const env = { ...process.env, IOT_GATEWAY_BIN: bin, IOT_GATEWAY_CONFIG: conf, IOT_GATEWAY_PROVISION_REJECTED: join(data, 'rejected.json'), IOT_GATEWAY_NODE: process.execPath, TMPDIR: dir, GATEWAY_CONFIG: '' }
   for (const [what, body, status] of [
     ['accepted', { version: 1, config: { gateway: { id: 'gw-0003' } }, uplinkToken: 'tok-0003-SECRET' }, 0],
     ['rejected', { version: 1, uplinkToken: 'tok 0004 SECRET' }, 1]
