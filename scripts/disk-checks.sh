@@ -1,5 +1,5 @@
-# Argument parsing and disk safety checks shared by flash.sh and reflash.sh (sourced; needs die()
-# and usage()).
+# Argument parsing, disk safety checks and the confirmation shared by flash.sh and reflash.sh
+# (sourced; needs die() and usage()).
 # The whole disks that hold the running system: /, /boot, /usr, /var and active swap, followed
 # through partitions, LVM, dm-crypt and RAID to the disks below them.
 system_disks() {
@@ -53,4 +53,14 @@ parse_image_and_disk() {
         [ -n "$image" ] || die "no image given and none found under build/tmp/deploy/images (run: kas build kas.yml)"
     fi
     [ -f "$image" ] || die "$image: no such image"
+}
+
+# confirm QUESTION: unless -y was given (parse_image_and_disk), ask QUESTION and go on only if the
+# answer is "yes"; anything else, or no answer at all (stdin closed), aborts before a byte is written.
+confirm() {
+    [ "$yes" = 1 ] && return 0
+    printf '%s Type "yes": ' "$1"
+    answer=""
+    read -r answer || true
+    [ "$answer" = yes ] || die "aborted"
 }

@@ -36,11 +36,7 @@ command -v bmaptool >/dev/null 2>&1 || die "bmaptool is not installed (Debian/Ub
 
 echo "image:  $image"
 echo "device: $dev ($(disk_description "$dev"))"
-if [ "$yes" != 1 ]; then
-    printf 'Everything on %s will be overwritten, including the data partition. Type "yes": ' "$dev"
-    read -r answer
-    [ "$answer" = yes ] || die "aborted"
-fi
+confirm "Everything on $dev will be overwritten, including the data partition."
 bmaptool copy --bmap "$bmap" "$image" "$dev"
 sync
 [ -z "$provision" ] || "$(dirname "$0")/provision.sh" write "$dev" "$provision"

@@ -19,6 +19,7 @@ TEST_PKGS=(
   util-linux procps                                        # setpriv, sysctl (namespace tests)
   fdisk e2fsprogs                                          # sfdisk, resize2fs: growing /data on a loop device
   dropbear-bin openssh-client                              # the image's SSH server, probed by a real client
+  hostapd                                                  # the IoT LAN access point: its parser checks the generated configuration
   strace                                                   # fsync order of atomic file writes; fsyncs in npm run bench
   python3-jsonschema python3-yaml                          # kas files against kas's schema
   mtools                                                   # flash.sh --provision: the boot partition written without mounting

@@ -67,11 +67,7 @@ fi
 echo "image:  $image"
 echo "device: $dev"
 echo "writes: partition 1 (boot, $((i1n / 2048)) MiB) and 2 (root A, $((i2n / 2048)) MiB, active after the reflash); keeps 3 (root B) and 4 (data)"
-if [ "$yes" != 1 ]; then
-    printf 'Overwrite boot and root A of %s? Type "yes": ' "$dev"
-    read -r answer
-    [ "$answer" = yes ] || die "aborted"
-fi
+confirm "Overwrite boot and root A of $dev?"
 for p in "$i1s $i1n" "$i2s $i2n"; do
     set -- $p
     dd if="$raw" of="$dev" bs=4M iflag=skip_bytes,count_bytes oflag=seek_bytes conv=notrunc,fsync \

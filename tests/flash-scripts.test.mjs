@@ -117,3 +117,41 @@ t.test('reflash.sh and flash.sh refuse what is not an unused whole disk', t => {
   }
   t.end()
 })
+
+// The "type yes" question of both scripts is one function (disk-checks.sh `confirm`): anything but
+// "yes", or a closed stdin, aborts before a byte is written; -y skips it.
+t.test('the confirmation: only "yes" writes, in one place for both scripts', t => {
+  const dir = mkdtempSync(join(tmpdir(), 'iotgw-confirm-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const image = join(dir, 'new.wic')
+  const card = join(dir, 'card.img')
+  writeFileSync(image, disk(LAYOUT, [0xb1, 0xb2, 0x00, 0x00], 128))
+  const original = disk(LAYOUT, [0xa1, 0xa2, 0xa3, 0xda], 128)
+  const env = { ...process.env, REFLASH_ALLOW_FILE: '1' }
+  for (const [what, input] of [['"no"', 'no\n'], ['"YES"', 'YES\n'], ['no answer (stdin closed)', '']]) {
+    writeFileSync(card, original)
+    const r = run('sh', [REFLASH, image, card], { env, input })
+    t.equal(r.status, 1, `${what}: refused`)
+    t.match(r.stdout, /Overwrite boot and root A of .*card\.img\? Type "yes": $/, `${what}: the question was asked`)
+    t.match(r.stderr, /reflash\.sh: aborted/, `${what}: says so`)
+    t.ok(readFileSync(card).equals(original), `${what}: the card is untouched`)
+  }
+  writeFileSync(card, original)
+  const yes = run('sh', [REFLASH, image, card], { env, input: 'yes\n' })
+  t.equal(yes.status, 0, yes.stderr)
+  t.ok(part(readFileSync(card), LAYOUT[1]).every(b => b === 0xb2), '"yes": written')
+
+  // flash.sh asks through the same function (it needs a real disk before the question, so the
+  // function is run here as flash.sh sources it)
+  const checks = join(REPO, 'scripts', 'disk-checks.sh')
+  const ask = (yesFlag, input) => run('sh', ['-c', `die() { echo "flash.sh: $*" >&2; exit 1; }; . "${checks}"; yes=${yesFlag}; confirm "Everything on /dev/sdz will be overwritten, including the data partition."; echo went-on`], { input })
+  t.match(ask(0, 'no\n').stderr, /flash\.sh: aborted/)
+  t.equal(ask(0, 'yes\n').stdout.trim().split(' ').pop(), 'went-on')
+  t.equal(ask(1, '').stdout.trim(), 'went-on', '-y: no question')
+  for (const script of [FLASH, REFLASH]) {
+    const text = readFileSync(script, 'utf8')
+    t.match(text, /^confirm "/m, `${script}: asks with confirm`)
+    t.notMatch(text, /\bread -r\b|Type "yes"/, `${script}: no question of its own`)
+  }
+  t.end()
+})

@@ -4,7 +4,7 @@
 // script (recipes-core/iot-gateway-provision) reads it from the same partition, imports it into a
 // /data tree (the one tmpfiles.d makes on the board) with mode 0600, and deletes it. A bad file is
 // rejected with a clear error, deleted from the FAT partition all the same, and kept on /data for a fix.
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, linkSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join, relative } from 'node:path'
 import { t, REPO, LAYER, run, which, isRoot } from './helpers.mjs'
@@ -104,7 +104,7 @@ t.test('flash --provision writes the FAT partition; first boot imports into /dat
   t.match(w.stdout, /boot partition at byte 1048576/)
   t.equal(run('mtype', ['-i', spec, '::iot-gateway-provision.json']).stdout, readFileSync(prov, 'utf8'), 'the file is on the FAT partition, byte for byte')
 
-  const env = { ...process.env, IOT_GATEWAY_BIN: bin, IOT_GATEWAY_CONFIG: conf, IOT_GATEWAY_PROVISION_REJECTED: join(data, 'rejected.json'), TMPDIR: dir, GATEWAY_CONFIG: '' }
+  const env = { ...process.env, IOT_GATEWAY_BIN: bin, IOT_GATEWAY_CONFIG: conf, IOT_GATEWAY_PROVISION_REJECTED: join(data, 'rejected.json'), IOT_GATEWAY_NODE: process.execPath, TMPDIR: dir, GATEWAY_CONFIG: '' }
   const r = run('sh', [IMPORT, spec], { env })
   t.equal(r.status, 0, 'first-boot import: ' + r.stdout + r.stderr)
   t.match(r.stdout, /provisioned gw-0001:/, 'logs what it took')
@@ -113,6 +113,8 @@ t.test('flash --provision writes the FAT partition; first boot imports into /dat
   t.match(r.stdout, /PKI backup of gw-0001/)
   t.notMatch(r.stdout + r.stderr, /SECRET/, 'never logs a secret')
   t.not(run('mdir', ['-i', spec, '::iot-gateway-provision.json']).status, 0, 'deleted from the FAT partition')
+  // A deleted FAT file keeps its bytes in its clusters: the card itself must not hold them any more.
+  t.notOk(readFileSync(img).includes('SECRET'), 'no secret left anywhere on the card (overwritten before the delete)')
 
   const got = tree(data)
   const want = {
@@ -122,13 +124,13 @@ t.test('flash --provision writes the FAT partition; first boot imports into /dat
     'iot-gateway/pki/crl.pem': { mode: '644', uid: owner },
     'wireguard/private.key': { mode: '600', uid: process.getuid() },
     'ssh/authorized_keys': { mode: '600', uid: process.getuid() },
-    'wifi/wpa_supplicant-wlan0.conf': { mode: '600', uid: process.getuid() }
+    'wifi/iot-gateway-lan.conf': { mode: '600', uid: process.getuid() }
   }
   for (const [f, v] of Object.entries(want)) t.same(got[f], v, `/data/${f}: mode ${v.mode}, owner ${v.uid}`)
   t.ok(got['iot-gateway/gateway.db'], 'the registry database restored')
   t.equal(readFileSync(join(data, 'iot-gateway', 'uplink.token'), 'utf8'), 'tok-0001-SECRET\n')
   t.equal(readFileSync(join(data, 'ssh', 'authorized_keys'), 'utf8'), SSH_KEY + '\n')
-  t.match(readFileSync(join(data, 'wifi', 'wpa_supplicant-wlan0.conf'), 'utf8'), /country=DE\n[\s\S]*ssid="plant-floor"/)
+  t.match(readFileSync(join(data, 'wifi', 'iot-gateway-lan.conf'), 'utf8'), /^ssid=plant-floor\ncountry_code=DE\nwpa_passphrase=wifi-SECRET-pass\n/m, 'hostapd lines for iot-gateway-wifi.service (tests/wifi.test.mjs)')
   t.equal(readFileSync(join(data, 'iot-gateway', 'pki', 'ca.crt'), 'utf8'), readFileSync(join(old, 'pki', 'ca.crt'), 'utf8'), 'the old card\'s CA')
   const show = JSON.parse(run(process.execPath, [BUNDLE, 'config', 'show', '--json', '-c', conf], { env: { ...process.env, GATEWAY_CONFIG: '' } }).stdout)
   t.equal(show.config.gateway.id, 'gw-0001')
@@ -147,11 +149,51 @@ t.test('flash --provision writes the FAT partition; first boot imports into /dat
   t.match(b.stdout, /wifi\.passphrase: must be 8 to 63 printable ASCII characters/, 'a clear error naming the field')
   t.match(b.stdout, /REJECTED \(nothing imported\)/)
   t.not(run('mdir', ['-i', spec, '::iot-gateway-provision.json']).status, 0, 'deleted from the FAT partition all the same')
+  t.notOk(readFileSync(img).includes('SECRET'), 'and its secrets overwritten on the card')
   t.equal(statSync(join(data, 'rejected.json')).mode & 0o777, 0o600, 'kept on /data, 0600, for a fix')
   t.equal(readFileSync(join(data, 'iot-gateway.json'), 'utf8'), before, 'the override is unchanged')
   t.equal(readFileSync(join(data, 'iot-gateway', 'uplink.token'), 'utf8'), 'tok-0001-SECRET\n', 'the token is unchanged')
 
+  // A bad file whose way in (tunnel, SSH keys) is bad too: nothing at all is imported.
+  const keysBefore = readFileSync(join(data, 'ssh', 'authorized_keys'), 'utf8')
+  writeFileSync(bad, JSON.stringify({ version: 1, wireguardPrivateKey: 'not-a-key-SECRET', sshAuthorizedKeys: ['ssh-ed25519 AAAAC3Nza other@x'], wifi: { ssid: 'x', passphrase: 'short', country: 'DE' } }))
+  t.equal(run('sh', [PROVISION, 'write', img, bad]).status, 0)
+  const c = run('sh', [IMPORT, spec], { env })
+  t.equal(c.status, 1)
+  t.match(c.stdout, /REJECTED \(nothing imported\)/, 'a bad tunnel key: not even the way in')
+  t.equal(readFileSync(join(data, 'ssh', 'authorized_keys'), 'utf8'), keysBefore, 'the SSH keys are unchanged')
+  t.notMatch(c.stdout + c.stderr, /SECRET/)
+
   const none = run('sh', [IMPORT, spec], { env })
   t.equal(none.status, 0, 'no file: nothing to do')
+  t.end()
+})
+
+// On the board the script reads the mounted boot partition (/boot, vfat). The file is overwritten
+// in place before it is deleted: a second name (a hard link, made before the import) for the same
+// inode shows what is left in the file's own blocks afterwards.
+t.test('the mounted boot partition: the file is zeroed in place, then deleted', { skip: existsSync(BUNDLE) ? false : 'app/dist/gateway.cjs is not built (npm run build in app/)' }, t => {
+  const dir = mkdtempSync(join(tmpdir(), 'iotgw-prov-dir-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const { data, conf, bin } = board(dir)
+  const boot = join(dir, 'boot')
+  mkdirSync(boot)
+  const env = { ...process.env, IOT_GATEWAY_BIN: bin, IOT_GATEWAY_CONFIG: conf, IOT_GATEWAY_PROVISION_REJECTED: join(data, 'rejected.json'), IOT_GATEWAY_NODE: process.execPath, TMPDIR: dir, GATEWAY_CONFIG: '' }
+  for (const [what, body, status] of [
+    ['accepted', { version: 1, config: { gateway: { id: 'gw-0003' } }, uplinkToken: 'tok-0003-SECRET' }, 0],
+    ['rejected', { version: 1, uplinkToken: 'tok 0004 SECRET' }, 1]
+  ]) {
+    const file = join(boot, 'iot-gateway-provision.json')
+    const text = JSON.stringify(body)
+    writeFileSync(file, text)
+    const peek = join(dir, `peek-${what}`)
+    linkSync(file, peek)
+    const r = run('sh', [IMPORT, boot], { env })
+    t.equal(r.status, status, `${what}: ${r.stdout}${r.stderr}`)
+    t.notOk(existsSync(file), `${what}: deleted`)
+    const left = readFileSync(peek)
+    t.equal(left.length, Buffer.byteLength(text), `${what}: overwritten in place, the same size`)
+    t.ok(left.every(b => b === 0), `${what}: nothing but zeros left in its blocks`)
+  }
   t.end()
 })

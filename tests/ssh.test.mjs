@@ -1,10 +1,12 @@
 // SSH of the image (recipes-core/iot-gateway-ssh), run as itself: the host-key script makes the
 // keys; the exact dropbear command line of the drop-in serves connections through a socket in
 // inetd mode (what dropbear.socket + dropbear@.service do), with Debian's dropbear and a real
-// OpenSSH client. Root's home is a tmpfs in a private mount namespace holding the authorized_keys
-// the recipe installs; /data/ssh in the command line points at the test's folder.
+// OpenSSH client. Root's home is a tmpfs in a private mount namespace holding the image's keys (what
+// its authorized_keys link leads to before provisioning); /data/ssh in the command line points at
+// the test's folder. The last test lays the recipe's files out as it installs them (the link, the
+// tmpfiles.d line) and provisions the gateway's own keys.
 import { spawn } from 'node:child_process'
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { t, LAYER, isRoot, run, which, freePort, listening } from './helpers.mjs'
@@ -21,7 +23,7 @@ function execStart (text) {
 }
 
 // The recipe's `python iot_gateway_ssh_prepare()` (a prefunc of do_install), run with a stand-in for
-// BitBake's datastore: which keys it accepts, what the socket drop-in listens on.
+// BitBake's datastore: which keys it accepts.
 const RECIPE = join(LAYER, 'recipes-core', 'iot-gateway-ssh', 'iot-gateway-ssh_1.0.bb')
 const RUN_PREPARE = String.raw`
 import json, os, re, sys
@@ -56,14 +58,13 @@ ns['prepare'](D(), BB())          # do_install
 function recipePrepare (dir, keysText, knobs = {}) {
   const unpack = join(dir, 'unpack')
   mkdirSync(unpack, { recursive: true })
-  writeFileSync(join(unpack, 'dropbear-socket-iot-gateway.conf.in'), readFileSync(join(FILES, 'dropbear-socket-iot-gateway.conf.in')))
   const work = mkdtempSync(join(dir, 'work-'))
   if (keysText !== null) writeFileSync(join(dir, 'keys'), keysText)
   const r = run('python3', ['-c', RUN_PREPARE, RECIPE, JSON.stringify({
-    TOPDIR: dir, WORKDIR: work, UNPACKDIR: unpack, IOT_GATEWAY_SSH_AUTHORIZED_KEYS: 'keys', IOT_GATEWAY_WG_ADDRESS: '10.66.0.2/24', ...knobs
+    TOPDIR: dir, WORKDIR: work, UNPACKDIR: unpack, IOT_GATEWAY_SSH_AUTHORIZED_KEYS: 'keys', ...knobs
   })])
   const read = f => { try { return readFileSync(join(work, f), 'utf8') } catch { return null } }
-  return { ...r, keys: read('authorized_keys'), socket: read('dropbear-socket-iot-gateway.conf') }
+  return { ...r, work, keys: read('authorized_keys') }
 }
 
 const missing = ['dropbear', 'dropbearkey', 'ssh', 'ssh-keygen', 'systemd-socket-activate', 'unshare'].filter(c => which(c) === null)
@@ -197,7 +198,7 @@ t.test('dropbear as the drop-in runs it: public keys only, the host keys from /d
   t.match(refused.stderr, /HOST IDENTIFICATION HAS CHANGED|Host key verification failed/)
 })
 
-t.test('the recipe accepts public keys only and renders where SSH listens', { skip: which('python3') ? false : 'python3 is not installed' }, t => {
+t.test('the recipe accepts public keys only; SSH listens where a per-gateway tunnel address reaches it', { skip: which('python3') ? false : 'python3 is not installed' }, t => {
   const dir = mkdtempSync(join(tmpdir(), 'iotgw-ssh-recipe-'))
   t.teardown(() => rmSync(dir, { recursive: true, force: true }))
   const ED = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJ0aQ0n7Q0W4H0mC9yQZcW3o3vSg4h0gq4m8T5d9XkqB'
@@ -206,24 +207,23 @@ t.test('the recipe accepts public keys only and renders where SSH listens', { sk
   const ok = prepare(`# operators\n\n${ED} alice@laptop\nno-port-forwarding ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY= bob\n`)
   t.equal(ok.status, 0, ok.stderr)
   t.equal(ok.keys, `# The operators of this gateway (IOT_GATEWAY_SSH_AUTHORIZED_KEYS at build time).\n${ED} alice@laptop\nno-port-forwarding ecdsa-sha2-nistp256 AAAAE2VjZHNhLXNoYTItbmlzdHAyNTY= bob\n`)
-  t.match(ok.socket, /^ListenStream=$/m, 'the stock ListenStream=22 is reset')
-  t.match(ok.socket, /^ListenStream=10\.66\.0\.2:22$/m, 'SSH listens on the tunnel address only')
-  t.notMatch(ok.socket, /@LISTEN_STREAMS@/)
-
-  const v6 = prepare(`${ED}\n`, { IOT_GATEWAY_WG_ADDRESS: 'fd00:66::2/64' })
-  t.match(v6.socket, /^ListenStream=\[fd00:66::2\]:22$/m)
-  const wan = prepare(`${ED}\n`, { IOT_GATEWAY_SSH_FROM_WAN: '1', IOT_GATEWAY_WG_ADDRESS: '' })
+  t.notMatch(ok.stderr, /WARNING/)
+  // The tunnel's address is each gateway's own (provisioning), so the shared image cannot name it:
+  // the socket takes port 22 and the firewall (and its fallback ruleset) admits it on wg0 only.
+  const socket = readFileSync(join(FILES, 'dropbear-socket-iot-gateway.conf'), 'utf8')
+  t.same(socket.match(/^ListenStream=.*$/gm), ['ListenStream=', 'ListenStream=22'], 'the stock socket\'s port, whatever the tunnel\'s address')
+  const fallback = readFileSync(join(LAYER, 'recipes-gateway', 'iot-gateway', 'files', 'fallback.nft'), 'utf8')
+  t.match(fallback, /^\s*iifname "wg0" tcp dport \{ 22, 8080 \}/m, 'the fail-closed ruleset admits SSH on wg0 only')
+  t.notMatch(fallback.replace(/^\s*iifname "wg0" tcp dport \{ 22, 8080 \}.*$/m, ''), /dport[^\n]*\b22\b/, 'and nowhere else')
+  const wan = prepare(`${ED}\n`, { IOT_GATEWAY_SSH_FROM_WAN: '1' })
   t.equal(wan.status, 0, wan.stderr)
-  t.match(wan.socket, /^ListenStream=22$/m)
   t.match(wan.stderr, /WARNING: IOT_GATEWAY_SSH_FROM_WAN/)
 
   const refusals = [
     ['a private key', '-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n-----END OPENSSH PRIVATE KEY-----\n', {}, /keys:1 is a PRIVATE key/],
     ['a line that is no key', `${ED}\nhello world\n`, {}, /keys:2 is not an OpenSSH public key line/],
     ['no key at all', '# nobody\n', {}, /holds no public key/],
-    ['a missing file', null, { IOT_GATEWAY_SSH_AUTHORIZED_KEYS: 'no-such-file' }, /no-such-file is not a file/],
-    ['no tunnel to listen on', `${ED}\n`, { IOT_GATEWAY_WG_ADDRESS: '' }, /SSH would listen nowhere/],
-    ['a bad tunnel address', `${ED}\n`, { IOT_GATEWAY_WG_ADDRESS: '10.66.0.300/24' }, /is not an IP address/]
+    ['a missing file', null, { IOT_GATEWAY_SSH_AUTHORIZED_KEYS: 'no-such-file' }, /no-such-file is not a file/]
   ]
   for (const [what, text, knobs, reason] of refusals) {
     const r = prepare(text, knobs)
@@ -238,4 +238,100 @@ t.test('the recipe accepts public keys only and renders where SSH listens', { sk
   t.notMatch(unset.stderr, /fatal:/, 'the knob unset: no bb.fatal')
   t.equal(unset.keys, null, 'the knob unset: nothing written')
   t.end()
+})
+
+// Where the keys come from, with the files laid out as the recipe installs them: the recipe's
+// do_install and its tmpfiles.d run into an overlay of this machine's root in a private mount
+// namespace (so /data, root's home and /usr/share are the image's paths, and nothing on the host
+// changes), and Debian's dropbear serves from inside it. /data is a folder of this test, bind-mounted,
+// so the real `iot-gateway provision import` writes into it from outside as the first boot would.
+const BUNDLE = join(LAYER, '..', 'app', 'dist', 'gateway.cjs')
+const recipeText = readFileSync(RECIPE, 'utf8')
+const doInstall = recipeText.match(/^do_install\(\) \{\n(.*?)^\}/ms)[1]
+t.test('dropbear reads /data/ssh/authorized_keys: the image\'s keys until provisioning writes the gateway\'s own', {
+  skip: skip || (which('systemd-tmpfiles') === null ? 'systemd-tmpfiles is not installed'
+    : readFileSync('/proc/filesystems', 'utf8').includes('overlay') ? (existsSync(BUNDLE) ? false : 'app/dist/gateway.cjs is not built (npm run build in app/)') : 'no overlayfs')
+}, async t => {
+  const dir = mkdtempSync(join(tmpdir(), 'iotgw-ssh-prov-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  for (const who of ['imageop', 'fieldop', 'stranger']) {
+    const r = run('ssh-keygen', ['-q', '-t', 'ed25519', '-N', '', '-C', who, '-f', join(dir, who)])
+    t.equal(r.status, 0, r.stderr)
+  }
+  const made = recipePrepare(dir, readFileSync(join(dir, 'imageop.pub'), 'utf8'))
+  t.equal(made.status, 0, made.stderr)
+  const work = made.work
+  const data = join(dir, 'data')
+  mkdirSync(data, { mode: 0o755 })
+  const scratch = join(dir, 'scratch')
+  mkdirSync(scratch)
+  const port = await freePort()
+  const cmd = execStart(dropIn)
+  // Yocto's variables as on the board; ROOT_HOME is root's home in this machine's passwd (dropbear
+  // looks it up there).
+  const script = `set -e
+S=$SCRATCH; mount -t tmpfs tmpfs "$S"; mkdir "$S/u" "$S/w" "$S/m"; M=$S/m
+mount -t overlay overlay -o lowerdir=/,upperdir="$S/u",workdir="$S/w" "$M"
+h=$(getent passwd 0 | cut -d: -f6)
+mount -t tmpfs -o mode=0700 tmpfs "$M$h"
+mkdir -p "$M/data"; mount --bind "$DATA" "$M/data"
+mount --rbind /dev "$M/dev"; mount -t proc proc "$M/proc"
+D=$M ROOT_HOME=$h WORKDIR=$WORK UNPACKDIR=$UNPACK datadir=/usr/share libexecdir=/usr/libexec \\
+  nonarch_libdir=/usr/lib systemd_system_unitdir=/usr/lib/systemd/system sh -ec "$INSTALL"
+chroot "$M" systemd-tmpfiles --create /usr/lib/tmpfiles.d/iot-gateway-ssh.conf
+chroot "$M" /usr/libexec/iot-gateway-ssh-hostkeys /data/ssh >/dev/null
+echo laid-out >&2
+exec chroot "$M" systemd-socket-activate --inetd -a -l "127.0.0.1:$PORT" "$@"`
+  const child = spawn('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', script, 'sh', ...cmd], {
+    env: { ...process.env, SCRATCH: scratch, DATA: data, WORK: work, UNPACK: FILES, INSTALL: doInstall, PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'pipe']
+  })
+  let log = ''
+  child.stderr.on('data', d => { log += d })
+  t.teardown(() => new Promise(resolve => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolve()
+    child.once('exit', resolve)
+    child.kill('SIGTERM')
+  }))
+  for (let i = 0; i < 200 && !(await listening(port)); i++) {
+    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`the layout or the socket activator failed: ${log}`)
+    await new Promise(resolve => setTimeout(resolve, 100))
+  }
+  t.match(log, /laid-out/, 'the recipe\'s files are installed')
+
+  const knownHosts = join(dir, 'known_hosts')
+  const login = who => run('ssh', ['-p', String(port), '-o', 'BatchMode=yes', '-o', 'ConnectTimeout=10',
+    '-o', `UserKnownHostsFile=${knownHosts}`, '-o', 'GlobalKnownHostsFile=/dev/null', '-o', 'StrictHostKeyChecking=accept-new',
+    '-o', 'IdentitiesOnly=yes', '-F', '/dev/null', '-i', join(dir, who), 'root@127.0.0.1', 'echo', 'in-as-$(id -un)'], { timeout: 30_000 })
+  const keysOnData = join(data, 'ssh', 'authorized_keys')
+
+  // A card flashed without provisioning: the link on /data leads to the image's keys.
+  t.equal(run('readlink', [keysOnData]).stdout.trim(), '/usr/share/iot-gateway-ssh/authorized_keys', 'tmpfiles.d links /data/ssh/authorized_keys to the image\'s keys')
+  let r = login('imageop')
+  t.equal(r.status, 0, `unprovisioned: the image's key logs in: ${r.stderr} ${log}`)
+  t.equal(r.stdout.trim(), 'in-as-root')
+  t.not(login('fieldop').status, 0, 'unprovisioned: a key that is not in the image is refused')
+
+  // First boot with a provisioning file: the real import writes the gateway's own list over the link.
+  const conf = join(dir, 'gateway.json')
+  writeFileSync(conf, JSON.stringify({ version: 1, gateway: { dataDir: join(data, 'iot-gateway'), overrideFile: join(data, 'iot-gateway.json') }, uplink: { tokenFile: '' } }))
+  const prov = join(dir, 'prov.json')
+  writeFileSync(prov, JSON.stringify({ version: 1, config: { gateway: { id: 'gw-ssh' } }, sshAuthorizedKeys: [readFileSync(join(dir, 'fieldop.pub'), 'utf8').trim()] }))
+  const imp = run(process.execPath, [BUNDLE, 'provision', 'import', prov, '--config', conf])
+  t.equal(imp.status, 0, imp.stderr)
+  t.match(imp.stdout, /1 SSH key\(s\) -> .*\/ssh\/authorized_keys/)
+  t.equal(run('stat', ['-c', '%F %a %U', keysOnData]).stdout.trim(), 'regular file 600 root', 'a file of root\'s, 0600, in place of the link')
+  r = login('fieldop')
+  t.equal(r.status, 0, `provisioned: the provisioned key logs in: ${r.stderr}`)
+  t.equal(r.stdout.trim(), 'in-as-root')
+  r = login('stranger')
+  t.not(r.status, 0, 'provisioned: another key is refused')
+  t.match(r.stderr, /Permission denied \(publickey\)/)
+  t.not(login('imageop').status, 0, 'provisioned: the gateway\'s list replaces the image\'s keys')
+
+  // dropbear's own checks apply to the file on /data: writable by others, it is not trusted.
+  chmodSync(keysOnData, 0o622)
+  t.not(login('fieldop').status, 0, 'a group/world-writable authorized_keys is refused by dropbear')
+  chmodSync(keysOnData, 0o600)
+  t.equal(login('fieldop').status, 0, 'and accepted again once it is 0600')
 })

@@ -75,7 +75,7 @@ Nice=10
 `
 }
 const STUB_EXECUTABLES = ['/usr/bin/iot-gateway', '/usr/bin/node', '/usr/sbin/nft', '/usr/sbin/mosquitto',
-  '/usr/sbin/hostapd', '/usr/sbin/iot-gateway-grow-data', '/usr/libexec/iot-gateway-machine-id', '/usr/libexec/iot-gateway-data-alert',
+  '/usr/sbin/hostapd', '/usr/sbin/iot-gateway-grow-data', '/usr/libexec/iot-gateway-machine-id', '/usr/libexec/iot-gateway-data-alert', '/usr/libexec/iot-gateway-wifi',
   '/usr/libexec/iot-gateway-identity', '/usr/libexec/iot-gateway-firewall-stats', '/usr/lib/systemd/systemd-socket-proxyd', '/usr/sbin/dropbear', '/usr/sbin/dropbearkey', '/usr/libexec/iot-gateway-ssh-hostkeys', '/usr/bin/kill', '/usr/bin/mkdir', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown', '/bin/chmod', '/bin/sh']
 
 function fakeRoot (t) {
@@ -135,9 +135,10 @@ t.test('units of the system-conf recipe pass systemd-analyze verify', { skip: !h
 })
 
 t.test('drop-ins of mosquitto and hostapd pass systemd-analyze verify', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, t => {
-  for (const psk of ['', 'ConditionPathExists=/data/hostapd/wpa_psk']) {
+  for (const psk of ['', 'ConditionPathExists=|/data/wifi/iot-gateway-lan.conf\nConditionPathExists=|/data/hostapd/wpa_psk']) {
     const { root, unitDir } = fakeRoot(t)
     for (const u of gatewayUnits) copyGw(u, unitDir)
+    copyFileSync(join(SYSCONF, 'iot-gateway-wifi.service'), join(unitDir, 'iot-gateway-wifi.service'))
     mkdirSync(join(unitDir, 'mosquitto.service.d'))
     copyFileSync(join(MOSQ, 'mosquitto-iot-gateway.conf'), join(unitDir, 'mosquitto.service.d', 'iot-gateway.conf'))
     mkdirSync(join(unitDir, 'hostapd.service.d'))
@@ -155,10 +156,11 @@ t.test('drop-ins of mosquitto and hostapd pass systemd-analyze verify', { skip: 
 
 t.test('drop-ins of dropbear (iot-gateway-ssh) pass systemd-analyze verify', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, t => {
   const SSH = join(LAYER, 'recipes-core', 'iot-gateway-ssh', 'files')
-  for (const listen of ['ListenStream=10.66.0.2:22', 'ListenStream=[fd00:66::2]:22', 'ListenStream=22', 'ListenStream=10.66.0.300:22']) {
+  const socket = readFileSync(join(SSH, 'dropbear-socket-iot-gateway.conf'), 'utf8')
+  for (const listen of ['ListenStream=22', 'ListenStream=10.66.0.300:22']) {
     const { root, unitDir } = fakeRoot(t)
     const dropIns = {
-      'dropbear.socket.d': readFileSync(join(SSH, 'dropbear-socket-iot-gateway.conf.in'), 'utf8').replace('@LISTEN_STREAMS@', listen),
+      'dropbear.socket.d': socket.replace(/^ListenStream=22$/m, listen),
       'dropbear@.service.d': readFileSync(join(SSH, 'dropbear-service-iot-gateway.conf'), 'utf8'),
       'dropbearkey.service.d': readFileSync(join(SSH, 'dropbearkey-iot-gateway.conf'), 'utf8')
     }
@@ -175,6 +177,43 @@ t.test('drop-ins of dropbear (iot-gateway-ssh) pass systemd-analyze verify', { s
     t.equal(r.status, 0, `exit status (${listen})`)
     t.same(r.complaints, [], 'no warnings')
   }
+  t.end()
+})
+
+// The boot's transaction: every unit and drop-in of the layer in one fake root, and one start job
+// that pulls in what a boot does (the targets and our units). Ordering cycles only show up here (a
+// unit verified alone has no sockets.target or firewall in its transaction); at boot systemd breaks
+// a cycle by dropping a start job, which can be the firewall's, the tunnel's or SSH's.
+t.test('the whole layer at boot: no ordering cycle', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, t => {
+  const { root, unitDir } = fakeRoot(t)
+  const PROV = join(LAYER, 'recipes-core', 'iot-gateway-provision', 'files')
+  const SSH = join(LAYER, 'recipes-core', 'iot-gateway-ssh', 'files')
+  for (const u of gatewayUnits) copyGw(u, unitDir)
+  for (const u of sysconfUnits) copyFileSync(join(SYSCONF, u), join(unitDir, u))
+  copyFileSync(join(PROV, 'iot-gateway-provision.service'), join(unitDir, 'iot-gateway-provision.service'))
+  mkdirSync(join(root, 'usr/libexec'), { recursive: true })
+  writeFileSync(join(root, 'usr/libexec/iot-gateway-provision'), '#!/bin/sh\n', { mode: 0o755 })
+  const dropIns = {
+    'mosquitto.service.d': readFileSync(join(MOSQ, 'mosquitto-iot-gateway.conf'), 'utf8'),
+    'hostapd.service.d': readFileSync(join(SYSCONF, 'hostapd-iot-gateway-dropin.conf.in'), 'utf8').replace('@PSK_CONDITION@', ''),
+    'dropbear.socket.d': readFileSync(join(SSH, 'dropbear-socket-iot-gateway.conf'), 'utf8'),
+    'dropbear@.service.d': readFileSync(join(SSH, 'dropbear-service-iot-gateway.conf'), 'utf8'),
+    'dropbearkey.service.d': readFileSync(join(SSH, 'dropbearkey-iot-gateway.conf'), 'utf8')
+  }
+  for (const [d, text] of Object.entries(dropIns)) {
+    mkdirSync(join(unitDir, d))
+    writeFileSync(join(unitDir, d, 'iot-gateway.conf'), text)
+  }
+  const ours = [...gatewayUnits, ...sysconfUnits, 'iot-gateway-provision.service', 'mosquitto.service', 'hostapd.service', 'dropbear.socket']
+  writeFileSync(join(unitDir, 'boot-probe.target'), `[Unit]\nWants=sysinit.target sockets.target basic.target network-pre.target ${ours.join(' ')}\n`)
+  const r = verify(root, unitDir, ['boot-probe.target'])
+  const cycles = r.complaints.filter(l => /ordering cycle|deleted to break/.test(l))
+  t.same(cycles, [], 'no ordering cycle in the boot transaction')
+  t.same(r.complaints, [], 'nothing else either')
+  // and the check can fail: the provisioning unit with the default dependencies closes a cycle
+  writeFileSync(join(unitDir, 'iot-gateway-provision.service'),
+    readFileSync(join(PROV, 'iot-gateway-provision.service'), 'utf8').replace(/^DefaultDependencies=no\n/m, ''))
+  t.match(verify(root, unitDir, ['boot-probe.target']).complaints.join('\n'), /ordering cycle/, 'a cycle is reported')
   t.end()
 })
 
@@ -240,7 +279,7 @@ t.test('exposure scores (systemd-analyze security --offline=true)', { skip: !off
   for (const u of sysconfUnits) copyFileSync(join(SYSCONF, u), join(unitDir, u))
   mkdirSync(join(unitDir, 'hostapd.service.d'))
   writeFileSync(join(unitDir, 'hostapd.service.d', 'iot-gateway.conf'),
-    readFileSync(join(SYSCONF, 'hostapd-iot-gateway-dropin.conf.in'), 'utf8').replace('@PSK_CONDITION@', 'ConditionPathExists=/data/hostapd/wpa_psk'))
+    readFileSync(join(SYSCONF, 'hostapd-iot-gateway-dropin.conf.in'), 'utf8').replace('@PSK_CONDITION@', 'ConditionPathExists=|/data/wifi/iot-gateway-lan.conf\nConditionPathExists=|/data/hostapd/wpa_psk'))
   const score = u => {
     const r = run('systemd-analyze', ['security', '--offline=true', `--root=${root}`, u], { cwd: unitDir })
     const m = /Overall exposure level for \S+: ([0-9.]+)/.exec(r.stdout + r.stderr)
@@ -256,7 +295,9 @@ t.test('exposure scores (systemd-analyze security --offline=true)', { skip: !off
     'iot-gateway-api-proxy.service': 2.0,
     // a bind mount in the host's mount namespace: no namespace-based protection is possible
     'iot-gateway-machine-id.service': 4.0,
-    'iot-gateway-data-alert.service': 2.0
+    'iot-gateway-data-alert.service': 2.0,
+    // reads /data, writes under /run: no network, no capabilities
+    'iot-gateway-wifi.service': 2.0
   }
   const scores = {}
   for (const [u, max] of Object.entries(limits)) {

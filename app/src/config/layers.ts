@@ -191,12 +191,17 @@ export function chownLikeParent (file: string): void {
   chownSync(file, st.uid, st.gid)
 }
 
-/** Systemd units whose process reads a section at start, so a change to it needs their restart. */
+/**
+ * Systemd units whose process reads a section at start, so a change to it needs their restart. The
+ * firewall opens ports it reads from other sections (broker.lanPort, wireguard.listenPort, api.port:
+ * firewall.services): without its restart a moved port stays closed, the tunnel's included.
+ */
 const RESTARTS: Record<string, string[]> = {
   gateway: ['iot-gateway.service'],
-  broker: ['iot-gateway.service', 'mosquitto.service'],
+  api: ['iot-gateway.service', 'iot-gateway-firewall.service'],
+  broker: ['iot-gateway.service', 'mosquitto.service', 'iot-gateway-firewall.service'],
   mqtt: ['iot-gateway.service'],
   firewall: ['iot-gateway-firewall.service', 'iot-gateway.service'],
-  wireguard: ['iot-gateway-wireguard.service', 'iot-gateway.service']
+  wireguard: ['iot-gateway-wireguard.service', 'iot-gateway.service', 'iot-gateway-firewall.service']
 }
 export const unitsToRestart = (key: string): string[] => RESTARTS[key.split('.')[0] ?? ''] ?? ['iot-gateway.service']

@@ -35,5 +35,6 @@ FILES:${PN} = " \
     ${systemd_system_unitdir} \
     ${nonarch_libdir}/tmpfiles.d/iot-gateway-provision.conf \
 "
-# The gateway's CLI does the import; mtools only when the source is a device rather than /boot.
-RDEPENDS:${PN} = "systemd"
+# The gateway's CLI does the import (node: the way in taken from a rejected file); mtools only when
+# the source is a device rather than /boot.
+RDEPENDS:${PN} = "nodejs systemd"

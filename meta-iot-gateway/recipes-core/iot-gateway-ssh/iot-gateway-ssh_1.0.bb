@@ -1,7 +1,8 @@
 SUMMARY = "SSH for the operator of the IoT gateway: public keys only, on the management tunnel"
 DESCRIPTION = "Drop-ins that turn the image's dropbear into the operator's door: root logs in with \
-a key from IOT_GATEWAY_SSH_AUTHORIZED_KEYS and never with a password, the socket listens on the \
-WireGuard tunnel's address only, and the host keys are made on first boot on /data, so a reflash \
+a key from /data/ssh/authorized_keys (written by provisioning; while it is absent, the image's keys \
+from IOT_GATEWAY_SSH_AUTHORIZED_KEYS) and never with a password, the gateway's firewall admits it \
+through the WireGuard tunnel only, and the host keys are made on first boot on /data, so a reflash \
 keeps the gateway's SSH identity. The image installs this package when the knob is set."
 SECTION = "net"
 LICENSE = "MIT"
@@ -11,16 +12,14 @@ LIC_FILES_CHKSUM = "file://${FILE_DIRNAME}/../../../LICENSE;md5=5bca9c920e769d83
 # Knobs (see the layer's README.md), normally set in local.conf or the kas file:
 # - IOT_GATEWAY_SSH_AUTHORIZED_KEYS: a file of OpenSSH public keys (authorized_keys format), on the
 #   build host; relative paths are relative to the build directory (TOPDIR). Required.
-# - IOT_GATEWAY_WG_ADDRESS: the gateway's address in the management tunnel (also a knob of the
-#   iot-gateway recipe); SSH listens there.
-# - IOT_GATEWAY_SSH_FROM_WAN = "1": listen on every address, and the gateway's firewall admits SSH
-#   from the WAN too (conf/debug.yml and conf/qemuarm64.yml; never in a release).
+# - IOT_GATEWAY_SSH_FROM_WAN = "1": the gateway's firewall admits SSH from the WAN too (conf/debug.yml
+#   and conf/qemuarm64.yml; never in a release). Without it, SSH is reachable through the tunnel
+#   only: its address is IOT_GATEWAY_WG_ADDRESS or, per gateway, provisioning's wireguard.address.
 IOT_GATEWAY_SSH_AUTHORIZED_KEYS ?= ""
-IOT_GATEWAY_WG_ADDRESS ?= ""
 IOT_GATEWAY_SSH_FROM_WAN ?= "0"
 
 SRC_URI = " \
-    file://dropbear-socket-iot-gateway.conf.in \
+    file://dropbear-socket-iot-gateway.conf \
     file://dropbear-service-iot-gateway.conf \
     file://dropbearkey-iot-gateway.conf \
     file://iot-gateway-ssh-hostkeys.sh \
@@ -51,12 +50,12 @@ python __anonymous() {
 
 # A changed key file rebuilds the package (it is not in SRC_URI: it is the user's, outside the layer).
 do_install[file-checksums] += "${@'%s:True' % iot_gateway_ssh_keys_path(d) if iot_gateway_ssh_keys_path(d) else ''}"
-do_install[vardeps] += "IOT_GATEWAY_SSH_AUTHORIZED_KEYS IOT_GATEWAY_WG_ADDRESS IOT_GATEWAY_SSH_FROM_WAN"
+do_install[vardeps] += "IOT_GATEWAY_SSH_AUTHORIZED_KEYS IOT_GATEWAY_SSH_FROM_WAN"
 
 # Public keys only: every line an OpenSSH public key (optionally with options before it); a private
 # key or anything else stops the build with the line number.
 python iot_gateway_ssh_prepare() {
-    import ipaddress, re
+    import re
     path = iot_gateway_ssh_keys_path(d)
     if not os.path.isfile(path):
         bb.fatal("IOT_GATEWAY_SSH_AUTHORIZED_KEYS: %s is not a file" % path)
@@ -78,37 +77,28 @@ python iot_gateway_ssh_prepare() {
         bb.fatal("IOT_GATEWAY_SSH_AUTHORIZED_KEYS: %s holds no public key" % path)
 
     if d.getVar('IOT_GATEWAY_SSH_FROM_WAN') == '1':
-        listen = ['ListenStream=22']
-        bb.warn("IOT_GATEWAY_SSH_FROM_WAN = \"1\": SSH listens on every address and the firewall admits "
-                "it from the WAN; for the bench and test images only")
-    else:
-        addr = (d.getVar('IOT_GATEWAY_WG_ADDRESS') or '').split('/')[0]
-        if not addr:
-            bb.fatal("IOT_GATEWAY_SSH_AUTHORIZED_KEYS is set but SSH would listen nowhere: SSH is only "
-                     "reachable through the management tunnel, so set IOT_GATEWAY_WG_ADDRESS (and the "
-                     "hub's knobs), or leave IOT_GATEWAY_SSH_AUTHORIZED_KEYS empty")
-        try:
-            ip = ipaddress.ip_address(addr)
-        except ValueError:
-            bb.fatal("IOT_GATEWAY_WG_ADDRESS: %s is not an IP address" % addr)
-        listen = ['ListenStream=%s:22' % (('[%s]' % ip) if ip.version == 6 else ip)]
+        bb.warn("IOT_GATEWAY_SSH_FROM_WAN = \"1\": the firewall admits SSH from the WAN; for the bench "
+                "and test images only")
 
     workdir = d.getVar('WORKDIR')
     with open(os.path.join(workdir, 'authorized_keys'), 'w') as f:
         f.write('# The operators of this gateway (IOT_GATEWAY_SSH_AUTHORIZED_KEYS at build time).\n')
         f.write('\n'.join(keys) + '\n')
-    with open(os.path.join(d.getVar('UNPACKDIR'), 'dropbear-socket-iot-gateway.conf.in')) as f:
-        socket = f.read().replace('@LISTEN_STREAMS@', '\n'.join(listen))
-    with open(os.path.join(workdir, 'dropbear-socket-iot-gateway.conf'), 'w') as f:
-        f.write(socket)
 }
 do_install[prefuncs] += "iot_gateway_ssh_prepare"
 
 do_install() {
+    # The image's keys, the fleet's default. Dropbear reads root's ~/.ssh/authorized_keys, which is a
+    # link to the gateway's own list on /data (provisioning and the operators write it there: the
+    # root file system is read-only). tmpfiles.d links that to the image's keys while the gateway has
+    # no list of its own. Dropbear stat()s ~, ~/.ssh and the file the link ends at: all root's, none
+    # writable by group or others (it refuses the keys otherwise). A link rather than dropbear's -D
+    # DIR: -D exists only since dropbear 2025.87.
+    install -D -m 0600 ${WORKDIR}/authorized_keys ${D}${datadir}/iot-gateway-ssh/authorized_keys
     install -d -m 0700 ${D}${ROOT_HOME}/.ssh
-    install -m 0600 ${WORKDIR}/authorized_keys ${D}${ROOT_HOME}/.ssh/authorized_keys
+    ln -sf /data/ssh/authorized_keys ${D}${ROOT_HOME}/.ssh/authorized_keys
 
-    install -D -m 0644 ${WORKDIR}/dropbear-socket-iot-gateway.conf ${D}${systemd_system_unitdir}/dropbear.socket.d/iot-gateway.conf
+    install -D -m 0644 ${UNPACKDIR}/dropbear-socket-iot-gateway.conf ${D}${systemd_system_unitdir}/dropbear.socket.d/iot-gateway.conf
     install -D -m 0644 ${UNPACKDIR}/dropbear-service-iot-gateway.conf ${D}${systemd_system_unitdir}/dropbear@.service.d/iot-gateway.conf
     install -D -m 0644 ${UNPACKDIR}/dropbearkey-iot-gateway.conf ${D}${systemd_system_unitdir}/dropbearkey.service.d/iot-gateway.conf
     install -D -m 0755 ${UNPACKDIR}/iot-gateway-ssh-hostkeys.sh ${D}${libexecdir}/iot-gateway-ssh-hostkeys
@@ -117,6 +107,7 @@ do_install() {
 
 FILES:${PN} = " \
     ${ROOT_HOME}/.ssh \
+    ${datadir}/iot-gateway-ssh \
     ${systemd_system_unitdir}/dropbear.socket.d \
     ${systemd_system_unitdir}/dropbear@.service.d \
     ${systemd_system_unitdir}/dropbearkey.service.d \

@@ -13,8 +13,9 @@ IOT_GATEWAY_LAN_ADDRESS ?= "192.168.100.1/24"
 IOT_GATEWAY_WIFI_SSID ?= "iot-gateway"
 IOT_GATEWAY_WIFI_COUNTRY ?= "DE"
 IOT_GATEWAY_WIFI_CHANNEL ?= "6"
-# Empty (default): no Wi-Fi secret in the image; hostapd reads /data/hostapd/wpa_psk (provision
-# it per device) and does not start until that file exists.
+# Empty (default): no Wi-Fi secret in the image; each gateway's passphrase comes from provisioning
+# (/data/wifi/iot-gateway-lan.conf, which may also set the SSID and the country) or from
+# /data/hostapd/wpa_psk, and hostapd does not start until one of them exists.
 IOT_GATEWAY_WIFI_PASSPHRASE ?= ""
 IOT_GATEWAY_PERSISTENT_JOURNAL ?= "0"
 # "1" (default): iot-gateway-grow-data.service grows the data partition to the end of the SD card
@@ -31,6 +32,8 @@ SRC_URI = " \
     file://hostapd-iot-gateway.conf.in \
     file://hostapd-iot-gateway-dropin.conf.in \
     file://90-iot-gateway-hostapd.rules \
+    file://iot-gateway-wifi.sh \
+    file://iot-gateway-wifi.service \
     file://iot-gateway-grow-data.sh \
     file://iot-gateway-grow-data.service \
     file://iot-gateway-machine-id.sh \
@@ -74,7 +77,8 @@ do_install() {
         psk_condition=""
     else
         psk_line="wpa_psk_file=/data/hostapd/wpa_psk"
-        psk_condition="ConditionPathExists=/data/hostapd/wpa_psk"
+        # either ("|"): provisioning's file or a PSK file on /data
+        psk_condition="ConditionPathExists=|/data/wifi/iot-gateway-lan.conf\nConditionPathExists=|/data/hostapd/wpa_psk"
     fi
     install -d -m 0755 ${D}${sysconfdir}/hostapd
     sed -e 's,@SSID@,${IOT_GATEWAY_WIFI_SSID},g' \
@@ -85,6 +89,10 @@ do_install() {
     chmod 0600 ${D}${sysconfdir}/hostapd/iot-gateway-lan.conf
     # hostapd starts when wlan0 appears (not enabled for multi-user.target: no wait where there is no Wi-Fi)
     install -D -m 0644 ${UNPACKDIR}/90-iot-gateway-hostapd.rules ${D}${nonarch_base_libdir}/udev/rules.d/90-iot-gateway-hostapd.rules
+    # hostapd reads the image's configuration with this gateway's Wi-Fi from /data over it, made
+    # under /run by iot-gateway-wifi.service before every start of hostapd (the script's header)
+    install -D -m 0755 ${UNPACKDIR}/iot-gateway-wifi.sh ${D}${libexecdir}/iot-gateway-wifi
+    install -D -m 0644 ${UNPACKDIR}/iot-gateway-wifi.service ${D}${systemd_system_unitdir}/iot-gateway-wifi.service
     install -d ${D}${systemd_system_unitdir}/hostapd.service.d
     sed -e "s,@PSK_CONDITION@,$psk_condition,g" ${UNPACKDIR}/hostapd-iot-gateway-dropin.conf.in \
         > ${D}${systemd_system_unitdir}/hostapd.service.d/iot-gateway.conf
@@ -94,6 +102,8 @@ do_install() {
     install -d ${D}${nonarch_libdir}/tmpfiles.d
     # the per-device Wi-Fi PSK file ("00:00:00:00:00:00 <passphrase>" lines) lives here
     echo "d /data/hostapd 0700 root root -" > ${D}${nonarch_libdir}/tmpfiles.d/iot-gateway-system.conf
+    # this gateway's Wi-Fi (iot-gateway provision import writes iot-gateway-lan.conf here)
+    echo "d /data/wifi 0700 root root -" >> ${D}${nonarch_libdir}/tmpfiles.d/iot-gateway-system.conf
     # journald keeps /var/log/journal on the data partition when asked to persist
     if [ "${IOT_GATEWAY_PERSISTENT_JOURNAL}" = "1" ]; then
         echo "d /data/journal 2755 root systemd-journal -" > ${D}${nonarch_libdir}/tmpfiles.d/iot-gateway-journal.conf
@@ -124,6 +134,8 @@ FILES:${PN} = " \
     ${sbindir}/iot-gateway-grow-data \
     ${libexecdir}/iot-gateway-machine-id \
     ${libexecdir}/iot-gateway-data-alert \
+    ${libexecdir}/iot-gateway-wifi \
+    ${systemd_system_unitdir}/iot-gateway-wifi.service \
     ${systemd_system_unitdir}/iot-gateway-machine-id.service \
     ${systemd_system_unitdir}/iot-gateway-data-alert.service \
     ${nonarch_base_libdir}/udev/rules.d/90-iot-gateway-hostapd.rules \

@@ -1,20 +1,18 @@
-SUMMARY = "Public trust anchors of the IoT gateway (cloud CA bundle, optional fleet CA)"
-DESCRIPTION = "Installs the CA bundle that the gateway uses to verify its cloud endpoint and, \
-optionally, a fleet CA. Only public certificates go into the image: the gateway's own CA, broker \
-and client keys are made on the data partition at first boot (iot-gateway pki init)."
+SUMMARY = "Public trust anchors of the IoT gateway (the cloud CA bundle)"
+DESCRIPTION = "Installs the CA bundle that the gateway uses to verify its cloud endpoint. Only \
+public certificates go into the image: the gateway's own CA, broker and client keys are made on the \
+data partition at first boot (iot-gateway pki init), or restored there from a pki export backup."
 SECTION = "net"
 LICENSE = "MIT"
 # The repository's LICENSE; FILE_DIRNAME is in BB_BASEHASH_IGNORE_VARS, so no checkout path in signatures
 LIC_FILES_CHKSUM = "file://${FILE_DIRNAME}/../../../LICENSE;md5=5bca9c920e769d83bd766aa9a54ccabf"
 
-# A folder on the build host with cloud-ca.pem (and fleet-ca.pem when IOT_GATEWAY_FLEET_CA = "1").
-# Empty: the placeholder of this recipe is installed and the build warns.
+# A folder on the build host with cloud-ca.pem. Empty: the placeholder of this recipe is installed
+# and the build warns.
 IOT_GATEWAY_TRUST_DIR ?= ""
-IOT_GATEWAY_FLEET_CA ?= "0"
 FILESEXTRAPATHS:prepend := "${@'%s:' % d.getVar('IOT_GATEWAY_TRUST_DIR') if d.getVar('IOT_GATEWAY_TRUST_DIR') else ''}"
 
-SRC_URI = "file://cloud-ca.pem \
-           ${@'file://fleet-ca.pem' if d.getVar('IOT_GATEWAY_FLEET_CA') == '1' else ''}"
+SRC_URI = "file://cloud-ca.pem"
 
 S = "${UNPACKDIR}"
 
@@ -25,8 +23,7 @@ do_compile[noexec] = "1"
 
 python do_check_trust_anchors() {
     import os
-    names = ['cloud-ca.pem'] + (['fleet-ca.pem'] if d.getVar('IOT_GATEWAY_FLEET_CA') == '1' else [])
-    for name in names:
+    for name in ['cloud-ca.pem']:
         path = os.path.join(d.getVar('UNPACKDIR'), name)
         with open(path) as f:
             text = f.read()
@@ -43,9 +40,6 @@ addtask check_trust_anchors after do_unpack before do_install
 do_install() {
     install -d ${D}${sysconfdir}/iot-gateway
     install -m 0644 ${UNPACKDIR}/cloud-ca.pem ${D}${sysconfdir}/iot-gateway/cloud-ca.pem
-    if [ "${IOT_GATEWAY_FLEET_CA}" = "1" ]; then
-        install -m 0644 ${UNPACKDIR}/fleet-ca.pem ${D}${sysconfdir}/iot-gateway/fleet-ca.pem
-    fi
 }
 
 FILES:${PN} = "${sysconfdir}/iot-gateway"

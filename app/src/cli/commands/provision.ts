@@ -109,10 +109,13 @@ export function makeProvisionCommand (io: Io): Command {
         took.push(`${p.sshAuthorizedKeys.length} SSH key(s) -> ${f}`)
       }
       if (p.wifi !== undefined) {
-        const f = join(dataRoot, 'wifi', 'wpa_supplicant-wlan0.conf')
+        // hostapd lines, the only ones the image's iot-gateway-wifi.service accepts over the image's
+        // access point configuration. hostapd takes the rest of the line as the SSID: an SSID that is
+        // not plain printable ASCII (or has spaces at its ends) goes as hex (ssid2=).
+        const f = join(dataRoot, 'wifi', 'iot-gateway-lan.conf')
         mkdirSync(dirname(f), { recursive: true, mode: 0o700 })
-        const q = (s: string): string => JSON.stringify(s) // wpa_supplicant's quoted strings are C-like; JSON's escaping fits printable ASCII
-        writeFileAtomic(f, `country=${p.wifi.country}\nctrl_interface=/run/wpa_supplicant\nnetwork={\n  ssid=${q(p.wifi.ssid)}\n  psk=${q(p.wifi.passphrase)}\n  key_mgmt=WPA-PSK\n}\n`, 0o600)
+        const ssid = /^[\x21-\x7e]([\x20-\x7e]*[\x21-\x7e])?$/.test(p.wifi.ssid) ? `ssid=${p.wifi.ssid}` : `ssid2=${Buffer.from(p.wifi.ssid).toString('hex')}`
+        writeFileAtomic(f, `# The IoT LAN's Wi-Fi of this gateway (iot-gateway provision import)\n${ssid}\ncountry_code=${p.wifi.country}\nwpa_passphrase=${p.wifi.passphrase}\n`, 0o600)
         took.push(`Wi-Fi "${p.wifi.ssid}" (${p.wifi.country}) -> ${f}`)
       }
       if (payload !== undefined) {
