@@ -23,6 +23,7 @@ import { AlertManager } from './alerts/manager.js'
 import { RefusalBook } from './alerts/refusals.js'
 import { AlertStore } from './alerts/store.js'
 import { SystemMonitor } from './monitor/monitor.js'
+import { initKnownSeries } from './monitor/series.js'
 import { LATENCY_BUCKETS } from './lib/metrics.js'
 import { VERSION } from './cli/index.js'
 import { Console } from './console/console.js'
@@ -118,6 +119,7 @@ export class Gateway {
     auth.session = this.console!.session
     this.api = new ApiServer(c.api.host, c.api.port, { health: () => this.health(), status: () => this.status(), extra, console: this.console }, this.metrics, this.log.child({ cap: 'api' }), auth)
     this.apiAddress = await this.api.start()
+    initKnownSeries(this.metrics, c)
     this.maintenance = setInterval(() => this.maintain(), 10 * 60_000).unref()
     this.maintain()
     this.ready = true
@@ -130,9 +132,12 @@ export class Gateway {
     const store = this.store!
     this.metrics.gauge('gateway_outbox_messages', 'Messages waiting in the outbox.', () => store.outboxDepth)
     this.metrics.gauge('gateway_outbox_bytes', 'Payload bytes waiting in the outbox.', () => store.outboxBytes)
-    this.metrics.gauge('gateway_outbox_oldest_age_seconds', 'Age of the oldest message in the outbox.', () => {
-      const at = store.oldestReceivedAt()
-      return at === null ? 0 : (Date.now() - at) / 1000
+    // A timestamp, not an age (the Prometheus convention: the age is `time() - x` and never goes
+    // stale between scrapes), and no series while the outbox is empty: an age of 0 would claim a
+    // fresh message that does not exist.
+    this.metrics.gauge('gateway_outbox_oldest_message_timestamp_seconds', 'Receipt time (Unix seconds) of the oldest message in the outbox; absent while the outbox is empty.', () => {
+      const at = store.outboxDepth > 0 ? store.oldestReceivedAt() : null
+      return at === null ? [] : [[{}, at / 1000]]
     })
     this.metrics.gauge('gateway_dead_letters', 'Messages in the dead-letter table.', () => store.stats().deadLetters)
     this.metrics.gauge('gateway_outbox_full', '1 while the outbox is at capacity (ingress is held back).', () => this.pipeline?.full === true ? 1 : 0)

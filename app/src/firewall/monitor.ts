@@ -118,7 +118,8 @@ export class FirewallMonitor {
     m.gauge('gateway_firewall_blocklist_entries', 'Sources in the port-scan blocklist now.', () => this.snapshot?.blocklist.length ?? 0)
     m.gauge('gateway_firewall_rate_limited_sources', 'Sources that went over the new-connection rate in the last minute.', () => this.snapshot?.rateLimited.length ?? 0)
     m.gauge('gateway_firewall_loaded', '1 if the last snapshot shows our nftables table, 0 if not (or no snapshot).', () => this.snapshot !== null ? 1 : 0)
-    m.gauge('gateway_firewall_snapshot_age_seconds', 'Age of the counter snapshot (-1: none).', () => this.snapshot === null ? -1 : Math.round((Date.now() - this.snapshot.at) / 1000))
+    // A timestamp, absent while there is no snapshot (no -1 sentinel): `time() - x` is its age.
+    m.gauge('gateway_firewall_snapshot_timestamp_seconds', 'When the privileged stats unit wrote the counter snapshot (Unix seconds); absent while there is none.', () => this.snapshot === null ? [] : [[{}, this.snapshot.at / 1000]])
     m.gauge('gateway_firewall_pending_confirm', '1 while an applied ruleset waits for `firewall confirm` (it rolls back by itself otherwise).', () => this.pending() !== null ? 1 : 0)
   }
 
