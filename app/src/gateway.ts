@@ -80,6 +80,8 @@ export class Gateway {
     this.clock = new ClockKeeper(c.gateway.dataDir, this.log.child({ cap: 'clock' }))
     this.clock.start()
     const store = this.store = new Store(this.db)
+    // Device events overtake a telemetry backlog (app/docs/operations.md, "Where alerts go").
+    store.prioritise(['events'])
     const pipeline = this.pipeline = new Pipeline(store, c, this.metrics, this.log.child({ cap: 'pipeline' }), c.gateway.dataDir)
     pipeline.start()
     const egress = this.egress = new Egress(c, store, this.metrics, this.log.child({ cap: 'egress' }), () => pipeline.notifySpace())
