@@ -7,6 +7,7 @@ import { Egress } from './egress/egress.js'
 import { AuditLog } from './audit/audit.js'
 import { DenialFollower } from './broker/denial-log.js'
 import { FirewallMonitor } from './firewall/monitor.js'
+import { WireguardStats } from './wireguard/stats.js'
 import { createLogger, type Logger } from './lib/logger.js'
 import { Registry } from './lib/metrics.js'
 import { SdNotify } from './lib/sd-notify.js'
@@ -51,6 +52,8 @@ export class Gateway {
   api?: ApiServer
   /** Reads the privileged firewall's counter snapshot and events (the daemon runs no nft itself). */
   firewall?: FirewallMonitor
+  /** The tunnel's peers as the privileged stats unit writes them (handshake, bytes). */
+  wireguardStats?: WireguardStats
   /** Saves the latest known time on /data; clock.state() is the clock's part of /health. */
   clock?: ClockKeeper
   apiAddress?: AddressInfo
@@ -91,6 +94,8 @@ export class Gateway {
     this.firewall = new FirewallMonitor(c.firewall.stateDir, c.firewall.statsPollSeconds, this.metrics,
       new AuditLog(this.db, err => this.log.error('audit write failed', { err })), this.log.child({ cap: 'firewall' }), this.db)
     this.firewall.start()
+    this.wireguardStats = new WireguardStats(c.firewall.stateDir, c.wireguard.interface)
+    this.wireguardStats.register(this.metrics)
     egress.start()
     const devices = this.devices = new DeviceGuard(c, this.db, pipeline, this.metrics, this.log.child({ cap: 'devices' }))
     devices.start()
@@ -220,6 +225,7 @@ export class Gateway {
       history,
       devices: () => this.devices,
       firewall: () => this.firewall,
+      wireguard: () => this.wireguardStats,
       health: () => this.health(),
       status: () => this.status(),
       firing: () => this.alerts?.firing() ?? [],

@@ -8,6 +8,7 @@ import type { Config } from '../config/schema.js'
 import { releaseDevice, revokeDevice } from '../devices/operations.js'
 import type { DeviceGuard } from '../devices/guard.js'
 import type { FirewallMonitor } from '../firewall/monitor.js'
+import type { WireguardStats } from '../wireguard/stats.js'
 import type { Logger } from '../lib/logger.js'
 import { UsageError } from '../lib/errors.js'
 import type { DB } from '../store/db.js'
@@ -44,6 +45,7 @@ export interface ConsoleDeps {
   history: ConsoleHistory
   devices: () => DeviceGuard | undefined
   firewall: () => FirewallMonitor | undefined
+  wireguard: () => WireguardStats | undefined
   health: () => { ok: boolean, body: Record<string, unknown> }
   status: () => Record<string, unknown>
   firing: () => AlertState[]
@@ -211,7 +213,7 @@ export class Console implements ConsoleRoutes {
       firewall: fw
         ? { snapshot: fw.snapshot, pending: fw.pending(), confirmNeeds: 'root: sudo iot-gateway firewall confirm' }
         : null,
-      wireguard: { available: false, why: 'the last handshake needs `wg show` (CAP_NET_ADMIN), which the daemon does not have' }
+      wireguard: this.d.wireguard()?.view() ?? { available: false, why: 'not started' }
     }
   }
 

@@ -189,7 +189,9 @@ function opsView (s: Json): HTMLElement {
     snap ? h('table', {}, h('tbody', {}, ...snap.counters.map((c: Json) => h('tr', {}, h('td', {}, c.name), h('td', {}, `${c.packets} pkts`), h('td', {}, `${c.bytes} B`))))) : h('p', {}, 'no firewall counters yet (the privileged stats timer writes them)'),
     h('p', {}, `blocklist: ${snap ? (snap.blocklist.length === 0 ? 'empty' : snap.blocklist.map((e: Json) => `${e.address} (${e.expiresSeconds} s)`).join(', ')) : 'n/a'}`),
     h('p', {}, fw?.pending ? `a firewall change waits for confirmation; confirming needs ${fw.confirmNeeds}` : 'no firewall change pending'),
-    h('p', {}, `WireGuard last handshake: ${s.wireguard.available ? ago(s.wireguard.lastHandshake) : `not shown: ${s.wireguard.why}`}`),
+    ...(s.wireguard.available
+      ? (s.wireguard.peers as Json[]).map(p => h('p', { class: 'wg-peer' }, `WireGuard peer ${String(p.publicKey).slice(0, 8)}… ${p.endpoint ?? ''}: last handshake ${p.latestHandshake === null ? 'never' : ago(p.latestHandshake)}, ${p.rxBytes} B in, ${p.txBytes} B out`))
+      : [h('p', { class: 'wg-peer' }, `WireGuard last handshake: not shown: ${s.wireguard.why}`)]),
     h('p', {}, `dead letters: ${s.outbox?.deadLetters ?? 0} `, retry))
 }
 
