@@ -119,8 +119,9 @@ export class FirewallMonitor {
       (this.refresh(), this.snapshot?.counters ?? []).map(c => [counterLabels(c.name), c[field]])
     m.gauge('gateway_firewall_dropped_packets_total', 'Packets dropped by the nftables firewall, by reason (closed, scan, forward, blocklisted, rate_limited, spoofed, invalid) and zone; from the privileged counter snapshot, reset when a ruleset is applied.', counters('packets'), 'counter')
     m.gauge('gateway_firewall_dropped_bytes_total', 'Bytes dropped by the nftables firewall, by reason and zone.', counters('bytes'), 'counter')
-    m.gauge('gateway_firewall_blocklist_entries', 'Sources in the port-scan blocklist now.', () => this.snapshot?.blocklist.length ?? 0)
-    m.gauge('gateway_firewall_rate_limited_sources', 'Sources that went over the new-connection rate in the last minute.', () => this.snapshot?.rateLimited.length ?? 0)
+    // Absent without a snapshot (no table, or the stats unit has not run): unknown is not 0.
+    m.gauge('gateway_firewall_blocklist_entries', 'Sources in the port-scan blocklist now; absent without a counter snapshot.', () => this.snapshot === null ? [] : [[{}, this.snapshot.blocklist.length]])
+    m.gauge('gateway_firewall_rate_limited_sources', 'Sources that went over the new-connection rate in the last minute; absent without a counter snapshot.', () => this.snapshot === null ? [] : [[{}, this.snapshot.rateLimited.length]])
     m.gauge('gateway_firewall_loaded', '1 if the last snapshot shows our nftables table, 0 if not (or no snapshot).', () => this.snapshot !== null ? 1 : 0)
     // A timestamp, absent while there is no snapshot (no -1 sentinel): `time() - x` is its age.
     m.gauge('gateway_firewall_snapshot_timestamp_seconds', 'When the privileged stats unit wrote the counter snapshot (Unix seconds); absent while there is none.', () => this.snapshot === null ? [] : [[{}, this.snapshot.at / 1000]])
