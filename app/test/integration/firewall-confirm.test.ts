@@ -34,7 +34,13 @@ t.test('the console asks, the root path unit\'s script confirms that apply and n
   const requests = join(s.config.gateway.dataDir, 'firewall-requests')
   const token = readFileSync(join(s.config.gateway.dataDir, 'api-token'), 'utf8').trim()
   const confirmFromConsole = async (): Promise<{ status: number, body: any }> => {
-    const r = await request(`http://127.0.0.1:${s.config.api.port}/console/api/firewall-confirm`, { method: 'POST', headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' }, body: '{}' })
+    const r = await request(`http://127.0.0.1:${s.config.api.port}/console/api/firewall-confirm`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: '{}',
+      // One connection per request: an apply between two requests can outlast the server's keep-alive, and a POST is not retried.
+      reset: true
+    })
     return { status: r.statusCode, body: await r.body.json() }
   }
   const events = (): Array<{ type: string, detail: { id?: string } }> => readFileSync(join(stateDir, 'events.jsonl'), 'utf8').trim().split('\n').map(l => JSON.parse(l))
