@@ -76,7 +76,7 @@ Nice=10
 }
 const STUB_EXECUTABLES = ['/usr/bin/iot-gateway', '/usr/bin/node', '/usr/sbin/nft', '/usr/sbin/mosquitto',
   '/usr/sbin/hostapd', '/usr/sbin/iot-gateway-grow-data', '/usr/libexec/iot-gateway-machine-id', '/usr/libexec/iot-gateway-data-alert', '/usr/libexec/iot-gateway-wifi',
-  '/usr/libexec/iot-gateway-identity', '/usr/libexec/iot-gateway-firewall-stats', '/usr/lib/systemd/systemd-socket-proxyd', '/usr/sbin/dropbear', '/usr/sbin/dropbearkey', '/usr/libexec/iot-gateway-ssh-hostkeys', '/usr/bin/kill', '/usr/bin/mkdir', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown', '/bin/chmod', '/bin/sh']
+  '/usr/libexec/iot-gateway-identity', '/usr/libexec/iot-gateway-firewall-stats', '/usr/libexec/iot-gateway-firewall-confirm', '/usr/lib/systemd/systemd-socket-proxyd', '/usr/sbin/dropbear', '/usr/sbin/dropbearkey', '/usr/libexec/iot-gateway-ssh-hostkeys', '/usr/bin/kill', '/usr/bin/mkdir', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown', '/bin/chmod', '/bin/sh']
 
 function fakeRoot (t) {
   const root = mkdtempSync(join(tmpdir(), 'iotgw-units-'))
@@ -291,6 +291,7 @@ t.test('exposure scores (systemd-analyze security --offline=true)', { skip: !off
     'hostapd.service': 3.0,
     'iot-gateway-crl-reload.service': 2.0,
     'iot-gateway-firewall-stats.service': 4.0,
+    'iot-gateway-firewall-confirm.service': 3.0,
     'iot-gateway-identity.service': 4.0,
     'iot-gateway-api-proxy.service': 2.0,
     // a bind mount in the host's mount namespace: no namespace-based protection is possible

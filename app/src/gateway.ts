@@ -7,6 +7,7 @@ import { Egress } from './egress/egress.js'
 import { AuditLog } from './audit/audit.js'
 import { DenialFollower } from './broker/denial-log.js'
 import { FirewallMonitor } from './firewall/monitor.js'
+import { WireguardStats } from './wireguard/stats.js'
 import { createLogger, type Logger } from './lib/logger.js'
 import { Registry } from './lib/metrics.js'
 import { SdNotify } from './lib/sd-notify.js'
@@ -23,6 +24,7 @@ import { AlertManager } from './alerts/manager.js'
 import { RefusalBook } from './alerts/refusals.js'
 import { AlertStore } from './alerts/store.js'
 import { SystemMonitor } from './monitor/monitor.js'
+import { initKnownSeries } from './monitor/series.js'
 import { LATENCY_BUCKETS } from './lib/metrics.js'
 import { VERSION } from './cli/index.js'
 import { Console } from './console/console.js'
@@ -50,6 +52,8 @@ export class Gateway {
   api?: ApiServer
   /** Reads the privileged firewall's counter snapshot and events (the daemon runs no nft itself). */
   firewall?: FirewallMonitor
+  /** The tunnel's peers as the privileged stats unit writes them (handshake, bytes). */
+  wireguardStats?: WireguardStats
   /** Saves the latest known time on /data; clock.state() is the clock's part of /health. */
   clock?: ClockKeeper
   apiAddress?: AddressInfo
@@ -79,6 +83,8 @@ export class Gateway {
     this.clock = new ClockKeeper(c.gateway.dataDir, this.log.child({ cap: 'clock' }))
     this.clock.start()
     const store = this.store = new Store(this.db)
+    // Device events overtake a telemetry backlog (app/docs/operations.md, "Where alerts go").
+    store.prioritise(['events'])
     const pipeline = this.pipeline = new Pipeline(store, c, this.metrics, this.log.child({ cap: 'pipeline' }), c.gateway.dataDir)
     pipeline.start()
     const egress = this.egress = new Egress(c, store, this.metrics, this.log.child({ cap: 'egress' }), () => pipeline.notifySpace())
@@ -88,6 +94,8 @@ export class Gateway {
     this.firewall = new FirewallMonitor(c.firewall.stateDir, c.firewall.statsPollSeconds, this.metrics,
       new AuditLog(this.db, err => this.log.error('audit write failed', { err })), this.log.child({ cap: 'firewall' }), this.db)
     this.firewall.start()
+    this.wireguardStats = new WireguardStats(c.firewall.stateDir, c.wireguard.interface)
+    this.wireguardStats.register(this.metrics)
     egress.start()
     const devices = this.devices = new DeviceGuard(c, this.db, pipeline, this.metrics, this.log.child({ cap: 'devices' }))
     devices.start()
@@ -118,6 +126,7 @@ export class Gateway {
     auth.session = this.console!.session
     this.api = new ApiServer(c.api.host, c.api.port, { health: () => this.health(), status: () => this.status(), extra, console: this.console }, this.metrics, this.log.child({ cap: 'api' }), auth)
     this.apiAddress = await this.api.start()
+    initKnownSeries(this.metrics, c)
     this.maintenance = setInterval(() => this.maintain(), 10 * 60_000).unref()
     this.maintain()
     this.ready = true
@@ -130,9 +139,12 @@ export class Gateway {
     const store = this.store!
     this.metrics.gauge('gateway_outbox_messages', 'Messages waiting in the outbox.', () => store.outboxDepth)
     this.metrics.gauge('gateway_outbox_bytes', 'Payload bytes waiting in the outbox.', () => store.outboxBytes)
-    this.metrics.gauge('gateway_outbox_oldest_age_seconds', 'Age of the oldest message in the outbox.', () => {
-      const at = store.oldestReceivedAt()
-      return at === null ? 0 : (Date.now() - at) / 1000
+    // A timestamp, not an age (the Prometheus convention: the age is `time() - x` and never goes
+    // stale between scrapes), and no series while the outbox is empty: an age of 0 would claim a
+    // fresh message that does not exist.
+    this.metrics.gauge('gateway_outbox_oldest_message_timestamp_seconds', 'Receipt time (Unix seconds) of the oldest message in the outbox; absent while the outbox is empty.', () => {
+      const at = store.outboxDepth > 0 ? store.oldestReceivedAt() : null
+      return at === null ? [] : [[{}, at / 1000]]
     })
     this.metrics.gauge('gateway_dead_letters', 'Messages in the dead-letter table.', () => store.stats().deadLetters)
     this.metrics.gauge('gateway_outbox_full', '1 while the outbox is at capacity (ingress is held back).', () => this.pipeline?.full === true ? 1 : 0)
@@ -213,6 +225,7 @@ export class Gateway {
       history,
       devices: () => this.devices,
       firewall: () => this.firewall,
+      wireguard: () => this.wireguardStats,
       health: () => this.health(),
       status: () => this.status(),
       firing: () => this.alerts?.firing() ?? [],

@@ -11,9 +11,10 @@
  * messages, p50/p99 publish-to-sink, peak RSS, and messages acknowledged to a device but lost.
  *
  * Usage: npm run bench [-- --seconds 20 --idle 30 --devices 50 --rates 10,100,1000 --only gateway|previous
- *   --previous <commit> --node-red --denials on|off --keep]
+ *   --previous <commit> --node-red --denials on|off --keep --no-ops --console-seconds 20]
  *  --node-red: also the old comparison with Node-RED (saturation and --rate latency).
  *  --denials off: the broker without debug logging and the gateway without its ACL-denial follower.
+ *  --no-ops: without the monitor's and the console's cost (tools/monitor-cost.ts, console-cost.ts).
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { promisify } from 'node:util'
@@ -29,6 +30,8 @@ import { testConfig } from '../test/helpers/env.js'
 import { GatewayProcess } from '../test/helpers/gateway-process.js'
 import { deviceCreds, type DeviceCreds } from '../test/helpers/devices.js'
 import { freePort, waitFor } from '../test/helpers/ports.js'
+import { monitorCost } from './monitor-cost.js'
+import { consoleCost, printOpsRows } from './console-cost.js'
 
 const NODE_RED_VERSION = '5.0.7'
 const execFileAsync = promisify(execFile)
@@ -404,6 +407,9 @@ async function main (): Promise<void> {
     rmSync(tmp, { recursive: true, force: true })
   }
   printPhases(rows)
+  // Operations (app/docs/operations.md, console.md): the monitor's idle cost, and what an open
+  // console costs the gateway at 1,000 msg/s (ratios against the same gateway without it).
+  if (!process.argv.includes('--no-ops')) printOpsRows(monitorCost(), await consoleCost(Number(arg('console-seconds', '20'))))
   if (!process.argv.includes('--node-red')) return
   const rate = Number(arg('rate', '1000'))
   const results: Result[] = []

@@ -7,7 +7,8 @@ import type { AuditLog } from '../audit/audit.js'
 import type { Config } from '../config/schema.js'
 import { releaseDevice, revokeDevice } from '../devices/operations.js'
 import type { DeviceGuard } from '../devices/guard.js'
-import type { FirewallMonitor } from '../firewall/monitor.js'
+import { confirmRequestDir, type FirewallMonitor } from '../firewall/monitor.js'
+import type { WireguardStats } from '../wireguard/stats.js'
 import type { Logger } from '../lib/logger.js'
 import { UsageError } from '../lib/errors.js'
 import type { DB } from '../store/db.js'
@@ -44,6 +45,7 @@ export interface ConsoleDeps {
   history: ConsoleHistory
   devices: () => DeviceGuard | undefined
   firewall: () => FirewallMonitor | undefined
+  wireguard: () => WireguardStats | undefined
   health: () => { ok: boolean, body: Record<string, unknown> }
   status: () => Record<string, unknown>
   firing: () => AlertState[]
@@ -156,7 +158,12 @@ export class Console implements ConsoleRoutes {
       return [200, { moved }]
     }
     if (path === '/console/api/firewall-confirm') {
-      return [403, { error: 'confirming a firewall change needs root (nft); the daemon has no such privilege. Over SSH: sudo iot-gateway firewall confirm' }]
+      // The daemon has no root: it asks the privileged path unit, which confirms only this apply.
+      const fw = this.d.firewall()
+      if (!fw) return [503, { error: 'not ready' }]
+      const r = fw.requestConfirm(confirmRequestDir(this.d.config.gateway.dataDir), source)
+      if (r === null) return [409, { error: 'nothing to confirm: no firewall change is waiting (it may have been rolled back already)' }]
+      return [202, { requested: r.id, note: 'iot-gateway-firewall-confirm confirms it within seconds; the change stays pending (and rolls back at its deadline) if it does not' }]
     }
     if (!guard) return [503, { error: 'not ready' }]
     const id = typeof b.device === 'string' ? b.device : ''
@@ -209,9 +216,9 @@ export class Console implements ConsoleRoutes {
       alerts: { firing: this.d.firing().map(a => ({ rule: a.rule, key: a.key, summary: a.summary, firedAt: a.firedAt })), resolved: this.resolved },
       devices,
       firewall: fw
-        ? { snapshot: fw.snapshot, pending: fw.pending(), confirmNeeds: 'root: sudo iot-gateway firewall confirm' }
+        ? { snapshot: fw.snapshot, pending: fw.pending() }
         : null,
-      wireguard: { available: false, why: 'the last handshake needs `wg show` (CAP_NET_ADMIN), which the daemon does not have' }
+      wireguard: this.d.wireguard()?.view() ?? { available: false, why: 'not started' }
     }
   }
 

@@ -1,4 +1,5 @@
-import { readFileSync, statSync } from 'node:fs'
+import { mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
 import type { SecurityEvent } from '../audit/audit.js'
 import type { Logger } from '../lib/logger.js'
 import type { Registry } from '../lib/metrics.js'
@@ -45,6 +46,9 @@ export function parseNftJson (text: string, at: number): FirewallSnapshot | null
 export const addedAt = (snap: FirewallSnapshot, e: SetEntry): number => snap.at - (e.timeoutSeconds - e.expiresSeconds) * 1000
 
 const SAME_ENTRY_MS = 5000
+/** Where the daemon asks for a firewall confirmation (the image's iot-gateway-firewall-confirm.path watches it). */
+export const confirmRequestDir = (dataDir: string): string => join(dataDir, 'firewall-requests')
+
 const SEED_TYPES = ['port_scan_detected', 'rate_limit_applied', 'firewall_applied', 'firewall_confirmed', 'firewall_rolled_back']
 
 /**
@@ -115,11 +119,30 @@ export class FirewallMonitor {
       (this.refresh(), this.snapshot?.counters ?? []).map(c => [counterLabels(c.name), c[field]])
     m.gauge('gateway_firewall_dropped_packets_total', 'Packets dropped by the nftables firewall, by reason (closed, scan, forward, blocklisted, rate_limited, spoofed, invalid) and zone; from the privileged counter snapshot, reset when a ruleset is applied.', counters('packets'), 'counter')
     m.gauge('gateway_firewall_dropped_bytes_total', 'Bytes dropped by the nftables firewall, by reason and zone.', counters('bytes'), 'counter')
-    m.gauge('gateway_firewall_blocklist_entries', 'Sources in the port-scan blocklist now.', () => this.snapshot?.blocklist.length ?? 0)
-    m.gauge('gateway_firewall_rate_limited_sources', 'Sources that went over the new-connection rate in the last minute.', () => this.snapshot?.rateLimited.length ?? 0)
+    // Absent without a snapshot (no table, or the stats unit has not run): unknown is not 0.
+    m.gauge('gateway_firewall_blocklist_entries', 'Sources in the port-scan blocklist now; absent without a counter snapshot.', () => this.snapshot === null ? [] : [[{}, this.snapshot.blocklist.length]])
+    m.gauge('gateway_firewall_rate_limited_sources', 'Sources that went over the new-connection rate in the last minute; absent without a counter snapshot.', () => this.snapshot === null ? [] : [[{}, this.snapshot.rateLimited.length]])
     m.gauge('gateway_firewall_loaded', '1 if the last snapshot shows our nftables table, 0 if not (or no snapshot).', () => this.snapshot !== null ? 1 : 0)
-    m.gauge('gateway_firewall_snapshot_age_seconds', 'Age of the counter snapshot (-1: none).', () => this.snapshot === null ? -1 : Math.round((Date.now() - this.snapshot.at) / 1000))
+    // A timestamp, absent while there is no snapshot (no -1 sentinel): `time() - x` is its age.
+    m.gauge('gateway_firewall_snapshot_timestamp_seconds', 'When the privileged stats unit wrote the counter snapshot (Unix seconds); absent while there is none.', () => this.snapshot === null ? [] : [[{}, this.snapshot.at / 1000]])
     m.gauge('gateway_firewall_pending_confirm', '1 while an applied ruleset waits for `firewall confirm` (it rolls back by itself otherwise).', () => this.pending() !== null ? 1 : 0)
+  }
+
+  /**
+   * Asks the privileged side to confirm the pending apply (the console's action; the daemon cannot
+   * run nft). Writes `confirm-<id>` into `requestDir`, which the root iot-gateway-firewall-confirm.path
+   * unit watches; its service runs `iot-gateway firewall confirm --id <id>`, so a request made for
+   * one apply never confirms a later one. The file's content is for people: the root side reads
+   * only the name, and deletes every entry it finds. Returns null when nothing is pending.
+   */
+  requestConfirm (requestDir: string, by: string): { id: string, file: string } | null {
+    const p = this.pending()
+    if (p === null || !/^[A-Za-z0-9_-]{1,64}$/.test(p.id)) return null
+    mkdirSync(requestDir, { recursive: true, mode: 0o700 })
+    const file = join(requestDir, `confirm-${p.id}`)
+    writeFileSync(file, JSON.stringify({ id: p.id, at: Date.now(), by }) + '\n', { mode: 0o600 })
+    this.audit.record({ type: 'firewall_confirm_requested', source: by, detail: { id: p.id, deadline: p.deadline } })
+    return { id: p.id, file }
   }
 
   pending (): Pending | null {

@@ -127,9 +127,15 @@ export class SafeApply {
     return { file, p }
   }
 
-  async confirm (): Promise<Pending> {
+  /** With `ifId` (a confirmation the console requested), only if that apply is still the pending one. */
+  async confirm (ifId?: string): Promise<Pending> {
     const c = this.claim('confirm')
     if (c === null) throw new FirewallError('NOT_PENDING', 'nothing to confirm: no apply is waiting (an unconfirmed apply may already have been rolled back; see `firewall status`)')
+    if (ifId !== undefined && c.p.id !== ifId) {
+      // A newer apply than the one the operator saw: that one is not confirmed by this request.
+      renameSync(c.file, this.files.pending)
+      throw new FirewallError('NOT_PENDING', `apply ${ifId} is no longer the pending one (${c.p.id} is); nothing confirmed`)
+    }
     rmSync(this.files.previous, { force: true })
     rmSync(c.file, { force: true })
     await this.watchdog.stop(c.p.watchdog).catch(() => {})

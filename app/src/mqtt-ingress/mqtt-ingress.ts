@@ -60,7 +60,7 @@ export class MqttIngress {
     this.connects = metrics.counter('gateway_mqtt_connects_total', 'Successful connections of the gateway to the broker.')
     this.errors = metrics.counter('gateway_mqtt_errors_total', 'Broker connection errors.')
     metrics.gauge('gateway_mqtt_connected', '1 while the gateway is connected to the broker.', () => this.connected ? 1 : 0)
-    metrics.gauge('gateway_broker_messages_dropped', 'Messages Mosquitto dropped (its queue limits), from $SYS; any rise means loss before the gateway.', () => this.brokerDropped, 'counter')
+    metrics.gauge('gateway_broker_messages_dropped_total', 'Messages Mosquitto dropped (its queue limits), from $SYS; any rise means loss before the gateway.', () => this.brokerDropped, 'counter')
   }
 
   /**

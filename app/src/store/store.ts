@@ -80,6 +80,17 @@ export class Store {
   /** Batches given an id and not covered by the written watermark: resent under the same id after a crash. */
   private batches: Array<{ id: string, first: number, last: number }> = []
   private readonly q
+  /**
+   * The priority lane (events and the like, see prioritise()): ids of rows of a priority stream not
+   * yet delivered, oldest first, and rows the cloud already has although the watermark has not
+   * reached them (id -> bytes). In memory only: after a crash those rows are simply sent again
+   * (at least once, under the same message ids).
+   */
+  private priorityStreams = new Set<string>()
+  private readonly priority: number[] = []
+  private readonly pendingPriority = new Set<number>()
+  private readonly ahead = new Map<number, number>()
+  private readonly priorityBatches = new WeakSet<Batch>()
   /** Random per database; part of every id the cloud sees (`<gateway>:<instance>:<row id>`). */
   readonly instance: string
   /** Commits by kind, for the write-path counters (`group`: FULL; `meta`: NORMAL bookkeeping). */
@@ -112,7 +123,8 @@ export class Store {
       deadCount: db.prepare('SELECT count(*) AS n FROM dead_letters'),
       trimDead: db.prepare('DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)'),
       oldestAt: db.prepare('SELECT received_at AS at FROM outbox WHERE id > ? ORDER BY id LIMIT 1'),
-      totals: db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM outbox WHERE id > ?')
+      totals: db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM outbox WHERE id > ?'),
+      byId: db.prepare('SELECT id, device, transport, stream, epoch, seq, received_at AS receivedAt, payload, bytes FROM outbox WHERE id = ?')
     }
     this.delivered = this.deliveredWritten = Number((this.q.getMeta.get('delivered_through') as { value: string } | undefined)?.value ?? 0)
     const batches = (this.q.getMeta.get('batches') as { value: string } | undefined)?.value
@@ -125,8 +137,76 @@ export class Store {
   /** Re-reads the totals: another process (the CLI's `outbox retry`) may have changed the outbox. */
   refreshTotals (): void {
     const t = this.q.totals.get(this.delivered) as { n: number, b: number }
-    this.depth = t.n
+    this.depth = t.n - this.ahead.size
     this.bytes = t.b
+    for (const b of this.ahead.values()) this.bytes -= b
+  }
+
+  /**
+   * Rows of these streams (device `events`) go to the cloud ahead of everything else waiting: the
+   * next batch is made of them alone, whatever telemetry backlog is older. Their order among
+   * themselves is the outbox order, so the order per device and stream holds. Called once at start;
+   * it looks up the rows of those streams already waiting (one scan of the outbox).
+   */
+  prioritise (streams: readonly string[]): void {
+    this.priorityStreams = new Set(streams)
+    this.priority.length = 0
+    this.pendingPriority.clear()
+    if (streams.length === 0) return
+    const rows = this.db.prepare(`SELECT id FROM outbox WHERE id > ? AND stream IN (${streams.map(() => '?').join(',')}) ORDER BY id`).all(this.delivered, ...streams) as Array<{ id: number }>
+    for (const r of rows) { this.priority.push(r.id); this.pendingPriority.add(r.id) }
+  }
+
+  /** Waiting rows of a priority stream. */
+  get priorityDepth (): number { return this.priority.length }
+
+  /** The next priority batch: waiting priority rows only, oldest first, within the batch limits. */
+  private priorityBatch (gatewayId: string, maxMessages: number, maxBytes: number): Batch | undefined {
+    const rows: Array<OutboxRow & { bytes: number }> = []
+    let bytes = 0
+    for (const id of this.priority) {
+      if (rows.length >= maxMessages) break
+      const r = this.q.byId.get(id) as (OutboxRow & { bytes: number }) | undefined
+      if (r === undefined) continue
+      if (rows.length > 0 && bytes + r.bytes > maxBytes) break
+      rows.push(r)
+      bytes += r.bytes
+    }
+    if (rows.length === 0) {
+      // Rows gone from under the queue (an `outbox` command from another process): forget them.
+      this.priority.length = 0
+      this.pendingPriority.clear()
+      return undefined
+    }
+    // "p": the ids are not a range; the same rows always get the same key (resent after a failure).
+    const b = toBatch(`${gatewayId}-${this.instance}-p${rows[0]!.id}-${rows[rows.length - 1]!.id}`, rows)
+    this.priorityBatches.add(b)
+    return b
+  }
+
+  /** A priority batch left the queue (delivered or dead-lettered): drop its ids from it. */
+  private unqueuePriority (b: Batch): void {
+    const ids = new Set(b.rows.map(r => r.id))
+    for (const id of ids) this.pendingPriority.delete(id)
+    let k = 0
+    for (const id of this.priority) if (!ids.has(id)) this.priority[k++] = id
+    this.priority.length = k
+  }
+
+  /** The watermark passes rows already delivered ahead of it (so the outbox's head is a row to send). */
+  private skipAhead (): void {
+    for (const id of this.ahead.keys()) if (id <= this.delivered) this.ahead.delete(id)
+    while (this.ahead.size > 0) {
+      const head = this.q.head.get(this.delivered) as { id: number } | undefined
+      if (!head || !this.ahead.has(head.id)) return
+      this.ahead.delete(head.id)
+      this.delivered = head.id
+    }
+  }
+
+  /** A regular batch leaves out rows sent (or to be sent) in the priority lane. */
+  private withoutPriority<T extends { id: number }> (rows: T[]): T[] {
+    return this.ahead.size === 0 && this.pendingPriority.size === 0 ? rows : rows.filter(r => !this.ahead.has(r.id) && !this.pendingPriority.has(r.id))
   }
 
   get outboxDepth (): number { return this.depth }
@@ -145,12 +225,14 @@ export class Store {
    */
   commitGroup (accepted: readonly InboundMessage[], rollups: readonly TrafficRollup[] = []): void {
     const perDevice = new Map<string, { messages: number, rejected: number, epoch: number, seq: number }>()
+    const priorityIds: number[] = []
     let added = 0
     const deleteThrough = this.deleteDue(Date.now()) ? this.delivered : 0
     this.db.transaction(() => {
       for (const m of accepted) {
         const bytes = Buffer.byteLength(m.payload)
-        this.q.insert.run(m.device, m.transport, m.stream, m.epoch, m.seq, m.receivedAt, m.payload, bytes)
+        const ins = this.q.insert.run(m.device, m.transport, m.stream, m.epoch, m.seq, m.receivedAt, m.payload, bytes)
+        if (this.priorityStreams.has(m.stream)) priorityIds.push(Number(ins.lastInsertRowid))
         added += bytes
         const d = perDevice.get(m.device) ?? { messages: 0, rejected: 0, epoch: -1, seq: -1 }
         d.messages++
@@ -173,6 +255,7 @@ export class Store {
     if (deleteThrough > 0) this.deleteDone(deleteThrough)
     this.depth += accepted.length
     this.bytes += added
+    for (const id of priorityIds) { this.priority.push(id); this.pendingPriority.add(id) }
   }
 
   /** Delivered rows are deleted at most once a second (one bulk DELETE instead of one per batch). */
@@ -211,18 +294,23 @@ export class Store {
    * batch_id column are honoured the same way.
    */
   nextBatch (gatewayId: string, maxMessages: number, maxBytes: number): Batch | undefined {
+    if (this.priority.length > 0) {
+      const p = this.priorityBatch(gatewayId, maxMessages, maxBytes)
+      if (p !== undefined) return p
+    }
+    this.skipAhead()
     const head = this.q.head.get(this.delivered) as { id: number, batchId: string | null } | undefined
     if (!head) return undefined
     if (head.batchId !== null) {
-      const rows = this.q.byBatch.all(head.batchId, this.delivered) as Array<OutboxRow & { bytes: number }>
+      const rows = this.withoutPriority(this.q.byBatch.all(head.batchId, this.delivered) as Array<OutboxRow & { bytes: number }>)
       if (rows.length > 0) return toBatch(head.batchId, rows)
     }
     const f = this.batches.find(b => b.first <= head.id && head.id <= b.last)
     if (f !== undefined) {
-      const rows = this.q.range.all(head.id, f.last) as Array<OutboxRow & { bytes: number }>
+      const rows = this.withoutPriority(this.q.range.all(head.id, f.last) as Array<OutboxRow & { bytes: number }>)
       if (rows.length > 0) return toBatch(f.id, rows)
     }
-    const candidates = this.q.oldest.all(this.delivered, maxMessages) as Array<OutboxRow & { bytes: number }>
+    const candidates = this.withoutPriority(this.q.oldest.all(this.delivered, maxMessages) as Array<OutboxRow & { bytes: number }>)
     const rows: Array<OutboxRow & { bytes: number }> = []
     let bytes = 0
     for (const r of candidates) {
@@ -230,6 +318,7 @@ export class Store {
       rows.push(r)
       bytes += r.bytes
     }
+    if (rows.length === 0) return undefined
     const first = rows[0]!.id
     const last = rows[rows.length - 1]!.id
     const id = `${gatewayId}-${this.instance}-${first}-${last}`
@@ -258,10 +347,21 @@ export class Store {
    * then a crash sends them again under their recorded batch id (at least once).
    */
   ackBatch (b: Batch): void {
+    if (this.priorityBatches.has(b)) {
+      // Delivered ahead of the watermark: remembered so no regular batch sends them again.
+      if (!this.pendingPriority.has(b.firstId)) return
+      this.unqueuePriority(b)
+      for (const r of b.rows) if (r.id > this.delivered) this.ahead.set(r.id, Buffer.byteLength(r.payload))
+      this.depth -= b.rows.length
+      this.bytes -= b.bytes
+      this.skipAhead()
+      return
+    }
     if (b.lastId <= this.delivered) return
     this.delivered = b.lastId
     this.depth -= b.rows.length
     this.bytes -= b.bytes
+    this.skipAhead()
   }
 
   /**
@@ -286,15 +386,25 @@ export class Store {
   /** The cloud refused the batch for good (4xx): it moves to dead letters with the reason. */
   deadLetterBatch (b: Batch, status: number | null, reason: string, max: number): number {
     let trimmed = 0
+    const priority = this.priorityBatches.has(b)
     this.db.transaction(() => {
-      this.q.toDead.run(b.id, Date.now(), status, reason, b.firstId, b.lastId)
-      this.q.deleteRange.run(b.firstId, b.lastId)
+      if (priority) {
+        // Its rows are not a range: one by one.
+        for (const r of b.rows) { this.q.toDead.run(b.id, Date.now(), status, reason, r.id, r.id); this.q.deleteRange.run(r.id, r.id) }
+      } else {
+        // Rows in the range the priority lane already delivered are not dead letters: deleted first.
+        for (const id of this.ahead.keys()) if (id >= b.firstId && id <= b.lastId) this.q.deleteRange.run(id, id)
+        this.q.toDead.run(b.id, Date.now(), status, reason, b.firstId, b.lastId)
+        this.q.deleteRange.run(b.firstId, b.lastId)
+      }
       const n = (this.q.deadCount.get() as { n: number }).n
       if (n > max) trimmed = this.q.trimDead.run(n - max).changes
     })()
-    this.delivered = Math.max(this.delivered, b.lastId)
+    if (priority) this.unqueuePriority(b)
+    else this.delivered = Math.max(this.delivered, b.lastId)
     this.depth -= b.rows.length
     this.bytes -= b.bytes
+    this.skipAhead()
     return trimmed
   }
 

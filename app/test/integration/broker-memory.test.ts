@@ -36,7 +36,7 @@ t.test('the broker\'s backlog for the gateway is bounded in bytes; drops are rep
 
   await s.gateway.start()
   const delivered = (): number => [...s.cloud.unique().values()].filter(m => m.device === 'sensor-m').length
-  const dropped = await waitFor(async () => await s.gateway.metric('gateway_broker_messages_dropped'), 'the broker\'s dropped count', 30000, 200)
+  const dropped = await waitFor(async () => await s.gateway.metric('gateway_broker_messages_dropped_total'), 'the broker\'s dropped count', 30000, 200)
   // The count also takes the few QoS 0 $SYS updates the broker could not queue for the offline
   // gateway, so it may exceed the device's lost messages by those.
   const missing = (): number => total - delivered()

@@ -145,9 +145,11 @@ if (!existsSync(CHROMIUM)) {
     await waitFor(async () => (JSON.parse((await cli(s.configFile, ['audit', 'list', '--device', 'sensor-q', '--json'])).out) as Array<{ type: string }>).some(e => e.type === 'command_sent'), 'the command audited')
     await page.click('[data-action="retry"]')
     await waitFor(async () => /retry: done \{"moved":0\}/.test(await page.textContent('#notice') ?? ''), 'the retry done')
+    // Confirming a firewall change is a request to the root path unit (test/integration/firewall-confirm.test.ts);
+    // with nothing pending it is refused and nothing is written.
     const fw = await request(`${base}/console/api/firewall-confirm`, { method: 'POST', headers: { authorization: `Bearer ${token}` } })
-    t.equal(fw.statusCode, 403, 'confirming a firewall change: not from the unprivileged daemon')
-    t.match((await fw.body.json() as { error: string }).error, /needs root.*sudo iot-gateway firewall confirm/)
+    t.equal(fw.statusCode, 409, 'confirming a firewall change with none pending: refused')
+    t.match((await fw.body.json() as { error: string }).error, /nothing to confirm/)
     const all = JSON.parse((await cli(s.configFile, ['audit', 'list', '--limit', '500', '--json'])).out) as Array<{ type: string, source: string }>
     for (const type of ['console_login_failed', 'console_login', 'dead_letters_retried']) t.ok(all.some(e => e.type === type && e.source === 'console'), `${type} audited`)
     t.equal((await cli(s.configFile, ['audit', 'verify'])).code, 0, 'the audit chain verifies')

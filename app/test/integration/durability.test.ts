@@ -113,7 +113,7 @@ t.test('outbox full: the gateway stops acknowledging and loses nothing', async t
 
 t.test('when Mosquitto\'s queue for the gateway overflows, the loss is visible in /metrics', async t => {
   const s = await startStack(t, { broker: { maxQueuedMessages: 100, sysIntervalSeconds: 1 } })
-  t.equal(await s.gateway.metric('gateway_broker_messages_dropped'), 0)
+  t.equal(await s.gateway.metric('gateway_broker_messages_dropped_total'), 0)
   await s.gateway.stop('SIGTERM')
   const load = new LoadGenerator(s.config, ['q1'], 5)
   await load.connect()
@@ -122,7 +122,7 @@ t.test('when Mosquitto\'s queue for the gateway overflows, the loss is visible i
   await load.close()
   t.equal(load.acked.length, 400, 'the broker acknowledged all 400 to the device')
   await s.gateway.start()
-  const dropped = await waitFor(async () => await s.gateway.metric('gateway_broker_messages_dropped'), 'the broker\'s dropped count', 15000)
+  const dropped = await waitFor(async () => await s.gateway.metric('gateway_broker_messages_dropped_total'), 'the broker\'s dropped count', 15000)
   // All of the broker's queue, not its first group: a group is committed and delivered while the rest
   // is still being read. A loss shows as this wait timing out.
   await waitFor(async () => (await s.gateway.health()).body.outbox.depth === 0 && s.cloud.unique().size + dropped >= 400, 'what was queued delivered')

@@ -93,5 +93,5 @@ t.test('no device can take the gateway\'s or another device\'s MQTT session; not
   t.same(fromA(), Array.from({ length: expected }, (_, i) => i + 1), 'every message the broker acknowledged to sensor-a reached the cloud, once each')
   const log = readFileSync(s.broker.logFile, 'utf8')
   t.notMatch(log, new RegExp(`Client ${gwId} already connected`), 'the gateway\'s connection was never replaced')
-  t.equal(await s.gateway.metric('gateway_broker_messages_dropped'), 0, 'the broker dropped nothing')
+  t.equal(await s.gateway.metric('gateway_broker_messages_dropped_total'), 0, 'the broker dropped nothing')
 })

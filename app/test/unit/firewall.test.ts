@@ -237,6 +237,7 @@ t.test('the daemon side: /metrics and one audit record per blocklist entry', asy
   mon.start()
   t.teardown(() => mon.stop())
   t.match(metrics.render(), /gateway_firewall_loaded 0/)
+  t.notMatch(metrics.render(), /^gateway_firewall_(blocklist_entries|rate_limited_sources|snapshot_timestamp_seconds) /m, 'no snapshot: those series are absent, not 0 or -1')
   writeFileSync(join(d, 'nft.json'), nftJson([{ val: '203.0.113.9', expires: 899 }], [{ val: '192.168.100.20', expires: 59 }]))
   const text = metrics.render()
   t.match(text, /# TYPE gateway_firewall_dropped_packets_total counter/)
@@ -244,6 +245,7 @@ t.test('the daemon side: /metrics and one audit record per blocklist entry', asy
   t.match(text, /gateway_firewall_dropped_packets_total\{reason="rate_limited",zone=""\} 3/)
   t.match(text, /gateway_firewall_blocklist_entries 1/)
   t.match(text, /gateway_firewall_rate_limited_sources 1/)
+  t.match(text, /^gateway_firewall_snapshot_timestamp_seconds \d{10}(\.\d+)?$/m, 'the snapshot\'s time in Unix seconds')
   t.same(events.map(e => [e.type, e.source]), [['port_scan_detected', '203.0.113.9'], ['rate_limit_applied', '192.168.100.20']])
   // The same entry seen again in a later snapshot is not a new event; a new entry is.
   await new Promise(resolve => setTimeout(resolve, 20))

@@ -57,11 +57,13 @@ export function makeFirewallCommand (io: Io, nft: Nft = new Nft()): Command {
       if (fallback !== null) throw new Exit(EXIT.FAILURE, `configuration invalid (${fallback}); the built-in default policy was applied instead`)
     })
 
-  fw.command('confirm').description('keep the ruleset applied by the last `firewall apply`').action(async (_o: unknown, cmd: Command) => {
-    const c = configFrom(cmd.optsWithGlobals(), io)
-    const p = await manager(c.firewall.stateDir).confirm()
-    io.out(`confirmed ruleset ${p.id}\n`)
-  })
+  fw.command('confirm').description('keep the ruleset applied by the last `firewall apply`')
+    .option('--id <id>', 'only if the pending apply is this one (iot-gateway-firewall-confirm, for the console)')
+    .action(async (opts: { id?: string }, cmd: Command) => {
+      const c = configFrom(cmd.optsWithGlobals(), io)
+      const p = await manager(c.firewall.stateDir).confirm(opts.id)
+      io.out(`confirmed ruleset ${p.id}\n`)
+    })
 
   fw.command('rollback').description('restore the ruleset from before an unconfirmed apply, now').action(async (_o: unknown, cmd: Command) => {
     const c = configFrom(cmd.optsWithGlobals(), io)

@@ -180,6 +180,12 @@ function deviceView (): HTMLElement | null {
     h('h3', {}, 'Audit'), h('ul', { class: 'audit' }, ...(detail.audit as Json[]).map(a => h('li', { 'data-type': a.type }, `${new Date(a.at).toISOString().slice(0, 19)} ${a.type} (${a.source ?? ''})`))))
 }
 
+function pendingView (p: Json): HTMLElement {
+  const confirm = h('button', { 'data-action': 'firewall-confirm' }, 'confirm the change')
+  confirm.addEventListener('click', () => { void act('firewall-confirm', {}, `Keep firewall change ${p.id}? Unconfirmed, it rolls back at ${new Date(p.deadline).toLocaleTimeString()}.`) })
+  return h('p', { class: 'fw-pending' }, `a firewall change (${p.id}) waits for confirmation; unconfirmed, it rolls back at ${new Date(p.deadline).toLocaleTimeString()} `, confirm)
+}
+
 function opsView (s: Json): HTMLElement {
   const fw = s.firewall
   const snap = fw?.snapshot
@@ -188,8 +194,10 @@ function opsView (s: Json): HTMLElement {
   return h('section', { id: 'ops' }, h('h2', {}, 'Firewall and tunnel'),
     snap ? h('table', {}, h('tbody', {}, ...snap.counters.map((c: Json) => h('tr', {}, h('td', {}, c.name), h('td', {}, `${c.packets} pkts`), h('td', {}, `${c.bytes} B`))))) : h('p', {}, 'no firewall counters yet (the privileged stats timer writes them)'),
     h('p', {}, `blocklist: ${snap ? (snap.blocklist.length === 0 ? 'empty' : snap.blocklist.map((e: Json) => `${e.address} (${e.expiresSeconds} s)`).join(', ')) : 'n/a'}`),
-    h('p', {}, fw?.pending ? `a firewall change waits for confirmation; confirming needs ${fw.confirmNeeds}` : 'no firewall change pending'),
-    h('p', {}, `WireGuard last handshake: ${s.wireguard.available ? ago(s.wireguard.lastHandshake) : `not shown: ${s.wireguard.why}`}`),
+    fw?.pending ? pendingView(fw.pending) : h('p', {}, 'no firewall change pending'),
+    ...(s.wireguard.available
+      ? (s.wireguard.peers as Json[]).map(p => h('p', { class: 'wg-peer' }, `WireGuard peer ${String(p.publicKey).slice(0, 8)}… ${p.endpoint ?? ''}: last handshake ${p.latestHandshake === null ? 'never' : ago(p.latestHandshake)}, ${p.rxBytes} B in, ${p.txBytes} B out`))
+      : [h('p', { class: 'wg-peer' }, `WireGuard last handshake: not shown: ${s.wireguard.why}`)]),
     h('p', {}, `dead letters: ${s.outbox?.deadLetters ?? 0} `, retry))
 }
 
