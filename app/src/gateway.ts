@@ -7,6 +7,7 @@ import { Egress } from './egress/egress.js'
 import { AuditLog } from './audit/audit.js'
 import { DenialFollower } from './broker/denial-log.js'
 import { FirewallMonitor } from './firewall/monitor.js'
+import { ConfigError } from './lib/errors.js'
 import { createLogger, type Logger } from './lib/logger.js'
 import { Registry } from './lib/metrics.js'
 import { SdNotify } from './lib/sd-notify.js'
@@ -74,7 +75,7 @@ export class Gateway {
 
   async start (): Promise<void> {
     const c = this.config
-    if (c.uplink.url === '') throw new Error('uplink.url is not set: the gateway has nowhere to deliver (set it in the configuration file or GATEWAY_UPLINK_URL)')
+    if (c.uplink.url === '') throw new ConfigError('uplink.url', 'is not set: the gateway has nowhere to deliver (set it in the configuration file or GATEWAY_UPLINK_URL)', 'GW_ERR_CONFIG_MISSING')
     this.db = openDatabase(paths(c).db, { synchronous: c.outbox.synchronous })
     this.clock = new ClockKeeper(c.gateway.dataDir, this.log.child({ cap: 'clock' }))
     this.clock.start()

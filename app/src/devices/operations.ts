@@ -37,7 +37,7 @@ const pkiDir = (c: Config): string => paths(c).pkiDir
 /** The device's current CoAP key (hex), derived from the master secret and its certificate serial. */
 export function coapKeyHex (config: Config, id: string, serial: string): string {
   const master = readCoapMaster(pkiDir(config))
-  if (!master) throw new PkiError('COAP_MASTER', `no CoAP master secret in ${pkiDir(config)}: run \`iot-gateway pki init\``)
+  if (!master) throw new PkiError('GW_ERR_PKI_COAP_MASTER', `no CoAP master secret in ${pkiDir(config)}: run \`iot-gateway pki init\``)
   return coapDeviceKey(master, id, serial).toString('hex')
 }
 

@@ -111,7 +111,7 @@ export class SafeApply {
     } catch (err) {
       // Without a watchdog nobody would roll back: undo now rather than risk a lock-out.
       await this.rollback({ ifId: id, reason: 'watchdog could not be started' })
-      throw new FirewallError('WATCHDOG', `could not start the rollback watchdog (${(err as Error).message}); the previous ruleset is back`, { cause: err })
+      throw new FirewallError('GW_ERR_FIREWALL_WATCHDOG', `could not start the rollback watchdog (${(err as Error).message}); the previous ruleset is back`, { cause: err })
     }
     writeAtomic(this.files.pending, JSON.stringify(pending), 0o644)
     this.event('firewall_applied', id, { ...detail, confirm: true, timeoutSeconds: confirmSeconds })
@@ -129,7 +129,7 @@ export class SafeApply {
 
   async confirm (): Promise<Pending> {
     const c = this.claim('confirm')
-    if (c === null) throw new FirewallError('NOT_PENDING', 'nothing to confirm: no apply is waiting (an unconfirmed apply may already have been rolled back; see `firewall status`)')
+    if (c === null) throw new FirewallError('GW_ERR_FIREWALL_NOT_PENDING', 'nothing to confirm: no apply is waiting (an unconfirmed apply may already have been rolled back; see `firewall status`)')
     rmSync(this.files.previous, { force: true })
     rmSync(c.file, { force: true })
     await this.watchdog.stop(c.p.watchdog).catch(() => {})
@@ -151,7 +151,7 @@ export class SafeApply {
     let text: string
     try { text = readFileSync(this.files.previous, 'utf8') } catch (err) {
       renameSync(c.file, this.files.pending)
-      throw new FirewallError('NO_PREVIOUS', `the previous ruleset (${this.files.previous}) is missing: ${(err as Error).message}`)
+      throw new FirewallError('GW_ERR_FIREWALL_NO_PREVIOUS', `the previous ruleset (${this.files.previous}) is missing: ${(err as Error).message}`)
     }
     try {
       await this.nft.load(text)
