@@ -25,7 +25,7 @@ import { RefusalBook } from './alerts/refusals.js'
 import { AlertStore } from './alerts/store.js'
 import { SystemMonitor } from './monitor/monitor.js'
 import { LATENCY_BUCKETS } from './lib/metrics.js'
-import { VERSION } from './cli/index.js'
+import { VERSION } from './lib/version.js'
 import { Console } from './console/console.js'
 import { ConsoleHistory } from './console/history.js'
 

@@ -13,8 +13,9 @@ import { makeRunCommand, type RunHandle } from './commands/run.js'
 import { makeStatusCommand } from './commands/status.js'
 import { makeWgCommand } from './commands/wg.js'
 import { EXIT, Exit, processIo, type Io } from './io.js'
+import { VERSION } from '../lib/version.js'
 
-export const VERSION = '0.1.0'
+export { VERSION }
 
 export function makeProgram (io: Io, onStarted?: (h: RunHandle) => void): Command {
   const program = new Command('iot-gateway')

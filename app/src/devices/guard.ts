@@ -1,6 +1,7 @@
 import { AuditLog } from '../audit/audit.js'
 import { paths } from '../config/load.js'
-import { DEVICE_ID_PATTERN, type Config } from '../config/schema.js'
+import type { Config } from '../config/schema.js'
+import { DEVICE_ID_PATTERN } from './device-id.js'
 import type { Logger } from '../lib/logger.js'
 import type { Registry } from '../lib/metrics.js'
 import { coapDeviceKey, readCoapMaster } from '../pki/device-certs.js'
