@@ -15,6 +15,10 @@ echo "node $(node --version), npm $(npm --version)"
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build
 npx tsc --noEmit -p .
+# Import cycles (madge, type-only imports included) and style (eslint with neostandard,
+# app/eslint.config.mjs): a finding fails the run before any test starts. `npm run format` fixes what can be fixed.
+npm run --silent cycles
+npm run --silent lint
 # tap writes each test file's result to .tap/test-results when the file ends (always: it is what
 # `tap replay` reads); tap-summary prints a line for it then, with the time since the start (tap's
 # own stream keeps the files' order, so one slow file would hold back the rest), the failing

@@ -344,4 +344,3 @@ export class Gateway {
     return this.stopping
   }
 }
-

@@ -11,7 +11,6 @@ import { openDatabase } from '../../store/db.js'
 import { apiBase, apiRequest } from '../api-client.js'
 import { becomeDataOwner, configFrom, EXIT, Exit, printJson, type Io } from '../io.js'
 
-
 function withDevices<T> (cmd: Command, io: Io, fn: (ctx: DeviceContext) => T): { result: T, config: Config } {
   const config = configFrom(cmd.optsWithGlobals(), io)
   becomeDataOwner(config.gateway.dataDir)
@@ -25,7 +24,6 @@ function withDevices<T> (cmd: Command, io: Io, fn: (ctx: DeviceContext) => T): {
     db.close()
   }
 }
-
 
 /** Tells a running daemon that the registry changed (it also notices within devices.registryPollMs). */
 async function notifyDaemon (c: Config): Promise<boolean> {

@@ -7,13 +7,12 @@ import { decryptBackup, exportBackup, importBackup, readPassphrase } from '../..
 import { openDatabase } from '../../store/db.js'
 import { becomeDataOwner, configFrom, printJson, type Io } from '../io.js'
 
-
 /** `pki export --out FILE --passphrase-file P` / `pki import FILE --passphrase-file P [--force]`. */
 export function addPkiBackupCommands (pki: Command, io: Io): Command {
   pki.command('export')
     .description('write an encrypted backup (scrypt + AES-256-GCM) of the device CA, the CRL, the CoAP secret and the device registry')
     .requiredOption('--out <file>', 'backup file to write (0600)')
-    .requiredOption('--passphrase-file <file>', `file holding the passphrase (at least 12 characters)`)
+    .requiredOption('--passphrase-file <file>', 'file holding the passphrase (at least 12 characters)')
     .option('--json', 'print JSON')
     .action((opts: { out: string, passphraseFile: string, json?: boolean }, cmd: Command) => {
       const c = configFrom(cmd.optsWithGlobals(), io)
