@@ -5,11 +5,8 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/scripts/install-deps.sh"
-nodebin=$("$root/scripts/node22.sh")
-export PATH="$nodebin:$PATH"
-# better-sqlite3 (and node-gyp) build against the headers of the Node 22 that runs the tests.
-npm_config_nodedir=$(dirname "$nodebin")
-export npm_config_nodedir
+# Node 22 first on PATH; better-sqlite3 (and node-gyp) build against its headers.
+eval "$("$root/scripts/node22.sh" --env)"
 cd "$root/app"
 echo "node $(node --version), npm $(npm --version)"
 npm ci --no-audit --no-fund --loglevel=error

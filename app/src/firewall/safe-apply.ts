@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { appendFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { writeFileAtomic } from '../lib/atomic-file.js'
+import { sleep } from '../lib/backoff.js'
 import { FirewallError } from '../lib/errors.js'
 import type { Nft } from './nft.js'
 import { REPLACE_PREAMBLE } from './ruleset.js'
@@ -43,8 +44,6 @@ const writeAtomic = (file: string, text: string, mode: number): void => writeFil
 function readJson<T> (file: string): T | null {
   try { return JSON.parse(readFileSync(file, 'utf8')) as T } catch { return null }
 }
-
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 /**
  * Commit-confirm for the firewall, the way routers do it. `apply` keeps the last confirmed ruleset of
