@@ -85,7 +85,8 @@ export class Gateway {
   async start (): Promise<void> {
     const c = this.config
     if (c.uplink.url === '') throw new ConfigError('uplink.url', 'is not set: the gateway has nowhere to deliver (set it in the configuration file or GATEWAY_UPLINK_URL)', 'GW_ERR_CONFIG_MISSING')
-    await this.lifecycle.start(this.capabilities())
+    // False: stopped (SIGTERM) while starting; what had started is stopped again, and no READY=1.
+    if (!await this.lifecycle.start(this.capabilities())) return
     this.ready = true
     this.log.info('gateway ready', { api: `${this.apiAddress!.address}:${this.apiAddress!.port}`, outbox: this.store!.outboxDepth })
     await this.notify.ready('ready')

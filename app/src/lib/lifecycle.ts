@@ -16,18 +16,22 @@ export interface Capability {
  * each step logged with its duration. When a start fails, that capability (it may have half
  * started: a client reconnecting, a timer) and what already started are stopped (reverse order, no
  * grace), and the error is passed on: a half-started daemon leaves nothing running. A stop that
- * fails is logged and the others still stop.
+ * fails is logged and the others still stop. A stop that comes while the list is starting (SIGTERM
+ * during the wait for the broker) stops what started, and the start goes no further.
  */
 export class Lifecycle {
   private readonly running: Capability[] = []
+  private halted = false
 
   constructor (private readonly log: Logger, private readonly now: () => number = () => performance.now()) {}
 
   /** The names of the capabilities started and not yet stopped, in start order. */
   get started (): string[] { return this.running.map(c => c.name) }
 
-  async start (capabilities: readonly Capability[]): Promise<void> {
+  /** Resolves true once all started, false when a stop came meanwhile (then nothing is left running). */
+  async start (capabilities: readonly Capability[]): Promise<boolean> {
     for (const cap of capabilities) {
+      if (this.halted) return false
       const t0 = this.now()
       try {
         await cap.start()
@@ -39,11 +43,15 @@ export class Lifecycle {
       }
       this.running.push(cap)
       this.log.info('started', { step: cap.name, ms: this.ms(t0) })
+      // Stopped while this one was starting: the stop has run already, so this one is stopped here.
+      if (this.halted) { await this.stop(0); return false }
     }
+    return true
   }
 
   /** Stops what is running, last started first. Idempotent: a second call finds nothing to stop. */
   async stop (graceMs: number): Promise<void> {
+    this.halted = true
     for (let cap = this.running.pop(); cap !== undefined; cap = this.running.pop()) {
       const t0 = this.now()
       try {

@@ -100,6 +100,16 @@ t.test('SIGTERM: ingress stops, the outbox is kept, exit 0; the next start deliv
   const log = readFileSync(s.gateway.logFile, 'utf8')
   t.notMatch(log, /stop timed out/, 'stopped within its bound although the cloud refuses')
   t.match(log, /"msg":"gateway stopped","outboxLeft":100/)
+  // Each capability logged its start and its stop with the time it took; the stop in reverse order:
+  // the API and the ingress first, the database last.
+  const steps = log.split('\n').filter(l => l.includes('"cap":"lifecycle"')).map(l => JSON.parse(l) as { msg: string, step: string, ms: unknown })
+  const started = steps.filter(x => x.msg === 'started').map(x => x.step)
+  const stopped = steps.filter(x => x.msg === 'stopped').map(x => x.step)
+  t.equal(started[0], 'database', 'the database first')
+  t.equal(started.at(-1), 'api', 'the API last')
+  t.ok(started.indexOf('uplink') < started.indexOf('pipeline') && started.indexOf('pipeline') < started.indexOf('mqtt'), 'egress, then the pipeline, then the ingress')
+  t.same(stopped, [...started].reverse(), 'stopped in reverse order')
+  t.ok(steps.every(x => typeof x.ms === 'number'), 'each step with its duration')
   s.cloud.respond = () => undefined
   await s.gateway.start()
   await waitFor(() => s.cloud.unique().size === 100, 'the kept outbox delivered after the restart')

@@ -29,7 +29,7 @@ function recorder () {
 t.test('starts in order, stops in reverse with the grace, each step logged with its duration', async t => {
   const r = recorder()
   const life = new Lifecycle(r.log, r.now)
-  await life.start([r.cap('store'), r.cap('egress', { async: true }), r.cap('mqtt'), r.cap('api')])
+  t.equal(await life.start([r.cap('store'), r.cap('egress', { async: true }), r.cap('mqtt'), r.cap('api')]), true)
   t.same(life.started, ['store', 'egress', 'mqtt', 'api'])
   await life.stop(3000)
   t.same(r.events, ['start store', 'start egress', 'start mqtt', 'start api', 'stop api 3000', 'stop mqtt 3000', 'stop egress 3000', 'stop store 3000'])
@@ -48,6 +48,21 @@ t.test('a failing start stops it and what already started, in reverse, and passe
   t.same(r.events, ['start store', 'start egress', 'start mqtt', 'stop mqtt 0', 'stop egress 0', 'stop store 0'], 'the half-started one is stopped too; the later one never started')
   t.same(life.started, [])
   t.match(r.lines.find(l => l.level === 'error'), { msg: 'start failed; stopping what started', step: 'mqtt', err: { message: 'mqtt cannot start' } })
+})
+
+t.test('a stop while starting stops what started, the one in progress too, and starts nothing more', async t => {
+  const r = recorder()
+  const life = new Lifecycle(r.log, r.now)
+  let release!: () => void
+  const gate = new Promise<void>(resolve => { release = resolve })
+  const slow: Capability = { name: 'mqtt', start: async () => { r.events.push('start mqtt'); await gate }, stop: () => { r.events.push('stop mqtt') } }
+  const starting = life.start([r.cap('store'), slow, r.cap('api')])
+  while (!r.events.includes('start mqtt')) await new Promise(resolve => setImmediate(resolve))
+  await life.stop(100) // SIGTERM while mqtt waits for the broker
+  release()
+  t.equal(await starting, false, 'start says it did not finish')
+  t.same(r.events, ['start store', 'start mqtt', 'stop store 100', 'stop mqtt'], 'mqtt stopped once its start returned; api never started')
+  t.same(life.started, [])
 })
 
 t.test('a failing stop is logged and the others still stop', async t => {
