@@ -12,9 +12,7 @@ for a in "$@"; do
   esac
 done
 bash "$root/scripts/install-deps.sh" --demo
-nodebin=$("$root/scripts/node22.sh")
-npm_config_nodedir=$(dirname "$nodebin")
-export PATH="$nodebin:$PATH" npm_config_nodedir
+eval "$("$root/scripts/node22.sh" --env)"
 cd "$root/app"
 [ -d node_modules ] || npm ci --no-audit --no-fund --loglevel=error
 # The bundle, unless it is newer than every source (another run may be using it right now).

@@ -3,6 +3,8 @@
 # registry's node-linux-<arch> package into a per-user cache when missing. Usage:
 #   PATH="$(scripts/node22.sh):$PATH"
 # NODE22_ARCH=arm64 gives the aarch64 build (used under qemu-user by the ARM smoke test).
+# With --env it prints the shell lines that put it first on PATH and point npm_config_nodedir at it
+# (better-sqlite3 and node-gyp build against that Node's headers): eval "$(scripts/node22.sh --env)".
 set -eu
 NODE22_VERSION=${NODE22_VERSION:-22.23.3}
 arch=${NODE22_ARCH:-}
@@ -22,4 +24,9 @@ if [ ! -x "$cache/bin/node" ]; then
     tar -xzf "$tmp"/node-linux-"$arch"-*.tgz -C "$cache.part" --strip-components=1
     rm -rf "$cache" && mv "$cache.part" "$cache"
 fi
-echo "$cache/bin"
+if [ "${1:-}" = --env ]; then
+    # shellcheck disable=SC2016 # $PATH is for the eval, not expanded here
+    printf 'export PATH=%q:"$PATH" npm_config_nodedir=%q\n' "$cache/bin" "$cache"
+else
+    echo "$cache/bin"
+fi

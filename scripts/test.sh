@@ -5,16 +5,17 @@
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 bash "$root/scripts/install-deps.sh"
-nodebin=$("$root/scripts/node22.sh")
-export PATH="$nodebin:$PATH"
-# better-sqlite3 (and node-gyp) build against the headers of the Node 22 that runs the tests.
-npm_config_nodedir=$(dirname "$nodebin")
-export npm_config_nodedir
+# Node 22 first on PATH; better-sqlite3 (and node-gyp) build against its headers.
+eval "$("$root/scripts/node22.sh" --env)"
 cd "$root/app"
 echo "node $(node --version), npm $(npm --version)"
 npm ci --no-audit --no-fund --loglevel=error
 npm run --silent build
 npx tsc --noEmit -p .
+# Import cycles (madge, type-only imports included) and style (eslint with neostandard,
+# app/eslint.config.mjs): a finding fails the run before any test starts. `npm run format` fixes what can be fixed.
+npm run --silent cycles
+npm run --silent lint
 # tap writes each test file's result to .tap/test-results when the file ends (always: it is what
 # `tap replay` reads); tap-summary prints a line for it then, with the time since the start (tap's
 # own stream keeps the files' order, so one slow file would hold back the rest), the failing

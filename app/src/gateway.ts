@@ -5,9 +5,12 @@ import { paths } from './config/load.js'
 import type { Config } from './config/schema.js'
 import { Egress } from './egress/egress.js'
 import { AuditLog } from './audit/audit.js'
+import { DeviceRegistry } from './devices/registry.js'
+import { Lifecycle, type Capability } from './lib/lifecycle.js'
 import { DenialFollower } from './broker/denial-log.js'
 import { FirewallMonitor } from './firewall/monitor.js'
 import { WireguardStats } from './wireguard/stats.js'
+import { ConfigError } from './lib/errors.js'
 import { createLogger, type Logger } from './lib/logger.js'
 import { Registry } from './lib/metrics.js'
 import { SdNotify } from './lib/sd-notify.js'
@@ -16,9 +19,9 @@ import { CoapIngress } from './coap-ingress/coap-ingress.js'
 import { ClockKeeper } from './clock/clock.js'
 import { deviceRoutes } from './devices/api.js'
 import { DeviceGuard } from './devices/guard.js'
-import { Pipeline } from './pipeline/pipeline.js'
+import { Pipeline, type RejectionEvent } from './pipeline/pipeline.js'
 import { openDatabase, type DB } from './store/db.js'
-import { Store } from './store/store.js'
+import { Store, type InboundMessage } from './store/store.js'
 import { AlertLane } from './alerts/lane.js'
 import { AlertManager } from './alerts/manager.js'
 import { RefusalBook } from './alerts/refusals.js'
@@ -26,22 +29,27 @@ import { AlertStore } from './alerts/store.js'
 import { SystemMonitor } from './monitor/monitor.js'
 import { initKnownSeries } from './monitor/series.js'
 import { LATENCY_BUCKETS } from './lib/metrics.js'
-import { VERSION } from './cli/index.js'
+import { VERSION } from './lib/version.js'
 import { Console } from './console/console.js'
 import { ConsoleHistory } from './console/history.js'
 
 export interface GatewayOptions { log?: Logger, notify?: SdNotify }
 
 /**
- * The composition root. start(): store -> pipeline -> egress -> ingress -> API, then READY=1.
- * stop(): ingress -> egress flush (bounded) -> store close. Each capability has start()/stop() and
- * does nothing in its constructor.
+ * The composition root. Every part of the daemon is a capability in one ordered list
+ * (capabilities()); the lifecycle (lib/lifecycle.ts) starts them in that order and stops them in
+ * the reverse one, each step logged with its duration. The first step opens the database and makes
+ * every object (wire(): all the wiring in one place: one audit log, one metrics registry); their
+ * constructors do no I/O. Stopping thus goes: API, ingress (no new acknowledgements), the pipeline's
+ * last commit, the device guard and the alerts, a bounded egress flush, the database last.
  */
 export class Gateway {
   readonly metrics = new Registry()
   readonly log: Logger
   db?: DB
   store?: Store
+  /** The one hash-chained audit log: the device guard, the firewall monitor and the console write to it. */
+  audit?: AuditLog
   pipeline?: Pipeline
   egress?: Egress
   mqtt?: MqttIngress
@@ -66,6 +74,7 @@ export class Gateway {
   console?: Console
   consoleHistory?: ConsoleHistory
   private readonly notify: SdNotify
+  private readonly lifecycle: Lifecycle
   private readonly startedAt = Date.now()
   private maintenance?: NodeJS.Timeout
   private stopping?: Promise<void>
@@ -74,31 +83,104 @@ export class Gateway {
   constructor (readonly config: Config, opts: GatewayOptions = {}) {
     this.log = opts.log ?? createLogger(config.gateway.logLevel)
     this.notify = opts.notify ?? new SdNotify()
+    this.lifecycle = new Lifecycle(this.log.child({ cap: 'lifecycle' }))
   }
 
   async start (): Promise<void> {
     const c = this.config
-    if (c.uplink.url === '') throw new Error('uplink.url is not set: the gateway has nowhere to deliver (set it in the configuration file or GATEWAY_UPLINK_URL)')
-    this.db = openDatabase(paths(c).db, { synchronous: c.outbox.synchronous })
-    this.clock = new ClockKeeper(c.gateway.dataDir, this.log.child({ cap: 'clock' }))
-    this.clock.start()
-    const store = this.store = new Store(this.db)
+    if (c.uplink.url === '') throw new ConfigError('uplink.url', 'is not set: the gateway has nowhere to deliver (set it in the configuration file or GATEWAY_UPLINK_URL)', 'GW_ERR_CONFIG_MISSING')
+    // False: stopped (SIGTERM) while starting; what had started is stopped again, and no READY=1.
+    if (!await this.lifecycle.start(this.capabilities())) return
+    this.ready = true
+    this.log.info('gateway ready', { api: `${this.apiAddress!.address}:${this.apiAddress!.port}`, outbox: this.store!.outboxDepth })
+    await this.notify.ready('ready')
+    this.notify.startWatchdog(() => this.ready)
+  }
+
+  /** The capabilities in start order (stop runs the list backwards). */
+  private capabilities (): Capability[] {
+    const c = this.config
+    const optional = (on: boolean, cap: Capability): Capability[] => on ? [cap] : []
+    return [
+      {
+        name: 'database',
+        start: () => { this.db = openDatabase(paths(c).db, { synchronous: c.outbox.synchronous }); this.wire(this.db) },
+        stop: () => { this.audit?.flush(); this.db?.close() }
+      },
+      { name: 'clock', start: () => this.clock!.start(), stop: () => this.clock?.stop() },
+      {
+        name: 'maintenance',
+        start: () => { this.maintenance = setInterval(() => this.maintain(), 10 * 60_000).unref(); this.maintain() },
+        stop: () => { if (this.maintenance) clearInterval(this.maintenance) }
+      },
+      { name: 'firewall-monitor', start: () => this.firewall!.start(), stop: () => this.firewall?.stop() },
+      {
+        name: 'uplink',
+        start: () => { for (const l of this.alertLanes) l.start(); this.egress!.start() },
+        stop: async graceMs => {
+          // An alert request in flight (the egress awaits it before its batch) must not outlast the grace.
+          const lanesDeadline = setTimeout(() => { for (const l of this.alertLanes) void l.stop() }, graceMs)
+          await this.egress?.stop(graceMs)
+          clearTimeout(lanesDeadline)
+          for (const l of this.alertLanes) await l.stop()
+        }
+      },
+      {
+        name: 'alerts',
+        start: () => { this.alerts!.start(); this.refusals!.load(); this.monitor!.start() },
+        stop: () => { this.monitor?.stop(); this.refusals?.flush() }
+      },
+      { name: 'devices', start: () => this.devices!.start(), stop: () => this.devices?.stop() },
+      ...optional(this.config.broker.denialLogCommand.length > 0, { name: 'broker-log', start: () => this.denials!.start(), stop: () => this.denials?.stop() }),
+      { name: 'pipeline', start: () => this.pipeline!.start(), stop: () => this.pipeline?.close() },
+      ...optional(c.coap.enabled, { name: 'coap', start: () => this.coap!.start(), stop: () => this.coap?.stop() }),
+      {
+        name: 'mqtt',
+        start: async () => {
+          // READY waits for the broker subscription, but only so long: a broker that comes up later is
+          // reached by the reconnect loop, and /health says "broker": "disconnected" meanwhile.
+          const subscribed = await Promise.race([this.mqtt!.start().then(() => true), new Promise<false>(resolve => setTimeout(() => resolve(false), 10000).unref())])
+          if (!subscribed) this.log.warn('broker not reachable yet; starting without it', { url: c.mqtt.url })
+        },
+        stop: () => this.mqtt?.stop()
+      },
+      { name: 'console-history', start: () => this.consoleHistory!.start(), stop: () => this.consoleHistory?.stop() },
+      {
+        name: 'api',
+        start: async () => {
+          this.apiAddress = await this.wireApi().start()
+          initKnownSeries(this.metrics, this.config)
+        },
+        stop: () => this.api?.stop()
+      }
+    ]
+  }
+
+  /**
+   * Makes every capability's object on the open database and connects them: the one audit log and
+   * the one metrics registry are handed to whoever records. No I/O here beyond preparing statements;
+   * the API (whose token file is made at its start) is wired by wireApi().
+   */
+  private wire (db: DB): void {
+    const c = this.config
+    const log = (cap: string): Logger => this.log.child({ cap })
+    const audit = this.audit = new AuditLog(db, err => this.log.error('audit write failed', { err }))
+    this.clock = new ClockKeeper(c.gateway.dataDir, log('clock'))
+    const store = this.store = new Store(db)
     // Device events overtake a telemetry backlog (app/docs/operations.md, "Where alerts go").
     store.prioritise(['events'])
-    const pipeline = this.pipeline = new Pipeline(store, c, this.metrics, this.log.child({ cap: 'pipeline' }), c.gateway.dataDir)
-    pipeline.start()
-    const egress = this.egress = new Egress(c, store, this.metrics, this.log.child({ cap: 'egress' }), () => pipeline.notifySpace())
+    const pipeline = this.pipeline = new Pipeline(store, c, this.metrics, log('pipeline'), c.gateway.dataDir)
+    const egress = this.egress = new Egress(c, store, this.metrics, log('egress'), () => pipeline.notifySpace())
     pipeline.on('committed', () => egress.kick())
     this.registerGauges()
-    this.startOperations(pipeline, egress, store)
-    this.firewall = new FirewallMonitor(c.firewall.stateDir, c.firewall.statsPollSeconds, this.metrics,
-      new AuditLog(this.db, err => this.log.error('audit write failed', { err })), this.log.child({ cap: 'firewall' }), this.db)
-    this.firewall.start()
+    this.wireOperations(db, pipeline, egress, store)
+    this.firewall = new FirewallMonitor(c.firewall.stateDir, c.firewall.statsPollSeconds, this.metrics, audit, log('firewall'), db)
     this.wireguardStats = new WireguardStats(c.firewall.stateDir, c.wireguard.interface)
     this.wireguardStats.register(this.metrics)
-    egress.start()
-    const devices = this.devices = new DeviceGuard(c, this.db, pipeline, this.metrics, this.log.child({ cap: 'devices' }))
-    devices.start()
+    const devices = this.devices = new DeviceGuard(c, { registry: new DeviceRegistry(db), audit }, pipeline, this.metrics, log('devices'))
+    pipeline.gate = (device, s) => devices.gate(device, s)
+    pipeline.on('rejected', (e: RejectionEvent) => devices.onRejected(e))
+    pipeline.on('committed', (_n: number, msgs?: InboundMessage[]) => { if (msgs) devices.onCommitted(msgs) })
     if (c.broker.denialLogCommand.length > 0) {
       this.denials = new DenialFollower(c.broker.denialLogCommand, {
         gatewayId: c.gateway.id,
@@ -108,31 +190,11 @@ export class Gateway {
           ...(d.truncated ? { truncated: true } : {}),
           ...(d.device === null ? { clientId: d.clientId.slice(0, 128) } : {})
         })
-      }, this.metrics, this.log.child({ cap: 'broker-log' }))
-      this.denials.start()
+      }, this.metrics, log('broker-log'))
     }
-    this.mqtt = new MqttIngress(c, pipeline, this.metrics, this.log.child({ cap: 'mqtt' }))
-    // READY waits for the broker subscription, but only so long: a broker that comes up later is
-    // reached by the reconnect loop, and /health says "broker": "disconnected" meanwhile.
-    const subscribed = await Promise.race([this.mqtt.start().then(() => true), new Promise<false>(resolve => setTimeout(() => resolve(false), 10000).unref())])
-    if (!subscribed) this.log.warn('broker not reachable yet; starting without it', { url: c.mqtt.url })
-    if (c.coap.enabled) {
-      this.coap = new CoapIngress(c, pipeline, devices, this.metrics, this.log.child({ cap: 'coap' }))
-      await this.coap.start()
-    }
-    const extra = deviceRoutes(c, devices, async (topic, payload) => { await this.mqtt!.publish(topic, payload, 1) })
-    const auth = apiAuth(c)
-    this.startConsole(auth.token, extra.get('POST /commands')!)
-    auth.session = this.console!.session
-    this.api = new ApiServer(c.api.host, c.api.port, { health: () => this.health(), status: () => this.status(), extra, console: this.console }, this.metrics, this.log.child({ cap: 'api' }), auth)
-    this.apiAddress = await this.api.start()
-    initKnownSeries(this.metrics, c)
-    this.maintenance = setInterval(() => this.maintain(), 10 * 60_000).unref()
-    this.maintain()
-    this.ready = true
-    this.log.info('gateway ready', { api: `${this.apiAddress.address}:${this.apiAddress.port}`, outbox: store.outboxDepth })
-    await this.notify.ready('ready')
-    this.notify.startWatchdog(() => this.ready)
+    this.mqtt = new MqttIngress(c, pipeline, this.metrics, log('mqtt'))
+    if (c.coap.enabled) this.coap = new CoapIngress(c, pipeline, devices, this.metrics, log('coap'))
+    this.wireConsoleHistory(store, pipeline)
   }
 
   private registerGauges (): void {
@@ -152,11 +214,11 @@ export class Gateway {
     this.metrics.gauge('process_start_time_seconds', 'Start time of the process.', () => Math.floor(this.startedAt / 1000))
   }
 
-  /** Monitor, alert rules, alert lanes, refusal book, latency histograms. */
-  private startOperations (pipeline: Pipeline, egress: Egress, store: Store): void {
+  /** Monitor, alert rules, alert lanes, refusal book, latency histograms (started by the alerts and uplink steps). */
+  private wireOperations (db: DB, pipeline: Pipeline, egress: Egress, store: Store): void {
     const c = this.config
     const log = this.log.child({ cap: 'alerts' })
-    const alertStore = new AlertStore(this.db!)
+    const alertStore = new AlertStore(db)
     const deliveries = this.metrics.counter('gateway_alert_deliveries_total', 'Alert deliveries (firing or resolved) by receiver and result (ok, retry, auth_refused, refused).')
     this.alertLanes = [new AlertLane(c, alertStore, { name: 'cloud', url: c.alerts.url !== '' ? c.alerts.url : c.uplink.url, tokenFile: c.uplink.tokenFile }, deliveries, log.child({ lane: 'cloud' }))]
     if (c.alerts.webhookUrl !== '') this.alertLanes.push(new AlertLane(c, alertStore, { name: 'webhook', url: c.alerts.webhookUrl, tokenFile: '' }, deliveries, log.child({ lane: 'webhook' })))
@@ -182,9 +244,7 @@ export class Gateway {
         return out
       }
     }, this.alertLanes, this.metrics, log)
-    this.alerts.start()
     this.refusals = new RefusalBook(alertStore, this.log.child({ cap: 'refusals' }))
-    this.refusals.load()
     const refusals = this.refusals
     const watch = this.alerts.watch
     pipeline.on('rejected', e => refusals.record(e))
@@ -200,12 +260,10 @@ export class Gateway {
       if (transitions) this.console?.transitions(transitions)
       if (Date.now() - refusalFlushAt >= 60_000) { refusalFlushAt = Date.now(); refusals.flush() }
     })
-    for (const l of this.alertLanes) l.start()
-    this.monitor.start()
   }
 
-  private startConsole (token: string | null, sendCommand: ConstructorParameters<typeof Console>[0]['sendCommand']): void {
-    const store = this.store!
+  /** The console's in-memory hour of messages and refusals (started by the console-history step). */
+  private wireConsoleHistory (store: Store, pipeline: Pipeline): void {
     const count = (name: string) => () => this.metrics.counter(name, '').total()
     const history = this.consoleHistory = new ConsoleHistory({
       received: count('gateway_messages_received_total'),
@@ -213,16 +271,27 @@ export class Gateway {
       outboxDepth: () => store.outboxDepth,
       oldestAt: () => store.outboxDepth > 0 ? store.oldestReceivedAt() : null
     })
-    this.pipeline!.on('committed', (_n: number, msgs?: Array<{ device: string, stream: string, receivedAt: number, payload: string }>) => {
+    pipeline.on('committed', (_n: number, msgs?: Array<{ device: string, stream: string, receivedAt: number, payload: string }>) => {
       if (msgs) for (const m of msgs) history.message(m.device, m.stream, m.receivedAt, m.payload)
     })
-    this.pipeline!.on('rejected', (e: { device: string | null, reason: string, detail: string }) => history.refusal(e.device, e.reason, e.detail))
-    history.start()
+    pipeline.on('rejected', (e: { device: string | null, reason: string, detail: string }) => history.refusal(e.device, e.reason, e.detail))
+  }
+
+  /**
+   * The management API and the console on it. Made at the API's step, not in wire(): apiAuth()
+   * makes the token file when it is missing, and the console and the server need the token.
+   */
+  private wireApi (): ApiServer {
+    const c = this.config
+    const store = this.store!
+    const devices = this.devices!
+    const extra = deviceRoutes(c, devices, async (topic, payload) => { await this.mqtt!.publish(topic, payload, 1) })
+    const auth = apiAuth(c)
     this.console = new Console({
-      config: this.config,
+      config: c,
       db: this.db!,
-      token,
-      history,
+      token: auth.token,
+      history: this.consoleHistory!,
       devices: () => this.devices,
       firewall: () => this.firewall,
       wireguard: () => this.wireguardStats,
@@ -231,10 +300,13 @@ export class Gateway {
       firing: () => this.alerts?.firing() ?? [],
       refusalSummary: () => this.refusals?.summary(5000) ?? {},
       retryDeadLetters: () => { const n = store.retryDeadLetters(); this.egress?.kick(); return n },
-      sendCommand,
-      audit: this.devices!.audit,
+      sendCommand: extra.get('POST /commands')!,
+      audit: this.audit!,
       log: this.log.child({ cap: 'console' })
     })
+    auth.session = this.console.session
+    this.api = new ApiServer(c.api.host, c.api.port, { health: () => this.health(), status: () => this.status(), extra, console: this.console }, this.metrics, this.log.child({ cap: 'api' }), auth)
+    return this.api
   }
 
   /** The cloud refuses the gateway's credentials: the telemetry uplink or the alert lane. */
@@ -327,33 +399,15 @@ export class Gateway {
     }
   }
 
-  /** Idempotent. Ingress first (no new acknowledgements), then a bounded egress flush, then the store. */
+  /** Idempotent. The capabilities in reverse order: API, ingress, the pipeline's last commit, ..., a bounded egress flush, the database. */
   stop (graceMs = 5000): Promise<void> {
     this.stopping ??= (async () => {
       this.ready = false
       await this.notify.stopping()
       this.notify.stopWatchdog()
-      if (this.maintenance) clearInterval(this.maintenance)
-      this.clock?.stop()
-      this.firewall?.stop()
-      await this.mqtt?.stop().catch(err => this.log.warn('mqtt stop', { err }))
-      await this.coap?.stop().catch(err => this.log.warn('coap stop', { err }))
-      this.pipeline?.close()
-      await this.denials?.stop().catch(err => this.log.warn('broker log follower stop', { err }))
-      this.devices?.stop()
-      this.monitor?.stop()
-      this.consoleHistory?.stop()
-      this.refusals?.flush()
-      // An alert request in flight (the egress awaits it before its batch) must not outlast the grace.
-      const lanesDeadline = setTimeout(() => { for (const l of this.alertLanes) void l.stop() }, graceMs)
-      await this.egress?.stop(graceMs)
-      clearTimeout(lanesDeadline)
-      for (const l of this.alertLanes) await l.stop()
-      await this.api?.stop()
-      this.db?.close()
+      await this.lifecycle.stop(graceMs)
       this.log.info('gateway stopped', { outboxLeft: this.store?.outboxDepth })
     })()
     return this.stopping
   }
 }
-

@@ -18,7 +18,7 @@ import { Cloud } from '../test/helpers/cloud.js'
 import { testConfig } from '../test/helpers/env.js'
 import { GatewayProcess } from '../test/helpers/gateway-process.js'
 import { Mosquitto, mosquittoLogFile } from '../test/helpers/mosquitto.js'
-import { waitFor } from '../test/helpers/ports.js'
+import { sleep, waitFor } from '../test/helpers/ports.js'
 
 const HELP = `Usage: scripts/demo.sh [--keep] [--seconds N] [--outage N] [--no-color]
 
@@ -58,7 +58,6 @@ let readerGone = false
 const write = (s: string): void => { if (!readerGone) process.stdout.write(s) }
 const bold = (s: string): string => opts.color ? `\x1b[1m${s}\x1b[0m` : s
 const say = (s: string): void => { write(`\n${bold(`== ${s}`)}\n`) }
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 const dir = mkdtempSync(join(tmpdir(), 'iot-gateway-demo-'))
 const bundle = join(process.cwd(), 'dist', 'gateway.cjs')

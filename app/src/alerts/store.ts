@@ -1,6 +1,9 @@
-import type { DB } from '../store/db.js'
+import type Database from 'better-sqlite3'
 import type { RuleName } from './config.js'
 import type { AlertState } from './rules.js'
+
+// The handle's type from the driver itself: store/db.ts imports ALERTS_DDL from here (its migration).
+type DB = Database.Database
 
 /**
  * Tables of the alerting capability (migration appended in store/db.ts). Written on state changes

@@ -74,6 +74,12 @@ export function cookieValue (header: string | undefined, name: string): string |
   return undefined
 }
 
+/** A listener on every address of the host: api.host '', 0.0.0.0 or ::. */
+export const isWildcardHost = (host: string): boolean => host === '' || host === '0.0.0.0' || host === '::'
+
+/** The address a client on the gateway itself uses for a listener on `host`: a wildcard through loopback. */
+export const localAddressOf = (host: string): string => host === '::' ? '::1' : isWildcardHost(host) ? '127.0.0.1' : host
+
 export function apiAuth (c: Config): ApiAuth {
   let token: string | null = null
   if (c.api.auth === 'token') {
@@ -82,7 +88,7 @@ export function apiAuth (c: Config): ApiAuth {
     token = readApiToken(file)
   }
   const extra = new Set(c.api.allowedHosts.map(h => h.toLowerCase()))
-  const wildcard = c.api.host === '0.0.0.0' || c.api.host === '::' || c.api.host === ''
+  const wildcard = isWildcardHost(c.api.host)
   const listener = normalise(c.api.host)
   return {
     token,

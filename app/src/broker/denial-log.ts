@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
 import { StringDecoder } from 'node:string_decoder'
-import { DEVICE_ID_PATTERN } from '../config/schema.js'
+import { DEVICE_ID_PATTERN } from '../devices/device-id.js'
 import { backoffDelay } from '../lib/backoff.js'
 import type { Logger } from '../lib/logger.js'
 import type { Registry } from '../lib/metrics.js'

@@ -1,11 +1,11 @@
 import { request } from 'undici'
-import { apiTokenPath, readApiToken } from '../api/auth.js'
+import { apiTokenPath, localAddressOf, readApiToken } from '../api/auth.js'
 import type { Config } from '../config/schema.js'
 import { EXIT, Exit } from './io.js'
 
 /** The running daemon's API as the CLI reaches it: a wildcard listener through loopback. */
 export const apiBase = (c: Config): string => {
-  const host = c.api.host === '0.0.0.0' || c.api.host === '' ? '127.0.0.1' : c.api.host === '::' ? '::1' : c.api.host
+  const host = localAddressOf(c.api.host)
   return `http://${host.includes(':') ? `[${host}]` : host}:${c.api.port}`
 }
 

@@ -13,8 +13,9 @@ import { makeRunCommand, type RunHandle } from './commands/run.js'
 import { makeStatusCommand } from './commands/status.js'
 import { makeWgCommand } from './commands/wg.js'
 import { EXIT, Exit, processIo, type Io } from './io.js'
+import { VERSION } from '../lib/version.js'
 
-export const VERSION = '0.1.0'
+export { VERSION }
 
 export function makeProgram (io: Io, onStarted?: (h: RunHandle) => void): Command {
   const program = new Command('iot-gateway')
@@ -48,7 +49,8 @@ export async function run (argv: string[], io: Io = processIo(), onStarted?: (h:
       if (err.message !== '') io.err(`error: ${err.message}\n`)
       return err.code
     }
-    if (isConfigError(err)) { io.err(`error: configuration: ${err.message}\n`); return EXIT.USAGE }
+    // Every configuration error exits 2, whichever command found it (a field `run` needs but others do not too).
+    if (isConfigError(err)) { io.err(`error: configuration: ${err.message} (${err.code})\n`); return EXIT.USAGE }
     // A refused argument (a device id that cannot be one, the gateway's own id): bad usage, exit 2 as documented.
     if (isUsageError(err)) { io.err(`error: ${err.message} (${err.code})\n`); return EXIT.USAGE }
     if (isGatewayError(err)) { io.err(`error: ${err.message} (${err.code})\n`); return EXIT.FAILURE }

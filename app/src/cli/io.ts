@@ -30,6 +30,16 @@ export function configFrom (opts: { config?: string }, io: Io): Config {
 export const printJson = (io: Io, v: unknown): void => io.out(JSON.stringify(v, null, 2) + '\n')
 
 /**
+ * A command's result: `value` as JSON with --json (what scripts read), else the text `human()`
+ * makes for a person. The one place for that choice: every command that prints a result offers
+ * `--json` and ends with this.
+ */
+export function output (io: Io, opts: { json?: boolean }, value: unknown, human: () => string): void {
+  if (opts.json === true) printJson(io, value)
+  else io.out(human())
+}
+
+/**
  * Run as root (an operator over SSH), the CLI becomes the owner of the data directory before it
  * touches anything, so the database, its WAL and the PKI files stay the daemon's.
  */

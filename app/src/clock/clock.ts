@@ -112,7 +112,7 @@ export function assertMayIssue (dataDir: string, what: string, o: ClockOptions =
   if (isSynchronised(o)) return now
   const latest = Math.max(readLatestKnown(dataDir) ?? 0, pkiValidFrom(join(dataDir, 'pki')) ?? 0)
   if (now < latest) {
-    throw new PkiError('CLOCK_BEHIND', `not issuing ${what}: the clock (${iso(now)}) is not synchronised and is earlier than ` +
+    throw new PkiError('GW_ERR_PKI_CLOCK_BEHIND', `not issuing ${what}: the clock (${iso(now)}) is not synchronised and is earlier than ` +
       `the latest time this gateway has seen (${iso(latest)}), so it would be dated wrongly. Wait for the time sync ` +
       `(timedatectl timesync-status; see docs/time.md), or set the clock, and try again. Nothing was changed.`)
   }

@@ -1,7 +1,7 @@
 import { chownSync, existsSync, readFileSync, statSync } from 'node:fs'
 import { join, resolve } from 'node:path'
 import { envName, fromEnv, type FieldSpec } from './define.js'
-import { CONFIG_VERSION, sections, type Config } from './schema.js'
+import { CONFIG_VERSION, sections } from './schema.js'
 import { ConfigError } from '../lib/errors.js'
 import { writeFileAtomic } from '../lib/atomic-file.js'
 

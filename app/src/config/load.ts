@@ -1,6 +1,7 @@
 import { join } from 'node:path'
 import { checkField, envName, fromEnv, type FieldSpec } from './define.js'
-import { CONFIG_VERSION, crossCheck, sections, type Config } from './schema.js'
+import { crossCheck } from './checks.js'
+import { CONFIG_VERSION, sections, type Config } from './schema.js'
 import { ConfigError } from '../lib/errors.js'
 import { mergeLayers, readLayers, sourcesOf, type Layers } from './layers.js'
 

@@ -1,22 +1,14 @@
+import { DEVICE_ID_PATTERN } from '../devices/device-id.js'
 import { defineSection, type SectionSpec, type SectionValue } from './define.js'
-import { ConfigError } from '../lib/errors.js'
 import { coapSection } from '../coap-ingress/config.js'
 import { devicesSection, trustSection } from '../devices/config.js'
 import { firewall } from '../firewall/config.js'
-import { firewallPolicy } from '../firewall/policy.js'
-import { checkWireguard, wireguard } from '../wireguard/config.js'
+import { wireguard } from '../wireguard/config.js'
 import { monitorSection } from '../monitor/config.js'
 import { alertsSection } from '../alerts/config.js'
 
 /** Bumped when a field is renamed or its meaning changes; load.ts migrates older files. */
 export const CONFIG_VERSION = 1
-
-/**
- * Device ids: what the broker takes from the certificate CN, and what goes into topics and paths.
- * 1 to 64 characters from A-Z a-z 0-9 _ . - starting with a letter or digit: no MQTT wildcards (+ #),
- * no '/', no whitespace, no '..' path component. Case matters. The gateway's own id is not a device id.
- */
-export const DEVICE_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/
 
 const gateway = defineSection({
   id: { type: 'string', default: 'iot-gateway', pattern: DEVICE_ID_PATTERN, description: 'This gateway\'s id: sent to the cloud with every batch and used as its MQTT client id and certificate CN.' },
@@ -98,18 +90,3 @@ const broker = defineSection({
 export const sections = { gateway, mqtt, limits, outbox, uplink, api, broker, coap: coapSection, devices: devicesSection, trust: trustSection, firewall, wireguard, monitor: monitorSection, alerts: alertsSection } as const satisfies Record<string, SectionSpec>
 
 export type Config = { readonly version: number } & { readonly [K in keyof typeof sections]: SectionValue<(typeof sections)[K]> }
-
-/** Checks that span fields. */
-export function crossCheck (c: Config): void {
-  if (c.mqtt.reconnectMaxMs < c.mqtt.reconnectMinMs) throw new ConfigError('mqtt.reconnectMaxMs', 'must be >= mqtt.reconnectMinMs')
-  if (c.uplink.backoffMaxMs < c.uplink.backoffBaseMs) throw new ConfigError('uplink.backoffMaxMs', 'must be >= uplink.backoffBaseMs')
-  if (c.mqtt.streams.length === 0) throw new ConfigError('mqtt.streams', 'must list at least one stream (with none the gateway would subscribe to nothing)')
-  if (/^http:/i.test(c.uplink.url) && !c.uplink.allowInsecureHttp) throw new ConfigError('uplink.url', 'http:// sends the bearer token and the data in clear; use https:// (uplink.allowInsecureHttp true allows it, for tests)')
-  if (c.mqtt.streams.includes('commands')) throw new ConfigError('mqtt.streams', '"commands" is the downlink topic and cannot be an uplink stream')
-  if ((c.uplink.certFile === '') !== (c.uplink.keyFile === '')) throw new ConfigError('uplink.keyFile', 'certFile and keyFile go together')
-  if (c.broker.maxQueuedBytes * 2 > c.broker.memoryLimitBytes) throw new ConfigError('broker.maxQueuedBytes', 'must be at most half of broker.memoryLimitBytes (the broker needs room to send the backlog to the gateway)')
-  if (c.broker.lanPort === c.broker.gatewayPort) throw new ConfigError('broker.gatewayPort', 'must differ from broker.lanPort')
-  if (c.trust.floor >= c.trust.initial) throw new ConfigError('trust.floor', 'must be below trust.initial')
-  checkWireguard(c)
-  firewallPolicy(c, false)
-}

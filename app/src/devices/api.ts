@@ -1,5 +1,6 @@
 import type { IncomingMessage } from 'node:http'
-import { DEVICE_ID_PATTERN, type Config } from '../config/schema.js'
+import type { Config } from '../config/schema.js'
+import { DEVICE_ID_PATTERN } from './device-id.js'
 import type { DeviceGuard } from './guard.js'
 
 type Handler = (body: unknown, req: IncomingMessage) => Promise<[number, unknown]>

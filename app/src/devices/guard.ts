@@ -1,14 +1,14 @@
-import { AuditLog } from '../audit/audit.js'
+import type { AuditLog } from '../audit/audit.js'
 import { paths } from '../config/load.js'
-import { DEVICE_ID_PATTERN, type Config } from '../config/schema.js'
+import type { Config } from '../config/schema.js'
+import { DEVICE_ID_PATTERN } from './device-id.js'
 import type { Logger } from '../lib/logger.js'
 import type { Registry } from '../lib/metrics.js'
 import { coapDeviceKey, readCoapMaster } from '../pki/device-certs.js'
 import type { Pipeline, RejectionEvent, Submission } from '../pipeline/pipeline.js'
-import type { DB } from '../store/db.js'
 import type { InboundMessage } from '../store/store.js'
 import { syncBrokerFiles } from './operations.js'
-import { DeviceRegistry, type DeviceStatus, type HeldMessage } from './registry.js'
+import type { DeviceRegistry, DeviceStatus, HeldMessage } from './registry.js'
 import { eventFor, TrustScores, type TrustEvent } from './trust.js'
 
 /** Audit rows for floods of the same event are coalesced: one row per device and type per window, with a count. */
@@ -46,9 +46,14 @@ export class DeviceGuard {
   /** Per device: when its last CoAP replay was charged (at most one penalty per trust.replayPenaltyWindowSeconds). */
   private readonly replayCharged = new Map<string, number>()
 
-  constructor (private readonly config: Config, db: DB, private readonly pipeline: Pipeline, metrics: Registry, private readonly log: Logger) {
-    this.registry = new DeviceRegistry(db)
-    this.audit = new AuditLog(db, err => log.error('audit write failed', { err }))
+  /**
+   * The registry and the audit log are the daemon's (gateway.ts makes one of each); the pipeline
+   * only takes back released held messages. gateway.ts plugs gate(), onRejected() and onCommitted()
+   * into the pipeline.
+   */
+  constructor (private readonly config: Config, deps: { registry: DeviceRegistry, audit: AuditLog }, private readonly pipeline: Pick<Pipeline, 'submit'>, metrics: Registry, private readonly log: Logger) {
+    this.registry = deps.registry
+    this.audit = deps.audit
     this.trust = new TrustScores(config.trust)
     this.securityEvents = metrics.counter('gateway_security_events_total', 'Security events by type (each lowers the device\'s trust score).')
     this.quarantines = metrics.counter('gateway_device_quarantines_total', 'Devices put in quarantine because their trust score fell below the floor.')
@@ -73,9 +78,6 @@ export class DeviceGuard {
     this.master = readCoapMaster(paths(this.config).pkiDir)
     if (!this.master) this.log.warn('no CoAP master secret (run `iot-gateway pki init`): CoAP requests are refused')
     this.reload()
-    this.pipeline.gate = (device, s) => this.gate(device, s)
-    this.pipeline.on('rejected', (e: RejectionEvent) => this.onRejected(e))
-    this.pipeline.on('committed', (_n: number, msgs?: InboundMessage[]) => { if (msgs) this.onCommitted(msgs) })
     this.poll = setInterval(() => this.check(), this.config.devices.registryPollMs).unref()
     this.saver = setInterval(() => this.saveScores(), 1000).unref()
     this.maintain()
@@ -143,7 +145,8 @@ export class DeviceGuard {
 
   status (id: string): DeviceStatus | undefined { return this.states.get(id)?.status }
 
-  private gate (device: string, s: Submission): { reason: 'device_blocked', detail: string, held?: Promise<void> } | undefined {
+  /** The pipeline's gate: a revoked device's messages are refused, a quarantined one's held. */
+  gate (device: string, s: Submission): { reason: 'device_blocked', detail: string, held?: Promise<void> } | undefined {
     const st = this.states.get(device)
     if (!st || st.status === 'active') return undefined
     if (st.status === 'revoked') return { reason: 'device_blocked', detail: 'device revoked' }
@@ -178,7 +181,8 @@ export class DeviceGuard {
     }
   }
 
-  private onRejected (e: RejectionEvent): void {
+  /** A refusal by the pipeline: a trust penalty and an audit row (coalesced). */
+  onRejected (e: RejectionEvent): void {
     if (e.device === null) {
       this.recordAudit('malformed_input', null, { reason: e.reason, transport: e.transport, detail: e.detail })
       return
@@ -262,7 +266,8 @@ export class DeviceGuard {
     this.check()
   }
 
-  private onCommitted (msgs: readonly InboundMessage[]): void {
+  /** Messages committed: a device that behaves earns its trust back. */
+  onCommitted (msgs: readonly InboundMessage[]): void {
     const per = new Map<string, number>()
     for (const m of msgs) per.set(m.device, (per.get(m.device) ?? 0) + 1)
     for (const [id, n] of per) if (this.trust.restore(id, n)) this.dirty.add(id)

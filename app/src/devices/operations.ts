@@ -4,7 +4,8 @@ import { join } from 'node:path'
 import type { AuditLog } from '../audit/audit.js'
 import { writeAcl } from '../broker/broker-files.js'
 import { paths } from '../config/load.js'
-import { DEVICE_ID_PATTERN, type Config } from '../config/schema.js'
+import type { Config } from '../config/schema.js'
+import { DEVICE_ID_PATTERN, deviceIdProblem } from './device-id.js'
 import { PkiError, UsageError } from '../lib/errors.js'
 import { coapDeviceKey, issueDeviceCert, readCoapMaster } from '../pki/device-certs.js'
 import { createPkcs12 } from '../pki/pkcs12.js'
@@ -15,14 +16,6 @@ import type { DeviceRegistry } from './registry.js'
 export interface DeviceContext { config: Config, registry: DeviceRegistry, audit: AuditLog }
 
 /** Why an id cannot be a device id, or undefined if it can. */
-export function deviceIdProblem (id: string, gatewayId: string): string | undefined {
-  if (id === gatewayId) return `"${id}" is the gateway's own id (its certificate would get the gateway's broker rights)`
-  if (!DEVICE_ID_PATTERN.test(id)) {
-    return `"${id.slice(0, 80)}" is not a valid device id: 1 to 64 characters from A-Z a-z 0-9 _ . -, starting with a letter or digit (no MQTT wildcards + #, no /, no spaces)`
-  }
-  return undefined
-}
-
 function checkNew (ctx: DeviceContext, id: string): void {
   const problem = deviceIdProblem(id, ctx.config.gateway.id)
   if (problem) throw new UsageError(problem)
@@ -37,7 +30,7 @@ const pkiDir = (c: Config): string => paths(c).pkiDir
 /** The device's current CoAP key (hex), derived from the master secret and its certificate serial. */
 export function coapKeyHex (config: Config, id: string, serial: string): string {
   const master = readCoapMaster(pkiDir(config))
-  if (!master) throw new PkiError('COAP_MASTER', `no CoAP master secret in ${pkiDir(config)}: run \`iot-gateway pki init\``)
+  if (!master) throw new PkiError('GW_ERR_PKI_COAP_MASTER', `no CoAP master secret in ${pkiDir(config)}: run \`iot-gateway pki init\``)
   return coapDeviceKey(master, id, serial).toString('hex')
 }
 

@@ -9,7 +9,7 @@ export type NftRunner = (args: string[], input?: string) => Promise<RunResult>
 
 export function spawnRunner (bin = process.env.IOTGW_NFT ?? 'nft'): NftRunner {
   return (args, input) => runProcess(bin, args, input ?? '').catch((e: Error) => {
-    throw new FirewallError('NFT_MISSING', `cannot run ${bin}: ${e.message}`, { cause: e })
+    throw new FirewallError('GW_ERR_FIREWALL_NFT_MISSING', `cannot run ${bin}: ${e.message}`, { cause: e })
   })
 }
 
@@ -22,20 +22,20 @@ export class Nft {
   /** `nft -c -f -`: parses and validates against the kernel without changing anything. */
   async check (text: string): Promise<void> {
     const r = await this.run(['-c', '-f', '-'], text)
-    if (r.code !== 0) throw new FirewallError('REJECTED', `nft rejected the ruleset: ${r.stderr.trim()}`)
+    if (r.code !== 0) throw new FirewallError('GW_ERR_FIREWALL_REJECTED', `nft rejected the ruleset: ${r.stderr.trim()}`)
   }
 
   /** `nft -f -`: one transaction; on error nothing changes. */
   async load (text: string): Promise<void> {
     const r = await this.run(['-f', '-'], text)
-    if (r.code !== 0) throw new FirewallError('APPLY_FAILED', `nft could not load the ruleset: ${r.stderr.trim()}`)
+    if (r.code !== 0) throw new FirewallError('GW_ERR_FIREWALL_APPLY_FAILED', `nft could not load the ruleset: ${r.stderr.trim()}`)
   }
 
   /** Our table as nft prints it (with counter values and set elements), or null if it does not exist. */
   async listTable (): Promise<string | null> {
     const r = await this.run(['list', 'table', TABLE_FAMILY, TABLE_NAME])
     if (absent(r)) return null
-    if (r.code !== 0) throw new FirewallError('LIST_FAILED', `nft list failed: ${r.stderr.trim()}`)
+    if (r.code !== 0) throw new FirewallError('GW_ERR_FIREWALL_LIST_FAILED', `nft list failed: ${r.stderr.trim()}`)
     return r.stdout
   }
 
@@ -43,7 +43,7 @@ export class Nft {
   async listJson (): Promise<string | null> {
     const r = await this.run(['-j', 'list', 'table', TABLE_FAMILY, TABLE_NAME])
     if (absent(r)) return null
-    if (r.code !== 0) throw new FirewallError('LIST_FAILED', `nft list failed: ${r.stderr.trim()}`)
+    if (r.code !== 0) throw new FirewallError('GW_ERR_FIREWALL_LIST_FAILED', `nft list failed: ${r.stderr.trim()}`)
     return r.stdout
   }
 }

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto'
 import { appendFileSync, mkdirSync, readFileSync, renameSync, rmSync, statSync } from 'node:fs'
 import { join } from 'node:path'
 import { writeFileAtomic } from '../lib/atomic-file.js'
+import { sleep } from '../lib/backoff.js'
 import { FirewallError } from '../lib/errors.js'
 import type { Nft } from './nft.js'
 import { REPLACE_PREAMBLE } from './ruleset.js'
@@ -43,8 +44,6 @@ const writeAtomic = (file: string, text: string, mode: number): void => writeFil
 function readJson<T> (file: string): T | null {
   try { return JSON.parse(readFileSync(file, 'utf8')) as T } catch { return null }
 }
-
-const sleep = (ms: number): Promise<void> => new Promise(resolve => setTimeout(resolve, ms))
 
 /**
  * Commit-confirm for the firewall, the way routers do it. `apply` keeps the last confirmed ruleset of
@@ -111,7 +110,7 @@ export class SafeApply {
     } catch (err) {
       // Without a watchdog nobody would roll back: undo now rather than risk a lock-out.
       await this.rollback({ ifId: id, reason: 'watchdog could not be started' })
-      throw new FirewallError('WATCHDOG', `could not start the rollback watchdog (${(err as Error).message}); the previous ruleset is back`, { cause: err })
+      throw new FirewallError('GW_ERR_FIREWALL_WATCHDOG', `could not start the rollback watchdog (${(err as Error).message}); the previous ruleset is back`, { cause: err })
     }
     writeAtomic(this.files.pending, JSON.stringify(pending), 0o644)
     this.event('firewall_applied', id, { ...detail, confirm: true, timeoutSeconds: confirmSeconds })
@@ -130,11 +129,11 @@ export class SafeApply {
   /** With `ifId` (a confirmation the console requested), only if that apply is still the pending one. */
   async confirm (ifId?: string): Promise<Pending> {
     const c = this.claim('confirm')
-    if (c === null) throw new FirewallError('NOT_PENDING', 'nothing to confirm: no apply is waiting (an unconfirmed apply may already have been rolled back; see `firewall status`)')
+    if (c === null) throw new FirewallError('GW_ERR_FIREWALL_NOT_PENDING', 'nothing to confirm: no apply is waiting (an unconfirmed apply may already have been rolled back; see `firewall status`)')
     if (ifId !== undefined && c.p.id !== ifId) {
       // A newer apply than the one the operator saw: that one is not confirmed by this request.
       renameSync(c.file, this.files.pending)
-      throw new FirewallError('NOT_PENDING', `apply ${ifId} is no longer the pending one (${c.p.id} is); nothing confirmed`)
+      throw new FirewallError('GW_ERR_FIREWALL_NOT_PENDING', `apply ${ifId} is no longer the pending one (${c.p.id} is); nothing confirmed`)
     }
     rmSync(this.files.previous, { force: true })
     rmSync(c.file, { force: true })
@@ -157,7 +156,7 @@ export class SafeApply {
     let text: string
     try { text = readFileSync(this.files.previous, 'utf8') } catch (err) {
       renameSync(c.file, this.files.pending)
-      throw new FirewallError('NO_PREVIOUS', `the previous ruleset (${this.files.previous}) is missing: ${(err as Error).message}`)
+      throw new FirewallError('GW_ERR_FIREWALL_NO_PREVIOUS', `the previous ruleset (${this.files.previous}) is missing: ${(err as Error).message}`)
     }
     try {
       await this.nft.load(text)

@@ -42,10 +42,18 @@ export function duplicateKey (text: string): string | undefined {
         expectName = false
       }
       i = j
-    } else if (ch === 0x7b) { objects.push(new Set()); expectName = true } // {
-    else if (ch === 0x5b) { objects.push(null); expectName = false } // [
-    else if (ch === 0x7d || ch === 0x5d) { objects.pop(); expectName = false } // } ]
-    else if (ch === 0x2c) expectName = objects[objects.length - 1] != null // ,
+    } else if (ch === 0x7b) { // {
+      objects.push(new Set())
+      expectName = true
+    } else if (ch === 0x5b) { // [
+      objects.push(null)
+      expectName = false
+    } else if (ch === 0x7d || ch === 0x5d) { // } ]
+      objects.pop()
+      expectName = false
+    } else if (ch === 0x2c) { // ,
+      expectName = objects[objects.length - 1] != null
+    }
   }
   return undefined
 }

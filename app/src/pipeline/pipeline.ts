@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { statfsSync } from 'node:fs'
 import type { Config } from '../config/schema.js'
-import { DEVICE_ID_PATTERN } from '../config/schema.js'
+import { DEVICE_ID_PATTERN } from '../devices/device-id.js'
 import type { Logger } from '../lib/logger.js'
 import type { Registry } from '../lib/metrics.js'
 import type { InboundMessage, Store, TrafficRollup } from '../store/store.js'

@@ -29,9 +29,9 @@ interface Payload { gatewayId: string, createdAt: string, files: Record<string, 
 
 export function readPassphrase (file: string): string {
   let text: string
-  try { text = readFileSync(file, 'utf8') } catch (err) { throw new PkiError('BACKUP_PASSPHRASE', `cannot read the passphrase file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`) }
+  try { text = readFileSync(file, 'utf8') } catch (err) { throw new PkiError('GW_ERR_PKI_BACKUP_PASSPHRASE', `cannot read the passphrase file ${file}: ${(err as NodeJS.ErrnoException).code ?? String(err)}`) }
   const p = text.replace(/\r?\n$/, '')
-  if (p.length < MIN_PASSPHRASE) throw new PkiError('BACKUP_PASSPHRASE', `the passphrase in ${file} is shorter than ${MIN_PASSPHRASE} characters`)
+  if (p.length < MIN_PASSPHRASE) throw new PkiError('GW_ERR_PKI_BACKUP_PASSPHRASE', `the passphrase in ${file} is shorter than ${MIN_PASSPHRASE} characters`)
   return p
 }
 
@@ -40,7 +40,7 @@ const key = (passphrase: string, kdf: Envelope['kdf']): Buffer => scryptSync(pas
 
 /** The backup's bytes (a JSON envelope around the ciphertext). */
 export function exportBackup (pkiDir: string, db: DB, gatewayId: string, passphrase: string): { text: string, files: string[], devices: number } {
-  if (!existsSync(join(pkiDir, 'ca.key'))) throw new PkiError('BACKUP_NO_CA', `${pkiDir} has no ca.key: nothing to back up (pki init first)`)
+  if (!existsSync(join(pkiDir, 'ca.key'))) throw new PkiError('GW_ERR_PKI_BACKUP_NO_CA', `${pkiDir} has no ca.key: nothing to back up (pki init first)`)
   const files: Payload['files'] = {}
   for (const name of readdirSync(pkiDir).sort()) {
     const f = join(pkiDir, name)
@@ -66,16 +66,16 @@ export function exportBackup (pkiDir: string, db: DB, gatewayId: string, passphr
 
 export function decryptBackup (text: string, passphrase: string): Payload {
   let env: Envelope
-  try { env = JSON.parse(text) } catch { throw new PkiError('BACKUP_FORMAT', 'not a PKI backup (not JSON)') }
-  if (env?.format !== BACKUP_FORMAT) throw new PkiError('BACKUP_FORMAT', 'not a PKI backup (format)')
-  if (env.version !== VERSION || env.cipher !== 'aes-256-gcm' || env.kdf?.name !== 'scrypt') throw new PkiError('BACKUP_FORMAT', `unsupported PKI backup version ${String(env.version)}`)
+  try { env = JSON.parse(text) } catch { throw new PkiError('GW_ERR_PKI_BACKUP_FORMAT', 'not a PKI backup (not JSON)') }
+  if (env?.format !== BACKUP_FORMAT) throw new PkiError('GW_ERR_PKI_BACKUP_FORMAT', 'not a PKI backup (format)')
+  if (env.version !== VERSION || env.cipher !== 'aes-256-gcm' || env.kdf?.name !== 'scrypt') throw new PkiError('GW_ERR_PKI_BACKUP_FORMAT', `unsupported PKI backup version ${String(env.version)}`)
   try {
     const d = createDecipheriv('aes-256-gcm', key(passphrase, env.kdf), Buffer.from(env.iv, 'base64'))
     d.setAAD(header(env))
     d.setAuthTag(Buffer.from(env.tag, 'base64'))
     return JSON.parse(Buffer.concat([d.update(Buffer.from(env.ciphertext, 'base64')), d.final()]).toString('utf8')) as Payload
   } catch {
-    throw new PkiError('BACKUP_DECRYPT', 'the backup cannot be decrypted: wrong passphrase, or the file is damaged')
+    throw new PkiError('GW_ERR_PKI_BACKUP_DECRYPT', 'the backup cannot be decrypted: wrong passphrase, or the file is damaged')
   }
 }
 
@@ -86,8 +86,8 @@ export function decryptBackup (text: string, passphrase: string): Payload {
  */
 export function importBackup (pkiDir: string, db: DB, payload: Payload, force = false): { files: string[], devices: number, revoked: string[] } {
   const have = (db.prepare('SELECT count(*) AS n FROM devices').get() as { n: number }).n
-  if (have > 0 && !force) throw new PkiError('BACKUP_NOT_EMPTY', `this gateway's registry already has ${have} device(s); --force replaces them with the backup's`)
-  if (payload.files['ca.key'] === undefined || payload.files['ca.crt'] === undefined) throw new PkiError('BACKUP_FORMAT', 'the backup has no CA')
+  if (have > 0 && !force) throw new PkiError('GW_ERR_PKI_BACKUP_NOT_EMPTY', `this gateway's registry already has ${have} device(s); --force replaces them with the backup's`)
+  if (payload.files['ca.key'] === undefined || payload.files['ca.crt'] === undefined) throw new PkiError('GW_ERR_PKI_BACKUP_FORMAT', 'the backup has no CA')
   mkdirSync(pkiDir, { recursive: true, mode: 0o750 })
   // The registry first: if it fails, the card's own CA is untouched; if the files fail, a re-run
   // (with --force, the registry now has the devices) completes it.
@@ -107,7 +107,7 @@ export function importBackup (pkiDir: string, db: DB, payload: Payload, force = 
     db.prepare('UPDATE registry_meta SET value = value + 1 WHERE key = \'version\'').run()
   })()
   for (const [name, f] of Object.entries(payload.files)) {
-    if (name.includes('/') || name.startsWith('.')) throw new PkiError('BACKUP_FORMAT', `bad file name in backup: ${name}`)
+    if (name.includes('/') || name.startsWith('.')) throw new PkiError('GW_ERR_PKI_BACKUP_FORMAT', `bad file name in backup: ${name}`)
     writeFileAtomic(join(pkiDir, name), Buffer.from(f.data, 'base64'), f.mode)
   }
   const revoked = (db.prepare('SELECT id FROM devices WHERE status = \'revoked\' ORDER BY id').all() as Array<{ id: string }>).map(r => r.id)

@@ -13,7 +13,7 @@ export function readCoapMaster (pkiDir: string): Buffer | undefined {
   const file = coapMasterPath(pkiDir)
   if (!existsSync(file)) return undefined
   const hex = readFileSync(file, 'utf8').trim()
-  if (!/^[0-9a-f]{64}$/.test(hex)) throw new PkiError('COAP_MASTER', `${file} is not 32 bytes of hex`)
+  if (!/^[0-9a-f]{64}$/.test(hex)) throw new PkiError('GW_ERR_PKI_COAP_MASTER', `${file} is not 32 bytes of hex`)
   return Buffer.from(hex, 'hex')
 }
 
@@ -35,7 +35,7 @@ export interface IssuedCert { cert: string, serial: string, notAfter: number, fi
  */
 export function issueDeviceCert (pkiDir: string, id: string, publicKey: KeyObject, days: number, clock?: ClockOptions): IssuedCert {
   const p = pkiPaths(pkiDir)
-  if (!existsSync(p.caKey)) throw new PkiError('NO_CA', `no CA in ${pkiDir}: run \`iot-gateway pki init\` first`)
+  if (!existsSync(p.caKey)) throw new PkiError('GW_ERR_PKI_NO_CA', `no CA in ${pkiDir}: run \`iot-gateway pki init\` first`)
   const cert = issueAt(dirname(pkiDir), `a certificate for "${id}"`, now => createCertificate({ subject: { CN: id }, publicKey, issuer: loadIssuer(p), days, clientAuth: true, now }), clock)
   const x = new X509Certificate(cert)
   return { cert, serial: normalSerial(serialOf(cert)), notAfter: Date.parse(x.validTo), fingerprint: createHash('sha256').update(x.raw).digest('hex') }

@@ -97,7 +97,7 @@ export interface Pkcs12Input {
 }
 
 export function createPkcs12 (o: Pkcs12Input): Buffer {
-  if (o.password === '') throw new PkiError('PKCS12', 'a PKCS#12 password must not be empty')
+  if (o.password === '') throw new PkiError('GW_ERR_PKI_PKCS12', 'a PKCS#12 password must not be empty')
   const iterations = o.iterations ?? 10000
   const certDer = new X509Certificate(o.cert).raw
   const localKeyId = createHash('sha1').update(certDer).digest()

@@ -103,7 +103,7 @@ function signed (tbs: forge.asn1.Asn1, key: KeyObject): Buffer {
 const pem = (type: string, body: Buffer): string => forge.pem.encode({ type, body: body.toString('binary') }, { maxline: 64 }).replace(/\r\n/g, '\n')
 const unpem = (text: string, type: string): Buffer => {
   const msg = forge.pem.decode(text).find(m => m.type === type)
-  if (!msg) throw new PkiError('PEM', `no ${type} block found`)
+  if (!msg) throw new PkiError('GW_ERR_PKI_PEM', `no ${type} block found`)
   return Buffer.from(msg.body, 'binary')
 }
 
@@ -113,7 +113,7 @@ export function createCertificate (o: CertOptions): string {
   const notAfter = new Date(now + o.days * DAY_MS)
   const issuerCert = o.issuer ? new X509Certificate(o.issuer.cert) : undefined
   const signingKey = o.issuer?.key ?? o.selfKey
-  if (!signingKey) throw new PkiError('ISSUER', 'a certificate needs an issuer or a key to sign itself')
+  if (!signingKey) throw new PkiError('GW_ERR_PKI_ISSUER', 'a certificate needs an issuer or a key to sign itself')
   const issuerPublic = issuerCert ? issuerCert.publicKey : createPublicKey(signingKey)
   const issuerName = issuerCert ? fromDer(issuerSubjectDer(issuerCert)) : dn(o.subject)
 
@@ -182,17 +182,17 @@ export function createCrl (ca: Issuer, revoked: readonly Revoked[], crlNumber: n
 function firstElement (seqDer: Buffer): Buffer {
   const header = (b: Buffer, at: number): { start: number, end: number } => {
     const first = b[at + 1]
-    if (first === undefined) throw new PkiError('CSR', 'truncated request')
+    if (first === undefined) throw new PkiError('GW_ERR_PKI_CSR', 'truncated request')
     if (first < 0x80) return { start: at + 2, end: at + 2 + first }
     const n = first & 0x7f
-    if (n === 0 || n > 4) throw new PkiError('CSR', 'unsupported length in request')
+    if (n === 0 || n > 4) throw new PkiError('GW_ERR_PKI_CSR', 'unsupported length in request')
     let len = 0
     for (let i = 0; i < n; i++) len = len * 256 + (b[at + 2 + i] ?? 0)
     return { start: at + 2 + n, end: at + 2 + n + len }
   }
   const outer = header(seqDer, 0)
   const inner = header(seqDer, outer.start)
-  if (inner.end > outer.end) throw new PkiError('CSR', 'malformed request')
+  if (inner.end > outer.end) throw new PkiError('GW_ERR_PKI_CSR', 'malformed request')
   return seqDer.subarray(outer.start, inner.end)
 }
 
@@ -208,26 +208,26 @@ export function parseCsr (text: string): ParsedCsr {
     // into ASN.1 children, and its bytes are lost.
     node = (asn1.fromDer as unknown as (b: forge.util.ByteStringBuffer, o: { decodeBitStrings: boolean }) => forge.asn1.Asn1)(util.createBuffer(raw.toString('binary')), { decodeBitStrings: false })
   } catch (err) {
-    throw new PkiError('CSR', `not a PEM certificate request: ${(err as Error).message}`)
+    throw new PkiError('GW_ERR_PKI_CSR', `not a PEM certificate request: ${(err as Error).message}`)
   }
   const [info, alg, sigBits] = node.value as forge.asn1.Asn1[]
-  if (!info || !alg || !sigBits) throw new PkiError('CSR', 'malformed certificate request')
+  if (!info || !alg || !sigBits) throw new PkiError('GW_ERR_PKI_CSR', 'malformed certificate request')
   const parts = info.value as forge.asn1.Asn1[]
   const subjectNode = parts[1]
   const spkiNode = parts[2]
-  if (!subjectNode || !spkiNode) throw new PkiError('CSR', 'malformed certificate request info')
+  if (!subjectNode || !spkiNode) throw new PkiError('GW_ERR_PKI_CSR', 'malformed certificate request info')
   const publicKey = createPublicKey({ key: der(spkiNode), format: 'der', type: 'spki' })
   const algOid = asn1.derToOid(((alg.value as forge.asn1.Asn1[])[0]!.value as string))
   const hash = { '1.2.840.10045.4.3.2': 'sha256', '1.2.840.10045.4.3.3': 'sha384', '1.2.840.113549.1.1.11': 'sha256', '1.3.101.112': null } as Record<string, string | null>
-  if (!(algOid in hash)) throw new PkiError('CSR', `unsupported signature algorithm ${algOid}`)
+  if (!(algOid in hash)) throw new PkiError('GW_ERR_PKI_CSR', `unsupported signature algorithm ${algOid}`)
   const sig = Buffer.from((sigBits.value as string).slice(1), 'binary')
   // The signature covers the request info exactly as received: re-encoding forge's parse of it does
   // not always give the same bytes (OpenSSL's requests did not verify that way).
-  if (!verify(hash[algOid] ?? null, firstElement(raw), publicKey, sig)) throw new PkiError('CSR', 'the request\'s signature does not verify')
+  if (!verify(hash[algOid] ?? null, firstElement(raw), publicKey, sig)) throw new PkiError('GW_ERR_PKI_CSR', 'the request\'s signature does not verify')
   const attrs = pkiExtra.RDNAttributesAsArray(subjectNode)
   const cn = attrs.find(a => a.shortName === 'CN')?.value
   const o = attrs.find(a => a.shortName === 'O')?.value
-  if (typeof cn !== 'string') throw new PkiError('CSR', 'the request has no CN')
+  if (typeof cn !== 'string') throw new PkiError('GW_ERR_PKI_CSR', 'the request has no CN')
   return { subject: { CN: cn, ...(typeof o === 'string' ? { O: o } : {}) }, publicKey }
 }
 

@@ -184,7 +184,7 @@ export function openDatabase (file: string, opts: OpenOptions = {}): DB {
     if (file !== ':memory:' && opts.readonly !== true) mkdirSync(dirname(file), { recursive: true, mode: 0o750 })
     db = new Database(file, { readonly: opts.readonly === true, fileMustExist: opts.readonly === true })
   } catch (err) {
-    throw new StoreError('OPEN', `cannot open database ${file}: ${(err as Error).message}`, { cause: err })
+    throw new StoreError('GW_ERR_STORE_OPEN', `cannot open database ${file}: ${(err as Error).message}`, { cause: err })
   }
   db.pragma('busy_timeout = 5000')
   if (opts.readonly !== true) {
@@ -216,7 +216,7 @@ export function migrate (db: DB): number {
       : undefined
     const min = row === undefined ? Infinity : Number(row.value)
     if (min <= migrations.length) return current
-    throw new StoreError('VERSION', `database schema version ${current} is newer than this gateway knows (${migrations.length}) and needs at least version ${row === undefined ? current : row.value}; refusing to touch it`)
+    throw new StoreError('GW_ERR_STORE_VERSION', `database schema version ${current} is newer than this gateway knows (${migrations.length}) and needs at least version ${row === undefined ? current : row.value}; refusing to touch it`)
   }
   for (let v = current; v < migrations.length; v++) {
     const step = migrations[v]!

@@ -1,12 +1,9 @@
 import { defineSection } from '../config/define.js'
-import type { Config } from '../config/schema.js'
-import { ConfigError } from '../lib/errors.js'
-import { parseCidr } from '../firewall/net.js'
 
 /** A WireGuard key as wg prints it: 32 bytes in base64 (44 characters ending in "="). */
 export const WG_KEY = /^[A-Za-z0-9+/]{42}[AEIMQUYcgkosw048]=$/
 /** host:port, [v6]:port. */
-const ENDPOINT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
+export const ENDPOINT = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/
 
 export const wireguard = defineSection({
   interface: { type: 'string', default: 'wg0', pattern: /^[A-Za-z0-9_.-]{1,15}$/, description: 'The tunnel interface (the firewall\'s wg zone names the same interface).' },
@@ -20,17 +17,3 @@ export const wireguard = defineSection({
   persistentKeepaliveSeconds: { type: 'integer', default: 25, min: 0, max: 65535, description: 'Keepalive toward the hub so it can reach the gateway behind NAT (0: off).' },
   mtu: { type: 'integer', default: 0, min: 0, max: 9000, description: 'Tunnel MTU (0: the default, 1420).' }
 })
-
-/** Checks that span fields; run by the configuration loader. */
-export function checkWireguard (c: Config): void {
-  const w = c.wireguard
-  if (w.address !== '') {
-    if (parseCidr(w.address) === null || !w.address.includes('/')) throw new ConfigError('wireguard.address', `"${w.address}" is not an address with a prefix (e.g. 10.200.0.2/24)`)
-  }
-  w.hubAllowedIps.forEach((n, i) => {
-    if (parseCidr(n) === null) throw new ConfigError(`wireguard.hubAllowedIps[${i}]`, `"${n}" is not a network`)
-  })
-  const port = ENDPOINT.exec(w.hubEndpoint)?.[2]
-  if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) throw new ConfigError('wireguard.hubEndpoint', `port out of range (1-65535): ${port}`)
-  if ((w.hubPublicKey === '') !== (w.hubEndpoint === '')) throw new ConfigError(w.hubPublicKey === '' ? 'wireguard.hubPublicKey' : 'wireguard.hubEndpoint', 'hubPublicKey and hubEndpoint go together')
-}

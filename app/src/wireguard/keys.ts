@@ -22,7 +22,7 @@ export function generatePrivateKey (): string {
 export function decodeKey (b64: string, what = 'key'): Buffer {
   const text = b64.trim()
   const k = Buffer.from(text, 'base64')
-  if (k.length !== 32 || k.toString('base64') !== text) throw new WireguardError('BAD_KEY', `${what} is not a WireGuard key (32 bytes in base64)`)
+  if (k.length !== 32 || k.toString('base64') !== text) throw new WireguardError('GW_ERR_WIREGUARD_BAD_KEY', `${what} is not a WireGuard key (32 bytes in base64)`)
   return k
 }
 
@@ -58,7 +58,7 @@ export function ensureKey (privateKeyFile: string): KeyInfo {
     chmodSync(privateKeyFile, 0o600)
     created = true
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new WireguardError('KEY_WRITE', `cannot create ${privateKeyFile}: ${(err as Error).message}`, { cause: err })
+    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new WireguardError('GW_ERR_WIREGUARD_KEY_WRITE', `cannot create ${privateKeyFile}: ${(err as Error).message}`, { cause: err })
     priv = readPrivateKey(privateKeyFile)
   }
   const publicKey = publicKeyOf(priv)
@@ -75,7 +75,7 @@ export function ensureKey (privateKeyFile: string): KeyInfo {
 export function readPrivateKey (file: string): string {
   let text: string
   try { text = readFileSync(file, 'utf8') } catch (err) {
-    throw new WireguardError('KEY_READ', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err })
+    throw new WireguardError('GW_ERR_WIREGUARD_KEY_READ', `cannot read ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`, { cause: err })
   }
   decodeKey(text, file)
   return text.trim()

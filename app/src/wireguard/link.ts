@@ -7,7 +7,7 @@ export type CmdResult = RunResult
 export type CmdRunner = (bin: string, args: string[]) => Promise<CmdResult>
 
 export const spawnCmd: CmdRunner = (bin, args) => runProcess(bin, args).catch((e: Error) => {
-  throw new WireguardError('TOOL_MISSING', `cannot run ${bin}: ${e.message}`, { cause: e })
+  throw new WireguardError('GW_ERR_WIREGUARD_TOOL_MISSING', `cannot run ${bin}: ${e.message}`, { cause: e })
 })
 
 /** The same settings as the networkd files, applied directly with `ip` and `wg` (tests, images without networkd). */
@@ -16,7 +16,7 @@ export class WgLink {
 
   private async must (bin: string, args: string[]): Promise<string> {
     const r = await this.run(bin, args)
-    if (r.code !== 0) throw new WireguardError('COMMAND_FAILED', `${bin} ${args.join(' ')} failed: ${r.stderr.trim()}`)
+    if (r.code !== 0) throw new WireguardError('GW_ERR_WIREGUARD_COMMAND_FAILED', `${bin} ${args.join(' ')} failed: ${r.stderr.trim()}`)
     return r.stdout
   }
 
@@ -33,7 +33,7 @@ export class WgLink {
     if (!await this.exists(t.interface)) {
       const r = await this.run('ip', ['link', 'add', 'dev', t.interface, 'type', 'wireguard'])
       if (r.code !== 0) {
-        throw new WireguardError('NO_KERNEL_SUPPORT', `cannot create ${t.interface} (${r.stderr.trim()}); without the kernel module start a userspace implementation first (wireguard-go ${t.interface}) and run this again`)
+        throw new WireguardError('GW_ERR_WIREGUARD_NO_KERNEL_SUPPORT', `cannot create ${t.interface} (${r.stderr.trim()}); without the kernel module start a userspace implementation first (wireguard-go ${t.interface}) and run this again`)
       }
     }
     const set = ['set', t.interface, 'listen-port', String(t.listenPort), 'private-key', t.privateKeyFile]

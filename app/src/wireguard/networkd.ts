@@ -1,6 +1,6 @@
 import type { Config } from '../config/schema.js'
 import { contains, networkOf, parseCidr } from '../firewall/net.js'
-import { WireguardError } from '../lib/errors.js'
+import { ConfigError } from '../lib/errors.js'
 import { defaultKeyFile } from './keys.js'
 
 /** The tunnel as the renderers and `wg up` need it, resolved from the configuration. */
@@ -17,7 +17,7 @@ export interface TunnelSpec {
 
 export function tunnelSpec (c: Config, overrides: { interface?: string } = {}): TunnelSpec {
   const w = c.wireguard
-  if (w.address === '') throw new WireguardError('NOT_CONFIGURED', 'wireguard.address is not set (the gateway\'s tunnel address, e.g. 10.200.0.2/24)')
+  if (w.address === '') throw new ConfigError('wireguard.address', 'is not set (the gateway\'s tunnel address, e.g. 10.200.0.2/24)', 'GW_ERR_CONFIG_MISSING')
   return {
     interface: overrides.interface ?? w.interface,
     listenPort: w.listenPort,

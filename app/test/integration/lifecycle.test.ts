@@ -22,13 +22,17 @@ async function cli (args: string[], env: NodeJS.ProcessEnv = {}): Promise<{ code
   }
 }
 
-t.test('a bad configuration file: a clear error, exit code 2, nothing touched', async t => {
+t.test('every configuration error: a clear error with its code, exit code 2, nothing touched', async t => {
   const dir = tempDir(t)
   const data = join(dir, 'data')
+  const uplink = { url: 'https://x.example/in' }
   const cases: Array<[string, RegExp]> = [
-    [JSON.stringify({ gateway: { dataDir: data }, uplink: { url: 'https://x.example/in', batchMaxMessages: -1 } }), /configuration: uplink\.batchMaxMessages: must be >= 1, got -1/],
-    [JSON.stringify({ gateway: { dataDir: data }, limits: { maxPayloadByte: 5 } }), /configuration: limits\.maxPayloadByte: unknown field/],
-    ['{"gateway": {"dataDir": ', /configuration: .*gateway\.json: is not valid JSON/]
+    [JSON.stringify({ gateway: { dataDir: data }, uplink: { ...uplink, batchMaxMessages: -1 } }), /configuration: uplink\.batchMaxMessages: must be >= 1, got -1 \(GW_ERR_CONFIG_INVALID\)/],
+    [JSON.stringify({ gateway: { dataDir: data }, limits: { maxPayloadByte: 5 } }), /configuration: limits\.maxPayloadByte: unknown field \(GW_ERR_CONFIG_INVALID\)/],
+    [JSON.stringify({ gateway: { dataDir: data }, uplink, mqtt: { reconnectMinMs: 5000, reconnectMaxMs: 1000 } }), /configuration: mqtt\.reconnectMaxMs: must be >= mqtt\.reconnectMinMs \(GW_ERR_CONFIG_INVALID\)/],
+    ['{"gateway": {"dataDir": ', /configuration: .*gateway\.json: is not valid JSON.*\(GW_ERR_CONFIG_INVALID\)/],
+    // The one field `run` needs that other commands do not: it used to exit 1.
+    [JSON.stringify({ gateway: { dataDir: data } }), /configuration: uplink\.url: is not set: the gateway has nowhere to deliver .*\(GW_ERR_CONFIG_MISSING\)/]
   ]
   for (const [text, re] of cases) {
     const file = join(dir, 'gateway.json')
@@ -40,15 +44,16 @@ t.test('a bad configuration file: a clear error, exit code 2, nothing touched', 
   }
   const missing = await cli(['run', '-c', join(dir, 'nope.json')])
   t.equal(missing.code, 2)
-  t.match(missing.stderr, /cannot read configuration file \(ENOENT\)/)
+  t.match(missing.stderr, /cannot read configuration file \(ENOENT\) \(GW_ERR_CONFIG_INVALID\)/)
   const noUplink = join(dir, 'no-uplink.json')
   writeFileSync(noUplink, JSON.stringify({ gateway: { dataDir: data } }))
-  const r = await cli(['run', '-c', noUplink])
-  t.not(r.code, 0)
-  t.match(r.stderr + r.stdout, /uplink\.url is not set/)
   const env = await cli(['run', '-c', noUplink], { GATEWAY_API_PORT: 'eighty' })
   t.equal(env.code, 2)
-  t.match(env.stderr, /api\.port \(from GATEWAY_API_PORT\): environment value "eighty" is not a number/)
+  t.match(env.stderr, /api\.port \(from GATEWAY_API_PORT\): environment value "eighty" is not a number \(GW_ERR_CONFIG_INVALID\)/)
+  const wg = await cli(['wg', 'render', '-c', noUplink])
+  t.equal(wg.code, 2, 'wg render without wireguard.address: exit 2')
+  t.match(wg.stderr, /configuration: wireguard\.address: is not set .*\(GW_ERR_CONFIG_MISSING\)/)
+  t.notOk(existsSync(data), 'the data directory was not created')
 })
 
 t.test('every command answers --help; usage errors exit 2', async t => {
@@ -95,6 +100,16 @@ t.test('SIGTERM: ingress stops, the outbox is kept, exit 0; the next start deliv
   const log = readFileSync(s.gateway.logFile, 'utf8')
   t.notMatch(log, /stop timed out/, 'stopped within its bound although the cloud refuses')
   t.match(log, /"msg":"gateway stopped","outboxLeft":100/)
+  // Each capability logged its start and its stop with the time it took; the stop in reverse order:
+  // the API and the ingress first, the database last.
+  const steps = log.split('\n').filter(l => l.includes('"cap":"lifecycle"')).map(l => JSON.parse(l) as { msg: string, step: string, ms: unknown })
+  const started = steps.filter(x => x.msg === 'started').map(x => x.step)
+  const stopped = steps.filter(x => x.msg === 'stopped').map(x => x.step)
+  t.equal(started[0], 'database', 'the database first')
+  t.equal(started.at(-1), 'api', 'the API last')
+  t.ok(started.indexOf('uplink') < started.indexOf('pipeline') && started.indexOf('pipeline') < started.indexOf('mqtt'), 'egress, then the pipeline, then the ingress')
+  t.same(stopped, [...started].reverse(), 'stopped in reverse order')
+  t.ok(steps.every(x => typeof x.ms === 'number'), 'each step with its duration')
   s.cloud.respond = () => undefined
   await s.gateway.start()
   await waitFor(() => s.cloud.unique().size === 100, 'the kept outbox delivered after the restart')

@@ -170,7 +170,7 @@ t.test('the follower process: lines from its stdout, too long ones skipped, rest
   f.start()
   t.teardown(() => f.stop())
   const until = Date.now() + 10000
-  while (metrics.counter('gateway_broker_log_follower_restarts_total', '').total() < 2 && Date.now() < until) await new Promise(r => setTimeout(r, 50))
+  while (metrics.counter('gateway_broker_log_follower_restarts_total', '').total() < 2 && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 50))
   await f.stop()
   t.ok(metrics.counter('gateway_broker_log_follower_restarts_total', '').total() >= 2, 'restarted after each exit')
   t.ok(got.length >= 4, `denials read from every run (${got.length})`)
@@ -183,7 +183,7 @@ t.test('the follower process: lines from its stdout, too long ones skipped, rest
   const missing = new DenialFollower(['/nonexistent/journalctl'], { gatewayId: 'gw', onDenial: () => {}, restartMinMs: 20, restartMaxMs: 40 }, m2, createLogger('info', {}, l => { logs2.push(l) }))
   missing.start()
   const until2 = Date.now() + 5000
-  while (m2.counter('gateway_broker_log_follower_restarts_total', '').total() < 2 && Date.now() < until2) await new Promise(r => setTimeout(r, 20))
+  while (m2.counter('gateway_broker_log_follower_restarts_total', '').total() < 2 && Date.now() < until2) await new Promise(resolve => setTimeout(resolve, 20))
   await missing.stop()
   t.ok(m2.counter('gateway_broker_log_follower_restarts_total', '').total() >= 2, 'a missing command is tried again')
   t.ok(logs2.some(l => /cannot run the broker log follower/.test(l) && /ENOENT/.test(l)), 'and logged')

@@ -1,7 +1,7 @@
 import t from 'tap'
 import { buildConfig } from '../../src/config/load.js'
 import { eventFor, TrustScores } from '../../src/devices/trust.js'
-import { deviceIdProblem } from '../../src/devices/operations.js'
+import { deviceIdProblem } from '../../src/devices/device-id.js'
 
 t.test('scores fall with events, recover with traffic, and cross the floor once', async t => {
   const c = buildConfig({ trust: { initial: 100, floor: 40, penaltyReplay: 25, recoverPerMessage: 1 } })

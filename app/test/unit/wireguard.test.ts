@@ -53,7 +53,7 @@ t.test('configuration checks', async t => {
   t.throws(() => buildConfig({ wireguard: { address: '10.200.0.2' } }), /wireguard\.address: "10\.200\.0\.2" is not an address with a prefix/)
   t.throws(() => buildConfig({ wireguard: { hubAllowedIps: ['10.0.0.0/40'] } }), /wireguard\.hubAllowedIps\[0\]/)
   t.throws(() => buildConfig({ wireguard: { hubEndpoint: 'hub:99999', hubPublicKey: HUB } }), /port out of range/)
-  t.throws(() => tunnelSpec(buildConfig({})), /wireguard\.address is not set/)
+  t.throws(() => tunnelSpec(buildConfig({})), { code: 'GW_ERR_CONFIG_MISSING', message: /wireguard\.address: is not set/ })
 })
 
 t.test('systemd-networkd files', async t => {

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs'
 import { AuditLog, verifyAudit } from '../../audit/audit.js'
 import { paths } from '../../config/load.js'
 import { openDatabase } from '../../store/db.js'
-import { configFrom, EXIT, Exit, printJson, type Io } from '../io.js'
+import { configFrom, EXIT, Exit, output, printJson, type Io } from '../io.js'
 
 /** `audit verify | list`: the hash-chained security log, read without writing anything. */
 export function makeAuditCommand (io: Io): Command {
@@ -21,11 +21,8 @@ export function makeAuditCommand (io: Io): Command {
       const db = open(cmd)
       let r
       try { r = verifyAudit(db) } finally { db.close() }
-      if (opts.json === true) printJson(io, r)
-      if (r.ok) {
-        if (opts.json !== true) io.out(`audit log intact: ${r.rows} rows, head ${r.head}\n`)
-        return
-      }
+      if (r.ok) { output(io, opts, r, () => `audit log intact: ${r.rows} rows, head ${r.head}\n`); return }
+      if (opts.json === true) printJson(io, r) // a broken log: the JSON too, then exit 1
       throw new Exit(EXIT.FAILURE, `audit log broken at row ${r.brokenAt}: ${r.reason} (${r.rows} rows before it verify)`)
     })
 
@@ -40,9 +37,9 @@ export function makeAuditCommand (io: Io): Command {
       const db = open(cmd)
       let rows
       try { rows = new AuditLog(db).list({ limit, ...(opts.device !== undefined ? { device: opts.device } : {}) }) } finally { db.close() }
-      if (opts.json === true) { printJson(io, rows.map(r => ({ ...r, detail: JSON.parse(r.detail) as unknown }))); return }
-      if (rows.length === 0) { io.out('no events\n'); return }
-      for (const r of rows) io.out(`${String(r.id).padStart(6)}  ${new Date(r.at).toISOString()}  ${r.type.padEnd(22)} ${(r.device ?? '-').padEnd(20)} ${r.source ?? '-'}  ${r.detail}\n`)
+      output(io, opts, rows.map(r => ({ ...r, detail: JSON.parse(r.detail) as unknown })), () => rows.length === 0
+        ? 'no events\n'
+        : rows.map(r => `${String(r.id).padStart(6)}  ${new Date(r.at).toISOString()}  ${r.type.padEnd(22)} ${(r.device ?? '-').padEnd(20)} ${r.source ?? '-'}  ${r.detail}\n`).join(''))
     })
   return audit
 }

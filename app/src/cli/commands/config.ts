@@ -6,7 +6,7 @@ import { buildConfig, loadLayered } from '../../config/load.js'
 import { checkOverrideShape, chownLikeParent, mergeLayers, sourcesOf, unitsToRestart, withSetting, withoutSetting, writeOverride, type Raw } from '../../config/layers.js'
 import { writeFileAtomic } from '../../lib/atomic-file.js'
 import { ConfigError } from '../../lib/errors.js'
-import { configFrom, EXIT, Exit, printJson, type Io } from '../io.js'
+import { configFrom, EXIT, Exit, output, printJson, type Io } from '../io.js'
 
 /** The bearer token is a file beside the data, never a value in a configuration file. */
 export const TOKEN_KEY = 'uplink.token'
@@ -28,13 +28,13 @@ export function makeConfigCommand (io: Io): Command {
     .action((opts: { json?: boolean }, cmd: Command) => {
       const { config: c, layers } = loadLayered(cmd.optsWithGlobals().config, io.env)
       const sources = sourcesOf(layers, io.env)
-      if (opts.json === true) { printJson(io, { config: c, sources, files: { image: layers.basePath ?? null, override: layers.overridePath } }); return }
-      io.out(`# image:    ${layers.basePath ?? '(none: defaults)'}\n# override: ${layers.overridePath}${Object.keys(layers.override).length === 0 ? ' (absent or empty)' : ''}\n`)
-      for (const [key, src] of Object.entries(sources)) {
-        const [s, f] = key.split('.') as [string, string]
-        const value = (c as unknown as Record<string, Record<string, unknown>>)[s]![f]
-        io.out(`${key} = ${JSON.stringify(value)}  (${src.source}${src.source === 'env' ? ' ' + src.from! : ''})\n`)
-      }
+      output(io, opts, { config: c, sources, files: { image: layers.basePath ?? null, override: layers.overridePath } }, () =>
+        `# image:    ${layers.basePath ?? '(none: defaults)'}\n# override: ${layers.overridePath}${Object.keys(layers.override).length === 0 ? ' (absent or empty)' : ''}\n` +
+        Object.entries(sources).map(([key, src]) => {
+          const [s, f] = key.split('.') as [string, string]
+          const value = (c as unknown as Record<string, Record<string, unknown>>)[s]![f]
+          return `${key} = ${JSON.stringify(value)}  (${src.source}${src.source === 'env' ? ' ' + src.from! : ''})\n`
+        }).join(''))
     })
 
   config.command('set')

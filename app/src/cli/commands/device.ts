@@ -9,8 +9,7 @@ import { enrolDevice, releaseDevice, revokeDevice, signCsr, type DeviceContext }
 import { DeviceRegistry, type DeviceRecord } from '../../devices/registry.js'
 import { openDatabase } from '../../store/db.js'
 import { apiBase, apiRequest } from '../api-client.js'
-import { becomeDataOwner, configFrom, EXIT, Exit, printJson, type Io } from '../io.js'
-
+import { becomeDataOwner, configFrom, EXIT, Exit, output, type Io } from '../io.js'
 
 function withDevices<T> (cmd: Command, io: Io, fn: (ctx: DeviceContext) => T): { result: T, config: Config } {
   const config = configFrom(cmd.optsWithGlobals(), io)
@@ -25,7 +24,6 @@ function withDevices<T> (cmd: Command, io: Io, fn: (ctx: DeviceContext) => T): {
     db.close()
   }
 }
-
 
 /** Tells a running daemon that the registry changed (it also notices within devices.registryPollMs). */
 async function notifyDaemon (c: Config): Promise<boolean> {
@@ -69,8 +67,7 @@ export function makeDeviceCommand (io: Io): Command {
       const password = opts.p12PasswordFile !== undefined ? readFileSync(opts.p12PasswordFile, 'utf8').replace(/\r?\n$/, '') : undefined
       const { result, config } = withDevices(cmd, io, ctx => enrolDevice(ctx, id, opts.out, password !== undefined ? { p12Password: password } : {}))
       await notifyDaemon(config)
-      if (opts.json === true) { printJson(io, result); return }
-      io.out(`enrolled ${result.id}: certificate ${result.serial}, valid until ${result.notAfter}\n${Object.entries(result.files).map(([k, f]) => `  ${k.padEnd(11)} ${f}\n`).join('')}`)
+      output(io, opts, result, () => `enrolled ${result.id}: certificate ${result.serial}, valid until ${result.notAfter}\n${Object.entries(result.files).map(([k, f]) => `  ${k.padEnd(11)} ${f}\n`).join('')}`)
     })
 
   device.command('sign-csr')
@@ -87,9 +84,8 @@ export function makeDeviceCommand (io: Io): Command {
       if (opts.coapKeyOut !== undefined) writeFileSync(opts.coapKeyOut, result.coapKey + '\n', { mode: 0o600 })
       await notifyDaemon(config)
       const { coapKey: _secret, ...shown } = result
-      if (opts.json === true) { printJson(io, { ...shown, certFile: opts.out ?? null, coapKeyFile: opts.coapKeyOut ?? null }); return }
-      if (opts.out === undefined) io.out(result.cert)
-      else io.out(`signed ${result.id}: certificate ${result.serial}, valid until ${result.notAfter} -> ${opts.out}\n`)
+      output(io, opts, { ...shown, certFile: opts.out ?? null, coapKeyFile: opts.coapKeyOut ?? null }, () =>
+        opts.out === undefined ? result.cert : `signed ${result.id}: certificate ${result.serial}, valid until ${result.notAfter} -> ${opts.out}\n`)
     })
 
   device.command('list')
@@ -97,10 +93,10 @@ export function makeDeviceCommand (io: Io): Command {
     .option('--json', 'print JSON')
     .action((opts: { json?: boolean }, cmd: Command) => {
       const { result: list, config } = withDevices(cmd, io, ctx => ctx.registry.list())
-      if (opts.json === true) { printJson(io, list.map(d => ({ ...d, trustScore: d.trustScore ?? config.trust.initial }))); return }
-      if (list.length === 0) { io.out('no devices\n'); return }
-      io.out(`${'DEVICE'.padEnd(24)} ${'STATUS'.padEnd(11)} ${'TRUST'.padStart(6)} ${'MESSAGES'.padStart(9)} ${'REJECTED'.padStart(9)}  LAST SEEN\n`)
-      for (const d of list) io.out(`${d.id.padEnd(24)} ${d.status.padEnd(11)} ${(d.trustScore ?? config.trust.initial).toFixed(1).padStart(6)} ${String(d.messages).padStart(9)} ${String(d.rejected).padStart(9)}  ${iso(d.lastSeen)}\n`)
+      output(io, opts, list.map(d => ({ ...d, trustScore: d.trustScore ?? config.trust.initial })), () => list.length === 0
+        ? 'no devices\n'
+        : `${'DEVICE'.padEnd(24)} ${'STATUS'.padEnd(11)} ${'TRUST'.padStart(6)} ${'MESSAGES'.padStart(9)} ${'REJECTED'.padStart(9)}  LAST SEEN\n` +
+          list.map(d => `${d.id.padEnd(24)} ${d.status.padEnd(11)} ${(d.trustScore ?? config.trust.initial).toFixed(1).padStart(6)} ${String(d.messages).padStart(9)} ${String(d.rejected).padStart(9)}  ${iso(d.lastSeen)}\n`).join(''))
     })
 
   device.command('show')
@@ -110,10 +106,11 @@ export function makeDeviceCommand (io: Io): Command {
     .action((id: string, opts: { json?: boolean }, cmd: Command) => {
       const { result, config } = withDevices(cmd, io, ctx => ({ d: ctx.registry.get(id), certs: ctx.registry.certificates(id), refusals: new AlertStore(ctx.registry.db).refusalsOf(id) }))
       if (!result.d) throw new Exit(EXIT.FAILURE, `no device "${id}"`)
-      if (opts.json === true) { printJson(io, { ...result.d, trustScore: result.d.trustScore ?? config.trust.initial, certificates: result.certs, refusals: result.refusals }); return }
-      io.out(showText(result.d, config.trust.initial, result.certs))
-      // Why its messages were refused (written by the gateway once a minute; app/src/alerts/refusals.ts).
-      for (const r of result.refusals) io.out(`refused     ${r.reason} x${r.count}, last ${iso(r.lastAt)}: ${r.lastDetail}\n`)
+      const d = result.d
+      output(io, opts, { ...d, trustScore: d.trustScore ?? config.trust.initial, certificates: result.certs, refusals: result.refusals }, () =>
+        showText(d, config.trust.initial, result.certs) +
+        // Why its messages were refused (written by the gateway once a minute; app/src/alerts/refusals.ts).
+        result.refusals.map(r => `refused     ${r.reason} x${r.count}, last ${iso(r.lastAt)}: ${r.lastDetail}\n`).join(''))
     })
 
   device.command('revoke')
@@ -124,8 +121,7 @@ export function makeDeviceCommand (io: Io): Command {
     .action(async (id: string, opts: { reason: string, json?: boolean }, cmd: Command) => {
       const { result, config } = withDevices(cmd, io, ctx => revokeDevice(ctx, id, opts.reason))
       const daemon = await notifyDaemon(config)
-      if (opts.json === true) { printJson(io, { ...result, daemonNotified: daemon }); return }
-      io.out(`revoked ${id}: ${result.serials.length} certificate(s) on CRL #${result.crlNumber}; ACL updated${daemon ? '; gateway notified' : ' (gateway not reachable: it notices within a second when it runs)'}\n`)
+      output(io, opts, { ...result, daemonNotified: daemon }, () => `revoked ${id}: ${result.serials.length} certificate(s) on CRL #${result.crlNumber}; ACL updated${daemon ? '; gateway notified' : ' (gateway not reachable: it notices within a second when it runs)'}\n`)
     })
 
   device.command('release')
@@ -136,8 +132,7 @@ export function makeDeviceCommand (io: Io): Command {
     .action(async (id: string, opts: { discard?: boolean, json?: boolean }, cmd: Command) => {
       const { result, config } = withDevices(cmd, io, ctx => releaseDevice(ctx, id, opts.discard === true))
       await notifyDaemon(config)
-      if (opts.json === true) { printJson(io, result); return }
-      io.out(`released ${id}: ${result.held} held message(s) resubmitted, ${result.discarded} discarded\n`)
+      output(io, opts, result, () => `released ${id}: ${result.held} held message(s) resubmitted, ${result.discarded} discarded\n`)
     })
 
   device.command('command')
@@ -160,8 +155,7 @@ export function makeDeviceCommand (io: Io): Command {
         throw new Exit(EXIT.UNREACHABLE, `gateway not reachable at ${apiBase(c)}: ${(err as Error).message}`)
       }
       if (status !== 202) throw new Exit(status >= 500 ? EXIT.UNREACHABLE : EXIT.FAILURE, `command refused (${status}): ${String(body.error)}`)
-      if (opts.json === true) printJson(io, body)
-      else io.out(`sent to ${commandTopic(id)} (QoS 1, ${String(body.bytes)} bytes)\n`)
+      output(io, opts, body, () => `sent to ${commandTopic(id)} (QoS 1, ${String(body.bytes)} bytes)\n`)
     })
   return device
 }

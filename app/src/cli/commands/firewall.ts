@@ -9,7 +9,7 @@ import { renderRuleset } from '../../firewall/ruleset.js'
 import { SafeApply, stateFiles } from '../../firewall/safe-apply.js'
 import { makeWatchdog, type WatchdogKind } from '../../firewall/watchdog.js'
 import { isConfigError } from '../../lib/errors.js'
-import { configFrom, EXIT, Exit, printJson, type Io } from '../io.js'
+import { configFrom, EXIT, Exit, output, type Io } from '../io.js'
 
 export const rulesetFor = (c: Config): string => renderRuleset(firewallPolicy(c, true))
 
@@ -51,9 +51,10 @@ export function makeFirewallCommand (io: Io, nft: Nft = new Nft()): Command {
       const seconds = opts.boot === true ? null : (opts.confirmTimeout ?? c.firewall.confirmTimeoutSeconds)
       if (seconds !== null && (!Number.isInteger(seconds) || seconds < 1 || seconds > 86400)) throw new Exit(EXIT.USAGE, '--confirm-timeout must be a whole number of seconds (1-86400)')
       const r = await manager(c.firewall.stateDir, opts.watchdog).apply(rulesetFor(c), seconds, { boot: opts.boot === true, ...(fallback !== null ? { fallback } : {}) })
-      if (opts.json === true) printJson(io, { id: r.id, pending: r.pending })
-      else if (r.pending === null) io.out(`applied ruleset ${r.id}\n`)
-      else io.out(`applied ruleset ${r.id}; run \`iot-gateway firewall confirm\` within ${seconds}s or it is rolled back at ${new Date(r.pending.deadline).toISOString()}\n`)
+      const pending = r.pending
+      output(io, opts, { id: r.id, pending }, () => pending === null
+        ? `applied ruleset ${r.id}\n`
+        : `applied ruleset ${r.id}; run \`iot-gateway firewall confirm\` within ${seconds}s or it is rolled back at ${new Date(pending.deadline).toISOString()}\n`)
       if (fallback !== null) throw new Exit(EXIT.FAILURE, `configuration invalid (${fallback}); the built-in default policy was applied instead`)
     })
 
@@ -85,11 +86,12 @@ export function makeFirewallCommand (io: Io, nft: Nft = new Nft()): Command {
       blocklist: snap?.blocklist ?? [],
       rateLimited: snap?.rateLimited ?? []
     }
-    if (opts.json === true) { printJson(io, body); return }
-    io.out(`table inet iot_gateway: ${body.loaded ? 'loaded' : 'absent'}\n`)
-    io.out(body.pending === null ? 'no apply waiting for confirmation\n' : `apply ${body.pending.id} waits for confirmation: ${body.pending.secondsLeft}s left\n`)
-    for (const x of body.counters) io.out(`  ${x.name.padEnd(20)} ${x.packets} packets\n`)
-    for (const b of body.blocklist) io.out(`  blocklisted ${b.address} (${b.expiresSeconds}s left)\n`)
+    output(io, opts, body, () => [
+      `table inet iot_gateway: ${body.loaded ? 'loaded' : 'absent'}\n`,
+      body.pending === null ? 'no apply waiting for confirmation\n' : `apply ${body.pending.id} waits for confirmation: ${body.pending.secondsLeft}s left\n`,
+      ...body.counters.map(x => `  ${x.name.padEnd(20)} ${x.packets} packets\n`),
+      ...body.blocklist.map(b => `  blocklisted ${b.address} (${b.expiresSeconds}s left)\n`)
+    ].join(''))
   })
 
   fw.command('stats')

@@ -2,7 +2,7 @@ import { Command } from 'commander'
 import { paths } from '../../config/load.js'
 import { openDatabase } from '../../store/db.js'
 import { Store } from '../../store/store.js'
-import { configFrom, EXIT, Exit, printJson, type Io } from '../io.js'
+import { configFrom, EXIT, Exit, output, type Io } from '../io.js'
 
 function withStore<T> (cmd: Command, io: Io, fn: (s: Store) => T): T {
   const c = configFrom(cmd.optsWithGlobals(), io)
@@ -18,8 +18,7 @@ export function makeOutboxCommand (io: Io): Command {
     .option('--json', 'print JSON')
     .action((opts: { json?: boolean }, cmd: Command) => {
       const s = withStore(cmd, io, st => st.stats())
-      if (opts.json === true) printJson(io, s)
-      else io.out(`depth ${s.depth}\nbytes ${s.bytes}\noldest ${s.oldestReceivedAt === null ? '-' : new Date(s.oldestReceivedAt).toISOString()}\ndead-letters ${s.deadLetters}\n`)
+      output(io, opts, s, () => `depth ${s.depth}\nbytes ${s.bytes}\noldest ${s.oldestReceivedAt === null ? '-' : new Date(s.oldestReceivedAt).toISOString()}\ndead-letters ${s.deadLetters}\n`)
     })
   outbox.command('dead-letters')
     .description('list messages the cloud refused, with the reason')
@@ -29,9 +28,7 @@ export function makeOutboxCommand (io: Io): Command {
       const limit = Number(opts.limit)
       if (!Number.isInteger(limit) || limit < 1) throw new Exit(EXIT.USAGE, '--limit must be a positive integer')
       const rows = withStore(cmd, io, st => st.listDeadLetters(limit))
-      if (opts.json === true) { printJson(io, rows); return }
-      for (const r of rows) io.out(`${r.id}\t${r.device}\t${r.stream}\tseq=${r.seq}\tstatus=${r.status}\t${r.reason}\n`)
-      if (rows.length === 0) io.out('no dead letters\n')
+      output(io, opts, rows, () => rows.length === 0 ? 'no dead letters\n' : rows.map(r => `${r.id}\t${r.device}\t${r.stream}\tseq=${r.seq}\tstatus=${r.status}\t${r.reason}\n`).join(''))
     })
   outbox.command('retry')
     .description('put dead letters back at the end of the outbox')
@@ -43,8 +40,7 @@ export function makeOutboxCommand (io: Io): Command {
       const nums = ids.map(Number)
       if (nums.some(n => !Number.isInteger(n) || n < 1)) throw new Exit(EXIT.USAGE, 'ids must be positive integers')
       const moved = withStore(cmd, io, st => st.retryDeadLetters(opts.all === true ? undefined : nums))
-      if (opts.json === true) printJson(io, { moved })
-      else io.out(`${moved} message(s) back in the outbox\n`)
+      output(io, opts, { moved }, () => `${moved} message(s) back in the outbox\n`)
     })
   return outbox
 }

@@ -4,7 +4,7 @@ import { existsSync } from 'node:fs'
 import { aclPath, writeAcl } from '../../broker/broker-files.js'
 import { apiTokenPath, ensureApiToken } from '../../api/auth.js'
 import { initPki } from '../../pki/pki.js'
-import { configFrom, printJson, type Io } from '../io.js'
+import { configFrom, output, type Io } from '../io.js'
 
 export function makePkiCommand (io: Io): Command {
   const pki = new Command('pki').description('the gateway\'s local certificate authority')
@@ -22,8 +22,7 @@ export function makePkiCommand (io: Io): Command {
       // The management API's token, made here at first boot (as the gateway's user, like the rest of
       // /data) so it exists before anyone needs it; the daemon also makes it at start when missing.
       if (c.api.auth === 'token' && ensureApiToken(apiTokenPath(c)).created) r.created.push(apiTokenPath(c))
-      if (opts.json === true) printJson(io, r)
-      else io.out(r.created.length === 0 ? 'PKI already initialised; nothing changed\n' : r.created.map(f => `created ${f}\n`).join(''))
+      output(io, opts, r, () => r.created.length === 0 ? 'PKI already initialised; nothing changed\n' : r.created.map(f => `created ${f}\n`).join(''))
     })
   return pki
 }

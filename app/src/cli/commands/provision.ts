@@ -8,7 +8,7 @@ import { writeFileAtomic } from '../../lib/atomic-file.js'
 import { ConfigError } from '../../lib/errors.js'
 import { decryptBackup, importBackup } from '../../pki/backup.js'
 import { openDatabase } from '../../store/db.js'
-import { printJson, type Io } from '../io.js'
+import { output, type Io } from '../io.js'
 import { defaultTokenFile } from './config.js'
 
 /**
@@ -129,8 +129,7 @@ export function makeProvisionCommand (io: Io): Command {
         giveToDataOwner(c.gateway.dataDir, [paths(c).db, `${paths(c).db}-wal`, `${paths(c).db}-shm`, ...r.files.map(f => join(paths(c).pkiDir, f)), join(c.gateway.dataDir, 'mosquitto', 'acl')])
         took.push(`PKI backup of ${payload.gatewayId}: ${r.files.length} files, ${r.devices} device(s), ${r.revoked.length} revoked`)
       }
-      if (opts.json === true) printJson(io, { gatewayId: c.gateway.id, took })
-      else io.out(`provisioned ${c.gateway.id}:\n${took.map(s => `  ${s}\n`).join('')}`)
+      output(io, opts, { gatewayId: c.gateway.id, took }, () => `provisioned ${c.gateway.id}:\n${took.map(s => `  ${s}\n`).join('')}`)
     })
   return prov
 }

@@ -1,6 +1,6 @@
 import { Command } from 'commander'
 import { apiBase, apiRequest } from '../api-client.js'
-import { configFrom, EXIT, Exit, printJson, type Io } from '../io.js'
+import { configFrom, EXIT, Exit, output, type Io } from '../io.js'
 
 /** `status`: asks the running gateway's management API. */
 export function makeStatusCommand (io: Io): Command {
@@ -18,9 +18,8 @@ export function makeStatusCommand (io: Io): Command {
         if (err instanceof Exit) throw err
         throw new Exit(EXIT.UNREACHABLE, `gateway not reachable at ${apiBase(c)}: ${(err as Error).message}`)
       }
-      if (opts.json === true) { printJson(io, body); return }
       const o = body.outbox ?? {}
-      io.out([
+      output(io, opts, body, () => [
         `gateway   ${body.gateway} (up ${body.uptimeSeconds}s, ${body.ready === true ? 'ready' : 'not ready'})`,
         `broker    ${body.broker?.connected === true ? 'connected' : 'disconnected'} ${body.broker?.url}`,
         `uplink    ${body.uplink?.state} ${body.uplink?.url}${body.uplink?.lastError ? ` (last error: ${body.uplink.lastError})` : ''}`,

@@ -5,7 +5,7 @@ import type { Config } from '../../config/schema.js'
 import { defaultKeyFile, ensureKey, readPrivateKey, readPublicKey } from '../../wireguard/keys.js'
 import { WgLink } from '../../wireguard/link.js'
 import { keyCredential, pskCredential, renderNetdev, renderNetwork, tunnelSpec, unitBaseName, type KeyMode } from '../../wireguard/networkd.js'
-import { configFrom, printJson, type Io } from '../io.js'
+import { configFrom, output, type Io } from '../io.js'
 
 const keyFile = (c: Config): string => c.wireguard.privateKeyFile !== '' ? c.wireguard.privateKeyFile : defaultKeyFile(c.gateway.dataDir)
 
@@ -35,8 +35,7 @@ export function makeWgCommand (io: Io, link: WgLink = new WgLink()): Command {
       const t = tunnelSpec(configFrom(cmd.optsWithGlobals(), io))
       const netdev = renderNetdev(t, opts.keyMode)
       const network = renderNetwork(t)
-      if (opts.json === true) printJson(io, { netdev, network })
-      else io.out(`# ${unitBaseName(t.interface)}.netdev\n${netdev}\n# ${unitBaseName(t.interface)}.network\n${network}`)
+      output(io, opts, { netdev, network }, () => `# ${unitBaseName(t.interface)}.netdev\n${netdev}\n# ${unitBaseName(t.interface)}.network\n${network}`)
     })
 
   wg.command('setup').description('for the oneshot before systemd-networkd: make the key if needed, write the .netdev/.network files and the key credential')
@@ -50,8 +49,7 @@ export function makeWgCommand (io: Io, link: WgLink = new WgLink()): Command {
         // First boot before the operator has configured the hub: make the key so that its public
         // half can be read (journal, `wg pubkey`), but bring no tunnel up.
         const key = ensureKey(keyFile(c))
-        if (opts.json === true) printJson(io, { publicKey: key.publicKey, keyCreated: key.created, written: [] })
-        else io.out(`wireguard.address is not set: no tunnel configured; public key ${key.publicKey}\n`)
+        output(io, opts, { publicKey: key.publicKey, keyCreated: key.created, written: [] }, () => `wireguard.address is not set: no tunnel configured; public key ${key.publicKey}\n`)
         return
       }
       const t = tunnelSpec(c)
@@ -75,8 +73,7 @@ export function makeWgCommand (io: Io, link: WgLink = new WgLink()): Command {
       writeFile(`${base}.netdev`, renderNetdev(t, opts.keyMode), 0o644)
       writeFile(`${base}.network`, renderNetwork(t), 0o644)
       written.push(`${base}.netdev`, `${base}.network`)
-      if (opts.json === true) printJson(io, { publicKey: key.publicKey, keyCreated: key.created, written })
-      else io.out(written.map(f => `wrote ${f}\n`).join('') + `public key ${key.publicKey}\n`)
+      output(io, opts, { publicKey: key.publicKey, keyCreated: key.created, written }, () => written.map(f => `wrote ${f}\n`).join('') + `public key ${key.publicKey}\n`)
     })
 
   wg.command('up').description('create/configure the tunnel with ip and wg (kernel WireGuard, or a link wireguard-go already made)')
