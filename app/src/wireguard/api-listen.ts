@@ -5,7 +5,7 @@ import type { Config } from '../config/schema.js'
  * Where iot-gateway-api@.socket listens for the hub (the tunnel's address, api.port) and where its
  * proxy forwards (the daemon's own loopback listener).
  */
-export interface ApiTunnelListen { listen: string, target: string }
+export interface ApiTunnelListen { address: string, listen: string, target: string }
 
 const hostPort = (host: string, port: number): string => `${isIP(host) === 6 ? `[${host}]` : host}:${port}`
 const isLoopback = (host: string): boolean => host === 'localhost' || host === '::1' || (isIP(host) === 4 && host.startsWith('127.'))
@@ -22,5 +22,5 @@ export function apiTunnelListen (c: Config): ApiTunnelListen | null {
   // the schema's check has accepted "ADDRESS/PREFIX"
   const address = c.wireguard.address.split('/')[0] ?? ''
   if (isIP(address) === 0) return null
-  return { listen: hostPort(address, c.api.port), target: hostPort(c.api.host === 'localhost' ? '127.0.0.1' : c.api.host, c.api.port) }
+  return { address, listen: hostPort(address, c.api.port), target: hostPort(c.api.host === 'localhost' ? '127.0.0.1' : c.api.host, c.api.port) }
 }

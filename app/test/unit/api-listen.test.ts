@@ -8,9 +8,9 @@ import { apiTunnelListen } from '../../src/wireguard/api-listen.js'
 const cfg = (wireguard: Record<string, unknown>, api: Record<string, unknown> = {}) => buildConfig({ version: 1, wireguard, api })
 
 t.test('the tunnel address and api.port, forwarded to the daemon on loopback', async t => {
-  t.same(apiTunnelListen(cfg({ address: '10.200.0.42/24' })), { listen: '10.200.0.42:8080', target: '127.0.0.1:8080' })
-  t.same(apiTunnelListen(cfg({ address: 'fd00:200::42/64' }, { port: 9443 })), { listen: '[fd00:200::42]:9443', target: '127.0.0.1:9443' })
-  t.same(apiTunnelListen(cfg({ address: '10.200.0.42/24' }, { host: '::1' })), { listen: '10.200.0.42:8080', target: '[::1]:8080' })
+  t.same(apiTunnelListen(cfg({ address: '10.200.0.42/24' })), { address: '10.200.0.42', listen: '10.200.0.42:8080', target: '127.0.0.1:8080' })
+  t.same(apiTunnelListen(cfg({ address: 'fd00:200::42/64' }, { port: 9443 })), { address: 'fd00:200::42', listen: '[fd00:200::42]:9443', target: '127.0.0.1:9443' })
+  t.same(apiTunnelListen(cfg({ address: '10.200.0.42/24' }, { host: '::1' })), { address: '10.200.0.42', listen: '10.200.0.42:8080', target: '[::1]:8080' })
 })
 
 t.test('no socket without a tunnel address, or when the daemon does not listen on loopback', async t => {
