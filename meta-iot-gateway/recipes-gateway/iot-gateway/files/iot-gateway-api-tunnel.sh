@@ -7,7 +7,9 @@ set -eu
 config=$1
 envfile=$2
 
-# IOT_GATEWAY_API_LISTEN=10.200.0.42:8080 and IOT_GATEWAY_API_TARGET=127.0.0.1:8080 (or empty)
+# IOT_GATEWAY_API_LISTEN=10.200.0.42:8080 and IOT_GATEWAY_API_TARGET=127.0.0.1:8080 (or empty).
+# A configuration the gateway rejects fails the unit here, before anything is stopped: the socket
+# already running stays, and with it the operator's way in.
 assignments=$(iot-gateway wg api-listen --config "$config")
 listen=$(printf '%s\n' "$assignments" | sed -n 's/^IOT_GATEWAY_API_LISTEN=//p')
 printf '%s\n' "$assignments" > "$envfile.tmp"
