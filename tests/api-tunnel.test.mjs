@@ -8,7 +8,8 @@
 //
 // iot-gateway-api-tunnel.service starts iot-gateway-api@ADDRESS:PORT.socket before the tunnel has
 // its address (FreeBind=); WireGuard (wireguard-go) comes up after; the gateway daemon runs on
-// loopback; curl to the tunnel's address reaches the API through the proxy and needs the token.
+// loopback; curl from the hub (a network namespace of its own, joined over a veth pair and a real
+// WireGuard handshake) to the tunnel's address reaches the API through the proxy and needs the token.
 // Then `config set` of another address (already on wg0 this time) and the restarts it names: the
 // socket follows, the old address is served no more. Never a listener on an unspecified address.
 //
@@ -16,15 +17,16 @@
 // the proxy runs without DynamicUser= and PrivateUsers=, and both units' output goes to a file
 // (no journald here). Everything else of the units applies as installed.
 import { spawn } from 'node:child_process'
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { t, REPO, LAYER, run, which, isRoot } from './helpers.mjs'
+import { randomBytes } from 'node:crypto'
 
 const BUNDLE = join(REPO, 'app', 'dist', 'gateway.cjs')
 const SQLITE = join(REPO, 'app', 'node_modules', 'better-sqlite3')
 const SYSTEMD = ['/usr/lib/systemd/systemd', '/lib/systemd/systemd'].find(p => existsSync(p))
-const missing = ['python3', 'unshare', 'nsenter', 'chroot', 'curl', 'ss', 'ip', 'wireguard-go', 'systemctl', 'systemd-escape'].filter(c => which(c) === null)
+const missing = ['python3', 'unshare', 'nsenter', 'chroot', 'curl', 'ss', 'ip', 'wireguard-go', 'wg', 'systemctl', 'systemd-escape'].filter(c => which(c) === null)
 const skip = !isRoot ? 'needs root (mount, network and PID namespaces)'
   : missing.length > 0 ? `not installed: ${missing.join(', ')} (scripts/install-deps.sh installs them)`
   : SYSTEMD === undefined ? 'no systemd binary'
@@ -112,7 +114,8 @@ t.test('the API on the provisioned tunnel address of a fleet image, through the 
   await until('the manager', () => pid1() !== null && sh('test -S /run/systemd/private && test -f /run/setup-done && systemctl is-system-running').stdout.trim() === 'running')
 
   const listeners = () => sh('ss -Hltn').stdout.split('\n').filter(l => l.trim() !== '').map(l => l.trim().split(/\s+/)[3]).sort()
-  const curl = (url, token = false) => sh(`curl -s -o /dev/null -w '%{http_code}' --max-time 10 ${token ? '-H "Authorization: Bearer $(cat /data/iot-gateway/api-token)" ' : ''}${url}`).stdout
+  // inside the gateway's namespace: the daemon's own loopback listener
+  const curl = url => sh(`curl -s -o /dev/null -w '%{http_code}' --max-time 10 ${url}`).stdout
   const startDaemon = () => sh('iot-gateway run > /run/daemon.log 2>&1 & echo $! > /run/daemon.pid')
 
   // /data as tmpfiles.d leaves it on the board (the data directory, the empty token file), the
@@ -133,11 +136,53 @@ t.test('the API on the provisioned tunnel address of a fleet image, through the 
   // Then the tunnel and the daemon.
   const wg = sh('wireguard-go wg0 && ip addr add 10.200.0.42/24 dev wg0 && ip link set wg0 up')
   t.equal(wg.status, 0, `wg0 comes up after the socket: ${wg.stderr}`)
+
+  // The hub: its own network namespace, a veth pair to the gateway's (10.99.0.0/24), and WireGuard
+  // (10.200.0.1) with the gateway as its peer. Names unique per run: wireguard-go's control sockets
+  // are in this machine's /run/wireguard, which network namespaces do not separate.
+  const id = randomBytes(3).toString('hex')
+  const hub = `iotgw-hub-${id}`
+  const link = { gw: `vg${id}`, hub: `vh${id}`, wg: `wh${id}` }
+  t.equal(run('ip', ['netns', 'add', hub]).status, 0, 'the hub\'s namespace')
+  t.teardown(() => { run('ip', ['netns', 'del', hub]) })
+  const must = (cmd, args, input) => {
+    const r = run(cmd, args, input === undefined ? {} : { input })
+    if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')}: ${r.stderr}`)
+    return r.stdout.trim()
+  }
+  must('ip', ['link', 'add', link.gw, 'type', 'veth', 'peer', 'name', link.hub])
+  must('ip', ['link', 'set', link.gw, 'netns', String(pid1())])
+  must('ip', ['link', 'set', link.hub, 'netns', hub])
+  const gwKey = must('wg', ['genkey'])
+  const hubKey = must('wg', ['genkey'])
+  const gwPub = must('wg', ['pubkey'], gwKey + '\n')
+  const hubPub = must('wg', ['pubkey'], hubKey + '\n')
+  const hubWg = spawn('ip', ['netns', 'exec', hub, 'wireguard-go', '-f', link.wg], { env: { ...process.env, WG_PROCESS_FOREGROUND: '1', LOG_LEVEL: 'error' }, stdio: 'ignore' })
+  const hubWgExit = new Promise(resolve => hubWg.once('exit', resolve))
+  t.teardown(async () => { if (hubWg.exitCode === null && hubWg.signalCode === null) { hubWg.kill('SIGTERM'); await hubWgExit } })
+  await until('the hub\'s WireGuard interface', () => run('ip', ['-n', hub, 'link', 'show', link.wg]).status === 0)
+  const hubKeyFile = join(dir, 'hub.key')
+  writeFileSync(hubKeyFile, hubKey + '\n', { mode: 0o600 })
+  must('sh', ['-c', `set -e
+ip -n ${hub} link set lo up
+ip -n ${hub} addr add 10.99.0.3/24 dev ${link.hub}; ip -n ${hub} link set ${link.hub} up
+ip netns exec ${hub} wg set ${link.wg} private-key ${hubKeyFile} listen-port 51821 peer ${gwPub} allowed-ips 10.200.0.0/24 endpoint 10.99.0.1:51820
+ip -n ${hub} addr add 10.200.0.1/24 dev ${link.wg}; ip -n ${hub} link set ${link.wg} up`])
+  const gwSide = sh(`set -e
+ip addr add 10.99.0.1/24 dev ${link.gw}; ip link set ${link.gw} up
+printf '%s\\n' '${gwKey}' > /run/wg.key
+wg set wg0 private-key /run/wg.key listen-port 51820 peer ${hubPub} allowed-ips 10.200.0.1/32 endpoint 10.99.0.3:51821 persistent-keepalive 1`)
+  t.equal(gwSide.status, 0, `the gateway's side of the tunnel: ${gwSide.stderr}`)
+  const token = () => readFileSync(join(data, 'iot-gateway', 'api-token'), 'utf8').trim()
+  const fromHub = (url, withToken = false) => run('ip', ['netns', 'exec', hub, 'curl', '-s', '-o', '/dev/null', '-w', '%{http_code}', '--max-time', '10',
+    ...(withToken ? ['-H', `Authorization: Bearer ${token()}`] : []), url]).stdout
   startDaemon()
   await until('the daemon\'s API on loopback', () => curl('http://127.0.0.1:8080/health') === '200')
-  t.equal(curl('http://10.200.0.42:8080/health'), '200', '/health through the tunnel\'s address')
-  t.equal(curl('http://10.200.0.42:8080/status'), '401', '/status without the token: refused')
-  t.equal(curl('http://10.200.0.42:8080/status', true), '200', '/status with the token')
+  await until('the hub to reach /health through the tunnel (a handshake, then the proxy)', () => fromHub('http://10.200.0.42:8080/health') === '200')
+  t.pass('the hub reaches /health at the tunnel\'s address')
+  t.equal(fromHub('http://10.200.0.42:8080/status'), '401', '/status without the token: refused')
+  t.equal(fromHub('http://10.200.0.42:8080/status', true), '200', '/status with the token')
+  t.match(run('ip', ['netns', 'exec', hub, 'wg', 'show', link.wg, 'latest-handshakes']).stdout, /\t[1-9]\d*$/m, 'through a WireGuard handshake')
   t.match(sh('systemctl is-active iot-gateway-api@10.200.0.42:8080.service').stdout, /^active$/m, 'the proxy was started by the connection')
   t.same(listeners(), ['10.200.0.42:8080', '127.0.0.1:8080'], 'the daemon on loopback, the socket on the tunnel: no unspecified address')
 
@@ -153,9 +198,9 @@ t.test('the API on the provisioned tunnel address of a fleet image, through the 
   startDaemon()
   await until('the daemon\'s API on loopback again', () => curl('http://127.0.0.1:8080/health') === '200')
   t.same(listeners(), ['10.200.0.43:8080', '127.0.0.1:8080'], 'the socket follows the configuration; the old address is not bound')
-  t.equal(curl('http://10.200.0.43:8080/status', true), '200', 'the new address serves the API')
-  t.equal(curl('http://10.200.0.43:8080/status'), '401', 'with the token only')
-  t.equal(curl('http://10.200.0.42:8080/health'), '000', 'the old address: nothing listens')
+  t.equal(fromHub('http://10.200.0.43:8080/status', true), '200', 'the hub reaches the API at the new address')
+  t.equal(fromHub('http://10.200.0.43:8080/status'), '401', 'with the token only')
+  t.equal(fromHub('http://10.200.0.42:8080/health'), '000', 'the old address (still on wg0): nothing listens')
   t.match(sh('systemctl is-active iot-gateway-api@10.200.0.42:8080.socket').stdout, /^inactive$/m, 'the old instance is stopped')
 
   // No address at all (`config unset`): no socket, and the daemon stays on loopback.
