@@ -2,7 +2,7 @@
 // a stand-in for BitBake's datastore) is accepted by the gateway's own configuration loader, and
 // `iot-gateway render mosquitto` with it prints exactly the Mosquitto configuration the image
 // ships. With the WireGuard knobs set, `iot-gateway wg render` accepts the tunnel settings.
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs'
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { t, REPO, LAYER, run, which } from './helpers.mjs'
@@ -79,32 +79,39 @@ t.test('knobs reach the configuration and the gateway accepts them', { skip }, t
   t.end()
 })
 
-// The management API: the daemon stays on 127.0.0.1 (no api section: the schema's default), and
-// with a tunnel iot-gateway-api.socket listens on the tunnel's address (FreeBind) and forwards.
-const RUN_API_LISTEN = String.raw`
-import re, sys
-text = open(sys.argv[1]).read()
-fn = re.search(r'^def iot_gateway_api_listen\(d\):\n(?:    .*\n)+', text, re.M).group(0)
-class D:
-    def getVar(self, k): return sys.argv[2] if k == 'IOT_GATEWAY_WG_ADDRESS' else ''
-ns = {}
-exec(fn, ns)
-print(ns['iot_gateway_api_listen'](D()))
-`
-t.test('the API: loopback in gateway.json, the tunnel address on the FreeBind socket, never 0.0.0.0', { skip }, t => {
+// The management API: the daemon stays on 127.0.0.1 (no api section: the schema's default). The
+// tunnel's address comes from the configuration at run time (iot-gateway-api-tunnel.service runs
+// `wg api-listen`): the image's own knob, or this gateway's override on /data for a fleet image.
+t.test('the API: loopback in gateway.json, the tunnel address of the merged configuration, never 0.0.0.0', { skip }, t => {
+  const apiListen = (file, env = {}) => {
+    const r = run(process.execPath, [BUNDLE, '--config', file, 'wg', 'api-listen'], { env: { ...process.env, GATEWAY_CONFIG: '', ...env } })
+    t.equal(r.status, 0, r.stderr)
+    return r.stdout
+  }
   for (const knobs of [{}, { IOT_GATEWAY_WG_ADDRESS: '10.200.0.2/24' }]) {
     const { file, json } = recipeConfig(t, knobs)
     t.notOk('api' in json, 'gateway.json sets no api section')
     const eff = JSON.parse(run(process.execPath, [BUNDLE, '--config', file, 'config', 'check'], { env: { ...process.env, GATEWAY_CONFIG: '' } }).stdout)
     t.equal(eff.api.host, '127.0.0.1', 'the daemon listens on loopback')
   }
-  const listen = addr => run('python3', ['-c', RUN_API_LISTEN, INC, addr]).stdout.trim()
-  t.equal(listen('10.200.0.2/24'), '10.200.0.2:8080')
-  t.equal(listen('fd00:200::2/64'), '[fd00:200::2]:8080')
-  t.equal(listen(''), '', 'no tunnel: no socket')
-  const socket = readFileSync(join(LAYER, 'recipes-gateway', 'iot-gateway', 'files', 'iot-gateway-api.socket.in'), 'utf8')
+  t.equal(apiListen(recipeConfig(t, { IOT_GATEWAY_WG_ADDRESS: '10.200.0.2/24' }).file),
+    'IOT_GATEWAY_API_LISTEN=10.200.0.2:8080\nIOT_GATEWAY_API_TARGET=127.0.0.1:8080\n', 'an image with its own tunnel address')
+  t.equal(apiListen(recipeConfig(t, { IOT_GATEWAY_WG_ADDRESS: 'fd00:200::2/64' }).file),
+    'IOT_GATEWAY_API_LISTEN=[fd00:200::2]:8080\nIOT_GATEWAY_API_TARGET=127.0.0.1:8080\n')
+  const fleet = recipeConfig(t)
+  t.equal(apiListen(fleet.file), 'IOT_GATEWAY_API_LISTEN=\nIOT_GATEWAY_API_TARGET=\n', 'no tunnel address anywhere: no socket')
+  // the fleet image's gateway.json names /data/iot-gateway.json as the override: the same file
+  // elsewhere, with the address provisioning writes there
+  const dir = mkdtempSync(join(tmpdir(), 'iotgw-api-'))
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }))
+  const override = join(dir, 'iot-gateway.json')
+  writeFileSync(override, JSON.stringify({ version: 1, wireguard: { address: '10.200.0.42/24' } }))
+  const image = join(dir, 'gateway.json')
+  writeFileSync(image, JSON.stringify({ ...fleet.json, gateway: { ...fleet.json.gateway, overrideFile: override } }))
+  t.equal(apiListen(image), 'IOT_GATEWAY_API_LISTEN=10.200.0.42:8080\nIOT_GATEWAY_API_TARGET=127.0.0.1:8080\n', 'a fleet image: the provisioned address')
+  const socket = readFileSync(join(LAYER, 'recipes-gateway', 'iot-gateway', 'files', 'iot-gateway-api@.socket'), 'utf8')
   t.match(socket, /^FreeBind=yes$/m)
-  t.match(socket, /^ListenStream=@API_LISTEN@$/m)
+  t.match(socket, /^ListenStream=%I$/m)
   t.end()
 })
 

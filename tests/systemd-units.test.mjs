@@ -11,9 +11,13 @@ const GW = join(LAYER, 'recipes-gateway', 'iot-gateway', 'files')
 const MOSQ = join(LAYER, 'recipes-connectivity', 'mosquitto', 'files')
 const SYSCONF = join(LAYER, 'recipes-core', 'iot-gateway-system-conf', 'files')
 const UNIT_RE = /\.(service|path|socket|timer|mount)$/
-// iot-gateway-api.socket.in: rendered with the tunnel's address by the recipe
-const API_SOCKET = readFileSync(join(GW, 'iot-gateway-api.socket.in'), 'utf8').replace('@API_LISTEN@', '10.66.0.2:8080')
-const gatewayUnits = readdirSync(GW).filter(f => UNIT_RE.test(f)).concat('iot-gateway-api.socket').sort()
+// templates are verified as the instances the image starts (iot-gateway-api-tunnel.service starts
+// iot-gateway-api@ADDRESS:PORT.socket, which starts the proxy of the same instance)
+const INSTANCE = { 'iot-gateway-api@.socket': 'iot-gateway-api@10.66.0.2:8080.socket', 'iot-gateway-api@.service': 'iot-gateway-api@10.66.0.2:8080.service' }
+const gatewayFiles = readdirSync(GW).filter(f => UNIT_RE.test(f)).sort()
+const gatewayUnits = gatewayFiles.map(f => INSTANCE[f] ?? f)
+// `systemd-analyze verify FILE:NAME` verifies FILE loaded as NAME: the template as its instance
+const verifyArgs = units => units.map(u => Object.keys(INSTANCE).find(f => INSTANCE[f] === u) ? `${Object.keys(INSTANCE).find(f => INSTANCE[f] === u)}:${u}` : u)
 // units of iot-gateway-system-conf (its .in files are drop-ins, checked below)
 const sysconfUnits = readdirSync(SYSCONF).filter(f => UNIT_RE.test(f)).sort()
 
@@ -76,7 +80,7 @@ Nice=10
 }
 const STUB_EXECUTABLES = ['/usr/bin/iot-gateway', '/usr/bin/node', '/usr/sbin/nft', '/usr/sbin/mosquitto',
   '/usr/sbin/hostapd', '/usr/sbin/iot-gateway-grow-data', '/usr/libexec/iot-gateway-machine-id', '/usr/libexec/iot-gateway-data-alert', '/usr/libexec/iot-gateway-wifi',
-  '/usr/libexec/iot-gateway-identity', '/usr/libexec/iot-gateway-firewall-stats', '/usr/libexec/iot-gateway-firewall-confirm', '/usr/lib/systemd/systemd-socket-proxyd', '/usr/sbin/dropbear', '/usr/sbin/dropbearkey', '/usr/libexec/iot-gateway-ssh-hostkeys', '/usr/bin/kill', '/usr/bin/mkdir', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown', '/bin/chmod', '/bin/sh']
+  '/usr/libexec/iot-gateway-identity', '/usr/libexec/iot-gateway-api-tunnel', '/usr/libexec/iot-gateway-firewall-stats', '/usr/libexec/iot-gateway-firewall-confirm', '/usr/lib/systemd/systemd-socket-proxyd', '/usr/sbin/dropbear', '/usr/sbin/dropbearkey', '/usr/libexec/iot-gateway-ssh-hostkeys', '/usr/bin/kill', '/usr/bin/mkdir', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown', '/bin/chmod', '/bin/sh']
 
 function fakeRoot (t) {
   const root = mkdtempSync(join(tmpdir(), 'iotgw-units-'))
@@ -101,8 +105,8 @@ function fakeRoot (t) {
 }
 
 function copyGw (u, unitDir) {
-  if (u === 'iot-gateway-api.socket') writeFileSync(join(unitDir, u), API_SOCKET)
-  else copyFileSync(join(GW, u), join(unitDir, u))
+  const file = Object.keys(INSTANCE).find(f => INSTANCE[f] === u) ?? u
+  copyFileSync(join(GW, file), join(unitDir, file))
 }
 
 function verify (root, unitDir, units) {
@@ -118,7 +122,7 @@ t.test('units of the gateway recipe pass systemd-analyze verify', { skip: !haveA
   const { root, unitDir } = fakeRoot(t)
   for (const u of gatewayUnits) copyGw(u, unitDir)
   t.ok(gatewayUnits.length >= 6, `found ${gatewayUnits.join(' ')}`)
-  const r = verify(root, unitDir, gatewayUnits)
+  const r = verify(root, unitDir, verifyArgs(gatewayUnits))
   t.equal(r.status, 0, 'exit status')
   t.same(r.complaints, [], 'no warnings')
   t.end()
@@ -240,7 +244,7 @@ function sections (text) {
 }
 
 t.test('unit style: [Service] sorted, Node units without MemoryDenyWriteExecute (and say why)', t => {
-  const files = gatewayUnits.filter(u => u.endsWith('.service')).map(u => join(GW, u))
+  const files = gatewayFiles.filter(u => u.endsWith('.service')).map(u => join(GW, u))
     .concat(sysconfUnits.filter(u => u.endsWith('.service')).map(u => join(SYSCONF, u)), join(MOSQ, 'mosquitto-iot-gateway.conf'))
   for (const f of files) {
     const text = readFileSync(f, 'utf8')
@@ -293,7 +297,8 @@ t.test('exposure scores (systemd-analyze security --offline=true)', { skip: !off
     'iot-gateway-firewall-stats.service': 4.0,
     'iot-gateway-firewall-confirm.service': 3.0,
     'iot-gateway-identity.service': 4.0,
-    'iot-gateway-api-proxy.service': 2.0,
+    'iot-gateway-api@10.66.0.2:8080.service': 2.0,
+    'iot-gateway-api-tunnel.service': 2.5,
     // a bind mount in the host's mount namespace: no namespace-based protection is possible
     'iot-gateway-machine-id.service': 4.0,
     'iot-gateway-data-alert.service': 2.0,

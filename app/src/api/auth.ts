@@ -5,6 +5,7 @@ import { isIP } from 'node:net'
 import { networkInterfaces } from 'node:os'
 import { dirname, join } from 'node:path'
 import type { Config } from '../config/schema.js'
+import { apiTunnelListen } from '../wireguard/api-listen.js'
 
 /** The management API's token file: made once on /data (by `pki init` at first boot, or by the daemon at start). */
 export const apiTokenPath = (c: Config): string => c.api.tokenFile !== '' ? c.api.tokenFile : join(c.gateway.dataDir, 'api-token')
@@ -88,6 +89,10 @@ export function apiAuth (c: Config): ApiAuth {
     token = readApiToken(file)
   }
   const extra = new Set(c.api.allowedHosts.map(h => h.toLowerCase()))
+  // Through iot-gateway-api@.socket the hub names the tunnel's address (an address, not a name a
+  // web page's DNS could rebind); without it every request through the tunnel would get 403.
+  const tunnel = apiTunnelListen(c)
+  if (tunnel !== null) extra.add(normalise(tunnel.address))
   const wildcard = isWildcardHost(c.api.host)
   const listener = normalise(c.api.host)
   return {

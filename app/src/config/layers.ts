@@ -195,13 +195,14 @@ export function chownLikeParent (file: string): void {
  * Systemd units whose process reads a section at start, so a change to it needs their restart. The
  * firewall opens ports it reads from other sections (broker.lanPort, wireguard.listenPort, api.port:
  * firewall.services): without its restart a moved port stays closed, the tunnel's included.
+ * iot-gateway-api-tunnel.service puts the API on wireguard.address:api.port (iot-gateway-api@.socket).
  */
 const RESTARTS: Record<string, string[]> = {
   gateway: ['iot-gateway.service'],
-  api: ['iot-gateway.service', 'iot-gateway-firewall.service'],
+  api: ['iot-gateway.service', 'iot-gateway-firewall.service', 'iot-gateway-api-tunnel.service'],
   broker: ['iot-gateway.service', 'mosquitto.service', 'iot-gateway-firewall.service'],
   mqtt: ['iot-gateway.service'],
   firewall: ['iot-gateway-firewall.service', 'iot-gateway.service'],
-  wireguard: ['iot-gateway-wireguard.service', 'iot-gateway.service', 'iot-gateway-firewall.service']
+  wireguard: ['iot-gateway-wireguard.service', 'iot-gateway.service', 'iot-gateway-firewall.service', 'iot-gateway-api-tunnel.service']
 }
 export const unitsToRestart = (key: string): string[] => RESTARTS[key.split('.')[0] ?? ''] ?? ['iot-gateway.service']

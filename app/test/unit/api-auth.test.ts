@@ -51,6 +51,14 @@ t.test('authorize: Host, Origin, content type, token', async t => {
   t.equal(status({ host: '127.0.0.1:8080' }), 401, 'no token')
   t.equal(status({ host: '127.0.0.1:8080', authorization: `Bearer ${token}x` }), 401, 'a longer token')
   t.equal(status({ host: '127.0.0.1:8080', authorization: token }), 401, 'not a bearer scheme')
+  // behind the socket on the tunnel's address (iot-gateway-api@.socket), that address is the Host
+  const tunnelled = apiAuth(buildConfig({ gateway: { dataDir: dir }, api: { host: '127.0.0.1', port: 8080 }, wireguard: { address: '10.200.0.42/24' } }))
+  const via = (h: Record<string, string>): number => { const r = authorize(req(h), tunnelled, false); return r.ok ? 200 : r.status }
+  t.equal(via({ host: '10.200.0.42:8080', authorization: `Bearer ${token}` }), 200, 'the tunnel\'s address')
+  t.equal(via({ host: '10.200.0.42:8080', authorization: `Bearer ${token}`, origin: 'http://10.200.0.42:8080' }), 200, 'the console\'s origin through the tunnel')
+  t.equal(via({ host: '10.200.0.42:8080' }), 401, 'still the token')
+  t.equal(via({ host: '10.200.0.43:8080', authorization: `Bearer ${token}` }), 403, 'another address of the tunnel\'s network')
+  t.equal(status({ ...ok, host: '10.200.0.42:8080' }), 403, 'no tunnel address configured: refused as before')
   const none = apiAuth(buildConfig({ gateway: { dataDir: dir }, api: { auth: 'none', host: '::1', port: 8080 } }))
   t.equal(none.token, null)
   const r = authorize(req({ host: '[::1]:8080' }), none, false)

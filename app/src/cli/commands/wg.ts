@@ -2,6 +2,7 @@ import { Command, Option } from 'commander'
 import { chmodSync, copyFileSync, mkdirSync, renameSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import type { Config } from '../../config/schema.js'
+import { apiTunnelListen } from '../../wireguard/api-listen.js'
 import { defaultKeyFile, ensureKey, readPrivateKey, readPublicKey } from '../../wireguard/keys.js'
 import { WgLink } from '../../wireguard/link.js'
 import { keyCredential, pskCredential, renderNetdev, renderNetwork, tunnelSpec, unitBaseName, type KeyMode } from '../../wireguard/networkd.js'
@@ -36,6 +37,14 @@ export function makeWgCommand (io: Io, link: WgLink = new WgLink()): Command {
       const netdev = renderNetdev(t, opts.keyMode)
       const network = renderNetwork(t)
       output(io, opts, { netdev, network }, () => `# ${unitBaseName(t.interface)}.netdev\n${netdev}\n# ${unitBaseName(t.interface)}.network\n${network}`)
+    })
+
+  // For iot-gateway-api-tunnel.service: shell assignments it keeps as the proxy's EnvironmentFile=.
+  wg.command('api-listen').description('print where the management API listens on the tunnel (IOT_GATEWAY_API_LISTEN, empty without a tunnel address) and where that forwards (IOT_GATEWAY_API_TARGET)')
+    .option('--json', 'print JSON ({listen, target}, or null)')
+    .action((opts: { json?: boolean }, cmd: Command) => {
+      const l = apiTunnelListen(configFrom(cmd.optsWithGlobals(), io))
+      output(io, opts, l, () => `IOT_GATEWAY_API_LISTEN=${l?.listen ?? ''}\nIOT_GATEWAY_API_TARGET=${l?.target ?? ''}\n`)
     })
 
   wg.command('setup').description('for the oneshot before systemd-networkd: make the key if needed, write the .netdev/.network files and the key credential')
