@@ -69,15 +69,18 @@ async function main () {
   t.equal(parts.length, 3, 'the QEMU layout: root A, root B, data (no boot partition: QEMU boots the kernel itself)')
   t.equal(parts[1].size, parts[0].size, 'root B is as big as root A')
 
-  const wan = { mqtt: await freePort(), api: await freePort(), ssh: await freePort() }
-  const lan = { mqtt: await freePort(), api: await freePort() }
-  const vm = new VM(out, [
-    '--wan-fwd', `tcp::${wan.mqtt}-:8883`, '--wan-fwd', `tcp::${wan.api}-:8080`, '--wan-fwd', `tcp::${wan.ssh}-:22`,
-    '--lan-fwd', `tcp::${lan.mqtt}-:8883`, '--lan-fwd', `tcp::${lan.api}-:8080`
-  ], logFile)
+  const wan = {}
+  const lan = {}
+  const vm = new VM(out, [], logFile)
   t.teardown(() => { if (vm.child && !vm.done) vm.child.kill('SIGKILL') })
 
   const bootUp = async (label, diskFile) => {
+    // host ports picked afresh for every boot: minutes pass between boots, and another process
+    // may have taken a port that was free before (QEMU then exits at once)
+    Object.assign(wan, { mqtt: await freePort(), api: await freePort(), ssh: await freePort() })
+    Object.assign(lan, { mqtt: await freePort(), api: await freePort() })
+    vm.args = ['--wan-fwd', `tcp::${wan.mqtt}-:8883`, '--wan-fwd', `tcp::${wan.api}-:8080`, '--wan-fwd', `tcp::${wan.ssh}-:22`,
+      '--lan-fwd', `tcp::${lan.mqtt}-:8883`, '--lan-fwd', `tcp::${lan.api}-:8080`]
     mark(`${label}: QEMU started`)
     vm.start(label, diskFile)
     await vm.login(10 * 60 * 1000)
@@ -101,7 +104,7 @@ async function main () {
   let firstMachineId = ''
   await step('first boot: multi-user, no failed unit, read-only root A, root B untouched, identity and machine id on /data', async t => {
     const state = await bootUp('boot 1')
-    const failed = await vm.sh('systemctl list-units --failed --no-legend --plain')
+    const failed = await vm.sh('systemctl list-units --failed --no-legend --plain --full')
     t.equal(failed.out.trim(), '', 'no failed unit')
     for (const unit of failed.out.split('\n').map(l => l.split(' ')[0]).filter(u => u.endsWith('.service'))) {
       t.comment(`${unit}:\n${(await vm.sh(`journalctl -b -u ${unit} --no-pager -o cat | tail -20`)).out}`)
@@ -233,7 +236,7 @@ async function main () {
 
     const state = await bootUp('boot 2 (after the power cut)')
     booted2 = true
-    t.equal((await vm.sh('systemctl list-units --failed --no-legend --plain')).out.trim(), '', `no failed unit after the power cut (${state})`)
+    t.equal((await vm.sh('systemctl list-units --failed --no-legend --plain --full')).out.trim(), '', `no failed unit after the power cut (${state})`)
     t.equal(state, 'running', 'systemctl is-system-running')
     const survived = await outboxStats()
     t.comment(`after the power cut the outbox holds ${JSON.stringify(survived)}`)
@@ -318,8 +321,11 @@ async function main () {
     t.equal((await vm.sh('findmnt /data')).code, 1, '/data is not mounted')
     t.match(vm.out, /IOT-GATEWAY ALERT: the data partition is not mounted/, 'the alert appeared on the serial console')
     t.match(await vm.ok(t, 'journalctl -b -p crit -o cat'), /IOT-GATEWAY ALERT: the data partition is not mounted/, 'and in the journal at priority crit')
-    t.match(await vm.ok(t, 'cat /run/iot-gateway-data-failed'), /fsck: failed/, '/run/iot-gateway-data-failed says fsck failed')
-    t.match(await vm.ok(t, 'systemctl list-units --failed --no-legend --plain'), /iot-gateway-data-alert\.service/, 'the alert unit is what makes it degraded')
+    const alert = await vm.ok(t, 'cat /run/iot-gateway-data-failed')
+    t.match(alert, /fsck: (failed exit-code|exit-code failed)/, '/run/iot-gateway-data-failed says fsck failed')
+    t.match(alert, /Device: \/dev\/vda3\./, 'and names the data partition')
+    const failed = (await vm.ok(t, 'systemctl list-units --failed --no-legend --plain --full')).trim().split('\n').map(l => l.split(' ')[0]).sort()
+    t.same(failed, ['iot-gateway-data-alert.service', 'systemd-fsck@dev-disk-by\\x2dlabel-data.service'], 'degraded by the fsck of /data and the alert, nothing else')
     // reachable: the WAN has its lease and the firewall is on; the serial console answers (this)
     t.match(await vm.ok(t, 'ip -4 -o addr show eth0'), /inet 10\.0\.2\.15\//, 'the WAN (eth0) is configured')
     t.match(await vm.ok(t, 'systemctl is-active iot-gateway-firewall.service iot-gateway-firewall-fallback.service || true; nft list tables'), /table inet iot_gateway/, 'a firewall ruleset is loaded')

@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: MIT
 #
 # Runtime tests of the IoT gateway image (testimage; QEMU: kas build kas.yml:conf/qemuarm64.yml
-# -c testimage, or a Pi on the bench with TEST_TARGET = "simpleremote").
+# -c testimage, or a Pi on the bench with TEST_TARGET = "simpleremote", or "serial" for a release
+# image without SSH). The repository's tests/oeqa-standin.test.mjs runs them with oe-core's
+# oe-test and its serial target on the arm64 stand-in (tests/STANDIN.md).
 #
 # What they prove on a booted image: the gateway service is active and reports ready on /health,
 # the root file system is read-only and /data is writable, only the intended ports listen on
