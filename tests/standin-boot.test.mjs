@@ -22,7 +22,7 @@
 //   journal, the WAN and the firewall up, the serial console usable.
 // Skipped with the reason where QEMU/binfmt (or root) are unavailable; with CI set that is a
 // failure. A cold run builds the root file system first (~16 min, cached under ~/.cache); warm,
-// the whole file took 8 min on the shared 2-core machine at load 5 and 14 min at load 9-15
+// the whole file took 7-8 min on the shared 2-core machine at load 5 and 14 min at load 9-15
 // (tests/STANDIN.md has the steps' times; they print as they happen). Alone:
 //   cd app && NODE_PATH=$PWD/node_modules npx tap --disable-coverage ../tests/standin-boot.test.mjs
 // IOTGW_STANDIN_BOOT=0 skips it (e.g. on a laptop without the time).

@@ -60,14 +60,19 @@ export class VM {
   }
 
   start (label, disk) {
+    // a step that failed before its power cut leaves the previous QEMU running: cut it now, or it
+    // would outlive the test (the teardown knows only the newest)
+    if (this.child && !this.done) this.child.kill('SIGKILL')
     this.out = ''
     this.label = label
     const child = spawn('bash', [STANDIN, 'boot', '--out', this.dir, ...(disk ? ['--disk', disk] : []), ...this.args], { stdio: ['pipe', 'pipe', 'pipe'] })
     this.child = child
     this.exited = new Promise(resolve => child.once('exit', (code, signal) => resolve({ code, signal })))
     this.done = false
-    this.exited.then(() => { this.done = true; this.wake() })
+    // (guarded: a previous QEMU cut above may exit, or print its last bytes, after this start)
+    this.exited.then(() => { if (this.child === child) { this.done = true; this.wake() } })
     const onData = d => {
+      if (this.child !== child) return
       const s = d.toString('utf8').replace(/\r/g, '')
       this.out += s
       appendFileSync(this.logFile, s)
