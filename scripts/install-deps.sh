@@ -25,6 +25,7 @@ TEST_PKGS=(
   mtools                                                   # flash.sh --provision: the boot partition written without mounting
   faketime libfaketime                                     # broker/gateway with the clock behind (LD_PRELOAD + FAKETIME)
   mmdebstrap arch-test binfmt-support qemu-system-arm      # the arm64 stand-in (scripts/standin.sh)
+  python3-pexpect                                          # oe-core's serial target for the oeqa cases on the stand-in
   chromium                                                 # the console in a real headless browser (playwright-core)
   shellcheck                                               # lints scripts/*.sh and the layer's shell files
 )

@@ -378,7 +378,13 @@ def wks(layer, knobs):
         words = img.expand(line).split()
 
         def opt(flag, default='-'):
-            return words[words.index(flag) + 1].strip('"') if flag in words else default
+            # wic takes both `--flag value` and `--flag=value`
+            for i, w in enumerate(words):
+                if w == flag and i + 1 < len(words):
+                    return words[i + 1].strip('"')
+                if w.startswith(flag + '='):
+                    return w.split('=', 1)[1].strip('"')
+            return default
         mnt = words[1] if not words[1].startswith('--') else '-'
         size = opt('--fixed-size', opt('--size', '0'))
         mib = int(re.match(r'(\d+)', size).group(1)) * (1024 if size.upper().endswith('G') else 1)

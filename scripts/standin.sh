@@ -8,12 +8,15 @@
 #       DIR/disk.img (the image's QEMU layout, from its wks file), DIR/vmlinuz, DIR/initrd.img.
 #       --set: a knob of the layer's recipes, as local.conf would set it (IOT_GATEWAY_CLOUD_URL,
 #       IOT_GATEWAY_TRUST_DIR, ...).
-#   scripts/standin.sh boot --out DIR [--wan-fwd tcp::HOSTPORT-:PORT ...] [--lan-fwd tcp::HOSTPORT-:PORT ...]
+#   scripts/standin.sh boot --out DIR [--disk FILE] [--wan-fwd tcp::HOSTPORT-:PORT ...] [--lan-fwd tcp::HOSTPORT-:PORT ...]
 #       execs QEMU (its PID is this process's: a SIGKILL is a power cut); the serial console is
 #       stdin/stdout (root is logged in on it), QEMU's own messages go to stderr. Two NICs, each
 #       on a QEMU user-mode network: eth0 (the WAN: DHCP, the host is 10.0.2.2) and wlan0 (the IoT
 #       LAN in place of the Wi-Fi access point: the LAN knob's /24, the host is its .2). A
 #       forward reaches the gateway on that interface, so the firewall sees it in that zone.
+#       --disk: another copy of DIR/disk.img (e.g. one with a broken /data). timesyncd asks the
+#       host (10.0.2.2, UDP 123) for the time, as a site's NTP server; without an answer the
+#       first boot waits the layer's 2 minutes for a sync.
 #   scripts/standin.sh check      exit 0 if this machine can build and boot it, else say why (exit 1)
 #
 # Needs root (mmdebstrap's root mode, file owners in the disk image), mmdebstrap, qemu-system-arm,
@@ -22,7 +25,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 repo=$(dirname "$here")
 layer=$repo/meta-iot-gateway
-log() { echo "standin: $*" >&2; }
+log() { echo "standin: [${SECONDS}s] $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 # binfmt_misc with qemu-aarch64: only the cold root file system build runs arm64 programs on the host.
@@ -47,10 +50,11 @@ check() {
 }
 
 cmd=${1:-}; shift || true
-out="" sets=() fwds=() lanfwds=()
+out="" disk="" sets=() fwds=() lanfwds=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --out) out=${2:?}; shift 2 ;;
+        --disk) disk=${2:?}; shift 2 ;;
         --set) sets+=("${2:?}"); shift 2 ;;
         --wan-fwd) fwds+=("${2:?}"); shift 2 ;;
         --lan-fwd) lanfwds+=("${2:?}"); shift 2 ;;
@@ -63,17 +67,20 @@ check) why=$(check) || { echo "$why"; exit 1; }; exit 0 ;;
 build) ;;
 boot)
     [ -n "$out" ] && [ -s "$out/disk.img" ] || die "boot: no $out/disk.img (run build first)"
+    disk=${disk:-$out/disk.img}
     net="user,id=n0"
     for f in "${fwds[@]}"; do net+=",hostfwd=$f"; done
     lan=$(cat "$out/lan-address")  # e.g. 192.168.100.1/24
     lannet="user,id=n1,restrict=on,net=${lan%.*/*}.0/${lan#*/},host=${lan%.*/*}.2"
     for f in "${lanfwds[@]}"; do lannet+=",hostfwd=${f%-:*}-${lan%/*}:${f##*-:}"; done
-    # net.ifnames=0: the layer's networkd files name eth0 (the Pi's); ro: the image's read-only root
+    # net.ifnames=0: the layer's networkd files name eth0 (the Pi's); ro: the image's read-only root;
+    # quiet: the kernel's and systemd's status lines cost time on an emulated UART (failures and
+    # the units' own console output still show)
     exec qemu-system-aarch64 -M virt -cpu cortex-a53 -smp 2 -m 1024 -accel tcg,thread=multi \
         -display none -monitor none -serial stdio -no-reboot \
         -kernel "$out/vmlinuz" -initrd "$out/initrd.img" \
-        -append "root=LABEL=$(cat "$out/root-label") ro rootwait console=ttyAMA0 loglevel=4 net.ifnames=0 panic=-1" \
-        -drive "file=$out/disk.img,format=raw,if=none,id=hd,cache=none" -device virtio-blk-pci,drive=hd \
+        -append "root=LABEL=$(cat "$out/root-label") ro rootwait console=ttyAMA0 quiet loglevel=4 net.ifnames=0 panic=-1" \
+        -drive "file=$disk,format=raw,if=none,id=hd,cache=none" -device virtio-blk-pci,drive=hd \
         -netdev "$net" -device virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:12:34:10 \
         -netdev "$lannet" -device virtio-net-pci,netdev=n1,romfile=,mac=52:54:00:12:34:20 \
         -object rng-random,filename=/dev/urandom,id=rng -device virtio-rng-pci,rng=rng
@@ -99,6 +106,7 @@ node_x64=$("$here/node22.sh")
 (cd "$repo/app" && PATH="$node_x64:$PATH" npm run --silent build >&2)
 node_arm64=$(NODE22_ARCH=arm64 "$here/node22.sh")
 install -m 0755 "$node_arm64/node" "$root/usr/bin/node"
+log "bundle and node done; the addon"
 "$here/build-sqlite-addon.sh" --arch arm64 --stage "$root/usr/lib/iot-gateway" >/dev/null
 
 # The layer's recipes, each with its own do_install (scripts/standin-layer.py).
@@ -205,6 +213,10 @@ ExecStart=
 ExecStart=-/sbin/agetty --autologin root --noclear --keep-baud 115200,38400,9600 %I linux
 EOF
 echo standin > "$root/etc/hostname"
+# The site's NTP server is the host (QEMU's user network: 10.0.2.2); the test answers there, so
+# the first boot's wait for a time sync (iot-gateway-time-wait.service) ends at once.
+mkdir -p "$root/etc/systemd/timesyncd.conf.d"
+printf '[Time]\nNTP=10.0.2.2\n' > "$root/etc/systemd/timesyncd.conf.d/standin.conf"
 # The two NICs get the Pi's names: eth0 the WAN, wlan0 the IoT LAN (no Wi-Fi here: hostapd's
 # condition keeps it off, as on a board without /data/hostapd/wpa_psk).
 for n in eth0:10 wlan0:20; do
@@ -215,9 +227,12 @@ printf '%s\n' "$(grep -h '^Address=' "$root/usr/lib/systemd/network/"*lan*.netwo
 grep -q / "$out/lan-address" || die "no Address= in the layer's LAN .network file"
 # oe-core's default target; Debian's units that the image does not have are not started
 systemctl --root="$root" set-default multi-user.target >/dev/null 2>&1
-systemctl --root="$root" disable --quiet nftables.service e2scrub_reap.service e2scrub_all.timer 2>/dev/null || true
+# (Debian's package maintenance timers, and a getty on a VT that QEMU here has no display for)
+systemctl --root="$root" disable --quiet nftables.service e2scrub_reap.service e2scrub_all.timer \
+    apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer fstrim.timer getty@tty1.service 2>/dev/null || true
 
 # The disk: partitions as the wks file says, each file system made from a folder (no loop device).
+log "making the disk"
 cp "$root"/boot/vmlinuz-* "$out/vmlinuz"
 cp "$root"/boot/initrd.img-* "$out/initrd.img"
 rm -f "$out/disk.img"
@@ -226,6 +241,12 @@ table="label: dos"$'\n'
 imgs=()
 for p in "${parts[@]}"; do
     read -r mnt label fstype mib _ _ _ <<<"$p"
+    if [ "$fstype" = none ]; then
+        # root B: reserved for A/B updates, no file system, left as zeros (sparse) like wic leaves it
+        table+="start=$((offset * 2048)), size=$((mib * 2048)), type=83"$'\n'
+        offset=$((offset + mib))
+        continue
+    fi
     [ "$fstype" = ext4 ] || die "partition $label: only ext4 is made here ($fstype)"
     src=$work/empty-$label; mkdir -p "$src"
     if [ "$mnt" = / ]; then src=$root; fi

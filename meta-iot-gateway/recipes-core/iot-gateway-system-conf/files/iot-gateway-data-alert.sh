@@ -31,7 +31,10 @@ serial console or on another computer; a reflash keeps the data partition)."
 
 printf '%s\n' "$msg" | sed 's/^/<2>/'          # journal priority crit (SyslogLevelPrefix=)
 mkdir -p "$RUN" && printf '%s\n' "$msg" > "$RUN/iot-gateway-data-failed"
-if mountpoint -q "$BOOT" 2>/dev/null || [ -n "${IOTGW_ALERT_BOOT:-}" ]; then
+# The boot partition is a file system of its own (vfat on the card). Not `mountpoint`: the unit's
+# ReadWritePaths=/boot bind-mounts /boot over itself in the unit's namespace, so /boot is a mount
+# point there even where it is only a folder of the read-only root (QEMU: no boot partition).
+if [ -n "${IOTGW_ALERT_BOOT:-}" ] || { [ -d "$BOOT" ] && [ "$(stat -c %d "$BOOT")" != "$(stat -c %d /)" ]; }; then
     { date -u '+%Y-%m-%dT%H:%M:%SZ (clock may be wrong before the first time sync)'; printf '%s\n' "$msg"; } \
         > "$BOOT/IOT-GATEWAY-ALERT.txt.tmp" && mv -f "$BOOT/IOT-GATEWAY-ALERT.txt.tmp" "$BOOT/IOT-GATEWAY-ALERT.txt" && sync
 fi

@@ -82,6 +82,12 @@ sync_kernel() {
     partx -u --nr "$nr" "$disk" || die "partition $nr of $disk now ends at sector $2 on the disk, but the kernel was not told (partx -u failed): the next boot picks it up; the data is intact"
     got=$(cat "$sys/size")
     [ "$got" = "$want" ] || die "the kernel reports $got sectors for $part after partx -u, the table $want; the data is intact"
+    # The new table makes udev re-probe the disk's partitions (its inotify watch on the disk sees
+    # sfdisk's write), and while it does, /dev/disk/by-label/data can be briefly gone. This unit
+    # runs just before systemd-fsck@ of that link, which is bound to it: starting the fsck in that
+    # moment fails it, and with it data.mount, for the whole first boot (the arm64 stand-in boot
+    # showed it). Wait until udev has handled the change.
+    udevadm settle --timeout=60 || say "warning: udev has not settled after 60 s"
 }
 
 free=$(( usable - end - 1 ))

@@ -54,7 +54,10 @@ text=$(
 printf '%s\n' "$text"
 
 mkdir -p "$(dirname "$RUNFILE")" && printf '%s\n' "$text" > "$RUNFILE"
-if mountpoint -q "$BOOT" 2>/dev/null || [ -n "${IOTGW_IDENTITY_BOOT:-}" ]; then
+# The boot partition is a file system of its own (vfat on the card). Not `mountpoint`: the unit's
+# ReadWritePaths=/boot bind-mounts /boot over itself in the unit's namespace, so /boot is a mount
+# point there even where it is only a folder of the read-only root (QEMU: no boot partition).
+if [ -n "${IOTGW_IDENTITY_BOOT:-}" ] || { [ -d "$BOOT" ] && [ "$(stat -c %d "$BOOT")" != "$(stat -c %d /)" ]; }; then
     file=$BOOT/iot-gateway-identity.txt
     # vfat: no write at all when nothing changed; otherwise a new file renamed over the old one
     if ! printf '%s\n' "$text" | cmp -s - "$file"; then

@@ -2,7 +2,9 @@
 # SPDX-License-Identifier: MIT
 #
 # Runtime tests of the IoT gateway image (testimage; QEMU: kas build kas.yml:conf/qemuarm64.yml
-# -c testimage, or a Pi on the bench with TEST_TARGET = "simpleremote").
+# -c testimage, or a Pi on the bench with TEST_TARGET = "simpleremote", or "serial" for a release
+# image without SSH). The repository's tests/oeqa-standin.test.mjs runs them with oe-core's
+# oe-test and its serial target on the arm64 stand-in (tests/STANDIN.md).
 #
 # What they prove on a booted image: the gateway service is active and reports ready on /health,
 # the root file system is read-only and /data is writable, only the intended ports listen on
@@ -62,28 +64,59 @@ def is_loopback(addr_hex):
         addr_hex.startswith('0000000000000000FFFF0000') and addr_hex.endswith('7F'))
 
 
-class IotGatewayTest(OERuntimeTestCase):
+def wait_until(what, probe, seconds=120, interval=3):
+    """Calls probe() until it returns a true value and returns that value; after `seconds`, an
+    AssertionError with `what` and the last value (a target under test is slow and loaded: poll a
+    condition, never sleep a fixed time and hope)."""
+    deadline = time.time() + seconds
+    while True:
+        value = probe()
+        if value:
+            return value
+        if time.time() > deadline:
+            raise AssertionError('%s: not within %d s (last: %r)' % (what, seconds, value))
+        time.sleep(interval)
+
+
+def run_ok(target, cmd, timeout=None):
+    status, output = target.run(cmd, timeout) if timeout else target.run(cmd)
+    if status != 0:
+        raise AssertionError('"%s" failed:\n%s' % (cmd, output))
+    return output
+
+
+def wait_for(target, cmd, seconds=120, interval=3):
+    """Runs cmd on the target until it exits 0; its output."""
+    last = ['']
+
+    def probe():
+        status, output = target.run(cmd)
+        last[0] = output
+        return status == 0
+    wait_until('"%s" succeeds' % cmd, probe, seconds, interval)
+    return last[0]
+
+
+class IotGatewayCase(OERuntimeTestCase):
+    """The helpers of both classes below (no tests of its own)."""
 
     def run_ok(self, cmd, timeout=None):
-        status, output = self.target.run(cmd, timeout) if timeout else self.target.run(cmd)
-        self.assertEqual(status, 0, msg='"%s" failed:\n%s' % (cmd, output))
-        return output
+        return run_ok(self.target, cmd, timeout)
+
+    def wait_until(self, what, probe, seconds=120, interval=3):
+        return wait_until(what, probe, seconds, interval)
 
     def wait_for(self, cmd, seconds=120, interval=3):
-        deadline = time.time() + seconds
-        status, output = 1, ''
-        while time.time() < deadline:
-            status, output = self.target.run(cmd)
-            if status == 0:
-                return output
-            time.sleep(interval)
-        self.fail('"%s" did not succeed within %d s:\n%s' % (cmd, seconds, output))
+        return wait_for(self.target, cmd, seconds, interval)
 
     def http_get(self, url):
         # node is on the image anyway; no curl/wget needed
         script = ("fetch(%s).then(async r => { console.log(r.status); console.log(await r.text()) })"
                   ".catch(e => { console.error(e.message); process.exit(1) })") % json.dumps(url)
         return self.target.run("node -e '%s'" % script)
+
+
+class IotGatewayTest(IotGatewayCase):
 
     # No OETestDepends on ssh.SSHTest: the module must also load on its own (oe-test --list-tests);
     # without SSH every test here fails at its first command anyway.
@@ -94,14 +127,10 @@ class IotGatewayTest(OERuntimeTestCase):
         self.assertIn('Type=notify', output)
         self.assertIn('User=iot-gateway', output)
         # Type=notify: "active" means READY=1 arrived; /health must agree
-        deadline = time.time() + 60
-        while True:
+        def health():
             status, output = self.http_get('http://127.0.0.1:8080/health')
-            if status == 0 and output.splitlines()[0].strip() == '200':
-                break
-            if time.time() > deadline:
-                self.fail('/health did not answer 200:\n%s' % output)
-            time.sleep(3)
+            return status == 0 and output.splitlines()[0].strip() == '200'
+        self.wait_until('/health answers 200', health, seconds=60)
 
     @OETestDepends(['iot_gateway.IotGatewayTest.test_gateway_active_and_ready'])
     def test_gateway_has_no_capabilities(self):
@@ -228,69 +257,95 @@ class IotGatewayTest(OERuntimeTestCase):
         keys = self.run_ok('cat ~root/.ssh/authorized_keys')
         self.assertRegex(keys, r'(?m)^(\S+ )?(ssh-|ecdsa-|sk-)', msg='no public key in root\'s authorized_keys')
 
-    @OETestDepends(['iot_gateway.IotGatewayTest.test_gateway_active_and_ready'])
-    @OEHasPackage(['mosquitto-clients'])
-    def test_mqtt_tls_to_https_sink(self):
-        """An enrolled device publishes over MQTT/TLS; the message reaches an HTTPS sink."""
+
+class IotGatewayDeliveryTest(IotGatewayCase):
+    """An enrolled device publishes over MQTT/TLS on the target: the message reaches an HTTPS sink,
+    the broker's log reaches the gateway, the ACL denies another device's topic. One sink, one
+    gateway restart and one enrolment for the class, made by the first case that runs (after its
+    OEHasPackage check: without mosquitto-clients every case is skipped and nothing is set up)."""
+
+    DEVICE = 'oeqa-device-1'
+    WORK = '/run/oeqa-iotgw'
+
+    ready = False
+
+    def setUpMethod(self):
+        cls = type(self)
+        if cls.ready:
+            return
         openssl = shutil.which('openssl')
         if not openssl:
             self.skipTest('openssl is needed on the build host to make the sink certificate')
-        work = tempfile.mkdtemp(prefix='oeqa-iotgw-')
-        self.addCleanup(shutil.rmtree, work, ignore_errors=True)
+        target = self.target
+        cls.work = tempfile.mkdtemp(prefix='oeqa-iotgw-')
         # a throwaway CA and server certificate for the sink on the target (127.0.0.1)
         subprocess.check_call([openssl, 'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256',
                                '-nodes', '-days', '2', '-subj', '/CN=oeqa sink', '-addext', 'subjectAltName=IP:127.0.0.1',
-                               '-keyout', os.path.join(work, 'sink.key'), '-out', os.path.join(work, 'sink.crt')],
+                               '-keyout', os.path.join(cls.work, 'sink.key'), '-out', os.path.join(cls.work, 'sink.crt')],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        sink_js = os.path.join(work, 'sink.js')
-        with open(sink_js, 'w') as f:
+        with open(os.path.join(cls.work, 'sink.js'), 'w') as f:
             f.write(SINK_JS)
-        self.run_ok('mkdir -p /run/oeqa-iotgw')
+        run_ok(target, 'mkdir -p %s' % cls.WORK)
         for name in ('sink.key', 'sink.crt', 'sink.js'):
-            self.target.copyTo(os.path.join(work, name), '/run/oeqa-iotgw/' + name)
-        self.addCleanup(self.target.run, 'systemctl stop oeqa-iotgw-sink.service; '
-                        'rm -rf /run/systemd/system/iot-gateway.service.d/oeqa.conf /run/oeqa-iotgw; '
-                        'systemctl daemon-reload; systemctl restart iot-gateway.service')
-        self.run_ok('chmod 0755 /run/oeqa-iotgw && chmod 0644 /run/oeqa-iotgw/*')
-        self.run_ok('systemd-run --unit=oeqa-iotgw-sink -p Type=simple node /run/oeqa-iotgw/sink.js')
-        self.wait_for('test -e /run/oeqa-iotgw/listening', seconds=30, interval=1)
-
+            target.copyTo(os.path.join(cls.work, name), '%s/%s' % (cls.WORK, name))
+        run_ok(target, 'chmod 0755 %s && chmod 0644 %s/*' % (cls.WORK, cls.WORK))
+        run_ok(target, 'systemd-run --unit=oeqa-iotgw-sink -p Type=simple node %s/sink.js' % cls.WORK)
+        wait_for(target, 'test -e %s/listening' % cls.WORK, 30, 1)
         # point the running gateway at the sink (a runtime drop-in: the root is read-only)
-        self.run_ok('mkdir -p /run/systemd/system/iot-gateway.service.d && printf "%s" > '
-                    '/run/systemd/system/iot-gateway.service.d/oeqa.conf' % (
-                        '[Service]\\nEnvironment=GATEWAY_UPLINK_URL=https://127.0.0.1:9443/ingest '
-                        'GATEWAY_UPLINK_CA_FILE=/run/oeqa-iotgw/sink.crt\\n'))
-        self.run_ok('systemctl daemon-reload && systemctl restart iot-gateway.service')
-        self.wait_for('systemctl is-active iot-gateway.service', seconds=120)
-
-        # enrol a device and publish as that device
-        device = 'oeqa-device-1'
+        run_ok(target, 'mkdir -p /run/systemd/system/iot-gateway.service.d && printf "%s" > '
+               '/run/systemd/system/iot-gateway.service.d/oeqa.conf' % (
+                   '[Service]\\nEnvironment=GATEWAY_UPLINK_URL=https://127.0.0.1:9443/ingest '
+                   'GATEWAY_UPLINK_CA_FILE=%s/sink.crt\\n' % cls.WORK))
+        run_ok(target, 'systemctl daemon-reload && systemctl restart iot-gateway.service')
+        wait_for(target, 'systemctl is-active iot-gateway.service', 120)
         # as the gateway's user: enrolment writes its registry and CA on /data/iot-gateway
-        self.run_ok('mkdir -p /run/oeqa-iotgw/dev && chown iot-gateway:iot-gateway /run/oeqa-iotgw/dev')
-        self.run_ok('systemd-run --wait --pipe --quiet --uid=iot-gateway --gid=iot-gateway '
-                    'iot-gateway device enroll %s --out /run/oeqa-iotgw/dev' % device)
-        payload = json.dumps({'seq': 1, 'ts': int(time.time() * 1000), 'temperature': 21.5})
-        self.run_ok("mosquitto_pub -h 127.0.0.1 -p 8883 -q 1 --cafile /data/iot-gateway/pki/ca.crt "
-                    "--cert /run/oeqa-iotgw/dev/%s.crt --key /run/oeqa-iotgw/dev/%s.key "
-                    "-t devices/%s/telemetry -m '%s'" % (device, device, device, payload))
-        received = self.wait_for('cat /run/oeqa-iotgw/received.jsonl', seconds=60, interval=2)
-        self.assertIn(device, received)
+        run_ok(target, 'mkdir -p %s/dev && chown iot-gateway:iot-gateway %s/dev' % (cls.WORK, cls.WORK))
+        run_ok(target, 'systemd-run --wait --pipe --quiet --uid=iot-gateway --gid=iot-gateway '
+               'iot-gateway device enroll %s --out %s/dev' % (cls.DEVICE, cls.WORK))
+        cls.ready = True
+
+    @classmethod
+    def tearDownClassMethod(cls):
+        if not cls.ready:
+            return
+        cls.tc.target.run('systemctl stop oeqa-iotgw-sink.service; '
+                          'rm -rf /run/systemd/system/iot-gateway.service.d/oeqa.conf %s; '
+                          'systemctl daemon-reload; systemctl restart iot-gateway.service' % cls.WORK)
+        shutil.rmtree(getattr(cls, 'work', ''), ignore_errors=True)
+
+    def publish(self, topic, payload):
+        return self.target.run("mosquitto_pub -h 127.0.0.1 -p 8883 -q 1 --cafile /data/iot-gateway/pki/ca.crt "
+                               "--cert {w}/dev/{d}.crt --key {w}/dev/{d}.key -t {t} -m '{p}'".format(
+                                   w=self.WORK, d=self.DEVICE, t=topic, p=payload))
+
+    @OEHasPackage(['mosquitto-clients'])
+    def test_device_message_reaches_sink(self):
+        now = int(time.time() * 1000)
+        payload = json.dumps({'seq': now, 'ts': now, 'temperature': 21.5})
+        status, output = self.publish('devices/%s/telemetry' % self.DEVICE, payload)
+        self.assertEqual(status, 0, msg=output)
+        def at_sink():
+            status, output = self.target.run('grep %s %s/received.jsonl' % (self.DEVICE, self.WORK))
+            return output if status == 0 else None
+        received = self.wait_until('the message at the sink', at_sink, seconds=60, interval=2)
         self.assertIn('21.5', received)
 
-        # the broker logs into its own journal namespace, where the gateway follows it
-        self.wait_for("journalctl --namespace=mosquitto -u mosquitto -o cat | grep -q \"u'%s'\"" % device, seconds=30)
-        # a publish on another device's topic is denied by the broker's ACL and seen by the gateway
-        self.run_ok("mosquitto_pub -h 127.0.0.1 -p 8883 -q 1 --cafile /data/iot-gateway/pki/ca.crt "
-                    "--cert /run/oeqa-iotgw/dev/%s.crt --key /run/oeqa-iotgw/dev/%s.key "
-                    "-t devices/someone-else/telemetry -m '{}'" % (device, device))
-        deadline = time.time() + 60
-        while True:
+    @OEHasPackage(['mosquitto-clients'])
+    def test_broker_log_in_its_journal_namespace(self):
+        """The broker logs into its own journal namespace, where the gateway follows it."""
+        # the gateway refuses a device's replayed sequence numbers: each case takes the clock's
+        self.publish('devices/%s/telemetry' % self.DEVICE, json.dumps({'seq': int(time.time() * 1000)}))
+        self.wait_for("journalctl --namespace=mosquitto -u mosquitto -o cat | grep -q \"u'%s'\"" % self.DEVICE, seconds=30)
+
+    @OEHasPackage(['mosquitto-clients'])
+    def test_acl_denial_counted(self):
+        """A publish on another device's topic is denied by the broker's ACL and seen by the gateway."""
+        self.publish('devices/someone-else/telemetry', '{}')
+
+        def denied():
             status, output = self.http_get('http://127.0.0.1:8080/metrics')
-            if status == 0 and 'gateway_security_events_total{type="acl_denied"}' in output:
-                break
-            if time.time() > deadline:
-                self.fail('the ACL denial did not reach the gateway\'s metrics:\n%s' % output[-2000:])
-            time.sleep(3)
+            return status == 0 and 'gateway_security_events_total{type="acl_denied"}' in output
+        self.wait_until('the ACL denial in the gateway\'s metrics', denied, seconds=60)
 
 
 # The HTTPS "cloud" on the target: stores every request body (gunzipped) as one line.
