@@ -83,6 +83,9 @@ export class Gateway {
     pipeline.start()
     const egress = this.egress = new Egress(c, store, this.metrics, this.log.child({ cap: 'egress' }), () => pipeline.notifySpace())
     pipeline.on('committed', () => egress.kick())
+    // Sending from memory (app/docs/write-path.md): the uplink does not wait for the commit's fsync.
+    egress.memory = pipeline
+    pipeline.onAdmit = () => egress.admitted()
     this.registerGauges()
     this.startOperations(pipeline, egress, store)
     this.firewall = new FirewallMonitor(c.firewall.stateDir, c.firewall.statsPollSeconds, this.metrics,

@@ -3,6 +3,7 @@ import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient, type P
 import type { Config } from '../config/schema.js'
 import { paths } from '../config/load.js'
 import { backoffDelay } from '../lib/backoff.js'
+import { HttpError } from '../lib/http-post.js'
 import type { Logger } from '../lib/logger.js'
 import type { Registry } from '../lib/metrics.js'
 import type { Pipeline } from '../pipeline/pipeline.js'
@@ -215,7 +216,7 @@ export class MqttIngress {
   /** Publishes on the gateway's own connection (commands to devices); resolves on the broker's PUBACK. */
   async publish (topic: string, payload: string, qos: 0 | 1 = 1): Promise<void> {
     const client = this.client
-    if (!client || !this.connected) throw Object.assign(new Error('the gateway is not connected to the broker'), { status: 503 })
+    if (!client || !this.connected) throw new HttpError(503, 'the gateway is not connected to the broker')
     await client.publishAsync(topic, payload, { qos })
   }
 

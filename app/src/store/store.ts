@@ -112,6 +112,7 @@ export class Store {
       deadCount: db.prepare('SELECT count(*) AS n FROM dead_letters'),
       trimDead: db.prepare('DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)'),
       oldestAt: db.prepare('SELECT received_at AS at FROM outbox WHERE id > ? ORDER BY id LIMIT 1'),
+      countAfter: db.prepare('SELECT count(*) AS n FROM outbox WHERE id > ? AND id <= ?'),
       totals: db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM outbox WHERE id > ?')
     }
     this.delivered = this.deliveredWritten = Number((this.q.getMeta.get('delivered_through') as { value: string } | undefined)?.value ?? 0)
@@ -141,16 +142,19 @@ export class Store {
   /**
    * One FULL transaction: accepted messages into the outbox, each device's counters and sequence
    * state once, the traffic rollups given, and the bulk deletion of delivered rows when due.
-   * Throws (nothing written) on failure: SQLITE_FULL included.
+   * Throws (nothing written) on failure: SQLITE_FULL included. Returns the first message's row id;
+   * the others follow it without a gap (one transaction, one connection, AUTOINCREMENT).
    */
-  commitGroup (accepted: readonly InboundMessage[], rollups: readonly TrafficRollup[] = []): void {
+  commitGroup (accepted: readonly InboundMessage[], rollups: readonly TrafficRollup[] = []): number {
     const perDevice = new Map<string, { messages: number, rejected: number, epoch: number, seq: number }>()
     let added = 0
+    let firstId = 0
     const deleteThrough = this.deleteDue(Date.now()) ? this.delivered : 0
     this.db.transaction(() => {
       for (const m of accepted) {
         const bytes = Buffer.byteLength(m.payload)
-        this.q.insert.run(m.device, m.transport, m.stream, m.epoch, m.seq, m.receivedAt, m.payload, bytes)
+        const id = Number(this.q.insert.run(m.device, m.transport, m.stream, m.epoch, m.seq, m.receivedAt, m.payload, bytes).lastInsertRowid)
+        if (firstId === 0) firstId = id
         added += bytes
         const d = perDevice.get(m.device) ?? { messages: 0, rejected: 0, epoch: -1, seq: -1 }
         d.messages++
@@ -173,6 +177,7 @@ export class Store {
     if (deleteThrough > 0) this.deleteDone(deleteThrough)
     this.depth += accepted.length
     this.bytes += added
+    return firstId
   }
 
   /** Delivered rows are deleted at most once a second (one bulk DELETE instead of one per batch). */
@@ -258,10 +263,28 @@ export class Store {
    * then a crash sends them again under their recorded batch id (at least once).
    */
   ackBatch (b: Batch): void {
-    if (b.lastId <= this.delivered) return
-    this.delivered = b.lastId
-    this.depth -= b.rows.length
-    this.bytes -= b.bytes
+    this.ackThrough(b.lastId, b.rows.length, b.bytes)
+  }
+
+  /**
+   * Messages sent from memory before their commit reached the cloud: `count` committed rows of
+   * `bytes` payload bytes, the last `lastId`. The watermark moves only if they are all the rows
+   * after it (true unless another process, the CLI's `outbox retry`, added rows meanwhile); if not,
+   * nothing is recorded and the outbox sends them again (same message ids: the cloud deduplicates).
+   * Returns whether it was recorded.
+   */
+  ackCommitted (lastId: number, count: number, bytes: number): boolean {
+    if (lastId <= this.delivered) return true
+    if (lastId - count !== this.delivered && (this.q.countAfter.get(this.delivered, lastId) as { n: number }).n !== count) return false
+    this.ackThrough(lastId, count, bytes)
+    return true
+  }
+
+  private ackThrough (lastId: number, count: number, bytes: number): void {
+    if (lastId <= this.delivered) return
+    this.delivered = lastId
+    this.depth -= count
+    this.bytes -= bytes
   }
 
   /**
