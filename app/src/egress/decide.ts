@@ -66,10 +66,10 @@ export type Step =
   /** Move the batch to the dead letters (a final refusal of committed rows). */
   | { do: 'dead_letter' }
   /**
-   * A final refusal of messages sent from memory: they are not in the outbox yet, so nothing can be
-   * moved; wait for their commit, then the outbox sends them again, and that refusal dead-letters them.
+   * A final refusal of messages sent from memory: they are not in the outbox yet, so wait for their
+   * commit, then move their rows to the dead letters (they are the head of the outbox by then).
    */
-  | { do: 'await_commit' }
+  | { do: 'dead_letter_after_commit' }
   /** Wait, then send again (a 408, 429, 5xx or a network error); 'auth': the credentials were refused. */
   | { do: 'retry' | 'auth', delayMs: number }
 
@@ -80,6 +80,6 @@ export type Step =
  */
 export function afterResponse (r: SendResult, o: { fromMemory: boolean, attempt: number, backoffBaseMs: number, backoffMaxMs: number, random: () => number }): Step {
   if (r.kind === 'ok') return { do: 'ack' }
-  if (r.kind === 'dead') return { do: o.fromMemory ? 'await_commit' : 'dead_letter' }
+  if (r.kind === 'dead') return { do: o.fromMemory ? 'dead_letter_after_commit' : 'dead_letter' }
   return { do: r.kind, delayMs: Math.max(r.retryAfterMs ?? 0, backoffDelay(o.attempt, o.backoffBaseMs, o.backoffMaxMs, o.random)) }
 }

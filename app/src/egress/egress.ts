@@ -241,17 +241,17 @@ export class Egress {
       }
       if (r.kind === 'dead') {
         this.m.batches.inc({ result: 'dead' })
-        if (step.do === 'await_commit') {
-          // Not in the outbox yet: once committed, the outbox sends them again and a refusal there
-          // moves them to the dead letters with the reason.
-          this.log.warn('cloud refused a batch sent before its commit; sending it again from the outbox', { batch: batch.id, status: r.status, reason: r.reason })
-          await this.memory!.settled(batch.memory![batch.memory!.length - 1]!)
-          continue
+        let refused: Batch | undefined = batch
+        if (step.do === 'dead_letter_after_commit') {
+          refused = await this.committedRows(batch.memory!)
+          // A commit failed (never acknowledged: they come again) or rows of another process lie
+          // between them: the outbox sends what was committed again, and a refusal there moves it.
+          if (refused === undefined) continue
         }
-        const trimmed = this.store.deadLetterBatch(batch, r.status, r.reason, this.config.outbox.deadLetterMax)
-        this.m.dead.inc({}, batch.rows.length)
+        const trimmed = this.store.deadLetterBatch(refused, r.status, r.reason, this.config.outbox.deadLetterMax)
+        this.m.dead.inc({}, refused.rows.length)
         if (trimmed > 0) this.m.trimmed.inc({}, trimmed)
-        this.log.error('cloud refused batch; moved to dead letters', { batch: batch.id, status: r.status, reason: r.reason, messages: batch.rows.length })
+        this.log.error('cloud refused batch; moved to dead letters', { batch: batch.id, status: r.status, reason: r.reason, messages: refused.rows.length })
         this.onDrained()
         continue
       }
@@ -274,6 +274,20 @@ export class Egress {
       this.reloadToken()
     }
     this.state = 'stopped'
+  }
+
+  /**
+   * Waits for the commit of messages sent from memory, and returns them as outbox rows: undefined
+   * when a commit failed or their ids are not consecutive (then the outbox sends them again).
+   */
+  private async committedRows (ms: readonly PendingMessage[]): Promise<Batch | undefined> {
+    for (const m of ms) await this.memory!.settled(m)
+    const first = ms[0]!.id
+    const last = ms[ms.length - 1]!.id
+    if (ms.some(m => m.id <= 0) || last - first + 1 !== ms.length) return undefined
+    const b = memoryBatch(this.config.gateway.id, this.store.instance, ms)
+    b.rows.forEach((r, i) => { r.id = first + i })
+    return { ...b, firstId: first, lastId: last }
   }
 
   /** The auth backoff, cut short when the token file changes (checked once a second: one stat). */

@@ -1,0 +1,164 @@
+import t from 'tap'
+import { join } from 'node:path'
+import { buildConfig } from '../../src/config/load.js'
+import { Egress, messageId } from '../../src/egress/egress.js'
+import { createLogger } from '../../src/lib/logger.js'
+import { Registry } from '../../src/lib/metrics.js'
+import { Pipeline } from '../../src/pipeline/pipeline.js'
+import { openDatabase, type DB } from '../../src/store/db.js'
+import { Store } from '../../src/store/store.js'
+import { Cloud } from '../helpers/cloud.js'
+import { waitFor } from '../helpers/ports.js'
+import { tempDir } from '../helpers/temp.js'
+
+/**
+ * The egress with a real pipeline, a real SQLite outbox and a real HTTPS cloud (test/helpers/cloud.ts):
+ * sending from memory while the commit lingers, and what the cloud sees.
+ */
+async function stack (t: any, db: DB, cloud: Cloud, outbox: Record<string, unknown> = {}): Promise<{ p: Pipeline, e: Egress, store: Store, metrics: Registry }> {
+  const config = buildConfig({
+    version: 1,
+    gateway: { id: 'gw' },
+    outbox: { commitLingerMs: 5000, commitEarlyMessages: 1000, ...outbox },
+    uplink: { url: cloud.url, caFile: cloud.caFile, lingerMs: 0, backoffBaseMs: 20, backoffMaxMs: 50 }
+  })
+  const store = new Store(db)
+  const metrics = new Registry()
+  const log = createLogger('silent')
+  const p = new Pipeline(store, config, metrics, log)
+  const e = new Egress(config, store, metrics, log, () => p.notifySpace())
+  p.on('committed', () => e.kick())
+  e.memory = p
+  p.onAdmit = () => e.admitted()
+  e.start()
+  let stopped = false
+  const stop = async (): Promise<void> => { if (stopped) return; stopped = true; p.close(); await e.stop(0) }
+  t.teardown(stop)
+  return { p, e, store, metrics }
+}
+
+const sub = (device: string, seq: number, redelivery = false) => ({ device, transport: 'mqtt' as const, stream: 'telemetry', raw: JSON.stringify({ epoch: 1, seq, v: seq }), redelivery })
+const outboxRows = (db: DB): number => (db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n
+
+t.test('a message reaches the cloud before its commit; the commit then records its delivery', async t => {
+  const dir = tempDir(t)
+  const cloud = new Cloud(dir)
+  await cloud.start()
+  t.teardown(() => cloud.stop())
+  const db = openDatabase(join(dir, 'gw.db'))
+  t.teardown(() => db.close())
+  const { p, store, metrics } = await stack(t, db, cloud)
+  let acked = false
+  const outcome = p.submit(sub('d1', 1)).then(o => { acked = true; return o })
+  // The cloud's 2xx handled by the egress (not only the request arrived).
+  await waitFor(() => metrics.counter('gateway_uplink_messages_before_commit_total', '').total() === 1, 'the message delivered from memory')
+  t.equal(cloud.accepted.length, 1)
+  t.equal(acked, false, 'the transport is not acknowledged: the commit lingers (5 s)')
+  t.equal(outboxRows(db), 0, 'nothing committed yet')
+  t.equal(cloud.accepted[0]!.id, messageId('gw', store.instance, { device: 'd1', epoch: 1, seq: 1 }))
+  p.flush()
+  t.same(await outcome, { accepted: true }, 'acknowledged once committed')
+  t.equal(store.outboxDepth, 0, 'the commit recorded the delivery: nothing left to send')
+  t.ok(store.flushAcks(Date.now(), true))
+  t.equal(outboxRows(db), 0, 'and the delivered row is deleted with the watermark')
+  // Another message goes the same way; the first is never sent twice.
+  // The commit may also come first, while the request is in flight: the 2xx then records it.
+  const second = p.submit(sub('d1', 2))
+  await waitFor(() => cloud.accepted.length === 2, 'the second message at the cloud')
+  p.flush()
+  await second
+  await waitFor(() => metrics.counter('gateway_uplink_messages_before_commit_total', '').total() === 2, 'its 2xx handled')
+  t.equal(store.outboxDepth, 0, 'recorded as delivered by the 2xx, after the commit')
+  t.same(cloud.accepted.map(m => m.seq), [1, 2], 'each once, in order')
+})
+
+t.test('committed rows go before anything from memory: per-device order holds', async t => {
+  const dir = tempDir(t)
+  const cloud = new Cloud(dir)
+  await cloud.start()
+  t.teardown(() => cloud.stop())
+  const db = openDatabase(join(dir, 'gw.db'))
+  t.teardown(() => db.close())
+  // The cloud is down while the first messages are committed; then more arrive, still pending.
+  let down = true
+  cloud.respond = () => down ? { status: 503 } : undefined
+  const { p, store } = await stack(t, db, cloud)
+  const first = [1, 2, 3].map(s => p.submit(sub('d1', s)))
+  await waitFor(() => cloud.requests >= 1, 'a refused attempt from memory')
+  p.flush()
+  await Promise.all(first)
+  t.equal(store.outboxDepth, 3, 'committed, not delivered')
+  const later = [4, 5].map(s => p.submit(sub('d1', s)))
+  down = false
+  await waitFor(() => cloud.accepted.length === 5, 'all five at the cloud')
+  t.same(cloud.accepted.map(m => m.seq), [1, 2, 3, 4, 5], 'the outbox first, then memory')
+  p.flush()
+  await Promise.all(later)
+  t.equal(store.outboxDepth, 0)
+})
+
+t.test('a crash before the commit: the redelivered copy is committed and sent again under the same message id', async t => {
+  const dir = tempDir(t)
+  const cloud = new Cloud(dir)
+  await cloud.start()
+  t.teardown(() => cloud.stop())
+  const file = join(dir, 'gw.db')
+  const db1 = openDatabase(file)
+  const one = await stack(t, db1, cloud)
+  void one.p.submit(sub('d1', 7)).catch(() => {})
+  await waitFor(() => cloud.accepted.length === 1, 'sent from memory')
+  // The process dies here: the pending group is never committed, the device never acknowledged.
+  await one.e.stop(0)
+  db1.close()
+  const db2 = openDatabase(file)
+  t.teardown(() => db2.close())
+  const two = await stack(t, db2, cloud, { commitLingerMs: 0 })
+  t.same(await two.p.submit(sub('d1', 7, true)), { accepted: true }, 'the broker\'s redelivery is new to the outbox')
+  await waitFor(() => cloud.accepted.length === 2, 'sent again')
+  t.equal(cloud.accepted[1]!.id, cloud.accepted[0]!.id, 'the same message id: the cloud deduplicates it')
+  t.equal(cloud.unique().size, 1)
+  await waitFor(() => two.store.outboxDepth === 0, 'delivered')
+})
+
+t.test('a final refusal of a batch sent from memory: dead-lettered once committed, not sent again', async t => {
+  const dir = tempDir(t)
+  const cloud = new Cloud(dir)
+  await cloud.start()
+  t.teardown(() => cloud.stop())
+  const db = openDatabase(join(dir, 'gw.db'))
+  t.teardown(() => db.close())
+  cloud.respond = b => b.messages.some(m => m.device === 'poison') ? { status: 422, body: 'schema' } : undefined
+  const { p, store, metrics } = await stack(t, db, cloud)
+  const o = [p.submit(sub('poison', 1)), p.submit(sub('poison', 2))]
+  await waitFor(() => cloud.requests === 1, 'refused from memory')
+  t.equal(store.stats().deadLetters, 0, 'nothing to move while uncommitted')
+  p.flush()
+  await Promise.all(o)
+  await waitFor(() => store.stats().deadLetters === 2, 'dead-lettered after the commit')
+  t.equal(cloud.requests, 1, 'not sent again')
+  t.equal(metrics.counter('gateway_uplink_dead_letters_total', '').total(), 2)
+  t.equal(store.outboxDepth, 0)
+  const later = p.submit(sub('d2', 1))
+  await waitFor(() => cloud.accepted.length === 1, 'later messages flow')
+  p.flush()
+  await later
+})
+
+t.test('a failed commit after a send from memory records no delivery; the resend keeps its id', async t => {
+  const dir = tempDir(t)
+  const cloud = new Cloud(dir)
+  await cloud.start()
+  t.teardown(() => cloud.stop())
+  const db = openDatabase(join(dir, 'gw.db'))
+  t.teardown(() => db.close())
+  const { p, store } = await stack(t, db, cloud)
+  const o = p.submit(sub('d1', 1))
+  await waitFor(() => cloud.accepted.length === 1, 'sent from memory')
+  const commit = store.commitGroup.bind(store)
+  store.commitGroup = () => { throw new Error('I/O error') }
+  p.flush()
+  await t.rejects(o, /I\/O error/, 'not acknowledged: the device or broker sends it again')
+  store.commitGroup = commit
+  t.equal(store.outboxDepth, 0)
+  t.same(await p.submit(sub('d1', 1, true)), { accepted: true } as never, 'the resend is admitted (the failed commit kept no sequence state)')
+})
