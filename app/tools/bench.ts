@@ -34,7 +34,9 @@ const NODE_RED_VERSION = '5.0.7'
 const execFileAsync = promisify(execFile)
 /** The V8 flags the image's unit gives the gateway (meta-iot-gateway iot-gateway.service). */
 // The image's unit's V8 flags, read from the unit file so the bench runs the gateway as the image does.
-const UNIT_NODE_OPTIONS = /^Environment="NODE_OPTIONS=([^"]+)"$/m.exec(readFileSync(join(import.meta.dirname, '..', '..', 'meta-iot-gateway', 'recipes-gateway', 'iot-gateway', 'files', 'iot-gateway.service'), 'utf8'))?.[1] ?? ''
+// From the working directory (app/, where tools/run.mjs runs the bundled bench): import.meta.dirname
+// is the bundle's cache directory.
+const UNIT_NODE_OPTIONS = /^Environment="NODE_OPTIONS=([^"]+)"$/m.exec(readFileSync(join(process.cwd(), '..', 'meta-iot-gateway', 'recipes-gateway', 'iot-gateway', 'files', 'iot-gateway.service'), 'utf8'))?.[1] ?? ''
 const GATEWAY_NODE_FLAGS = (process.env.IOTGW_GATEWAY_NODE_FLAGS ?? UNIT_NODE_OPTIONS).split(' ').filter(Boolean)
 const arg = (name: string, def: string): string => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1]! : def }
 /** The broker's debug log and the gateway's follower of it (ACL denials) are on by default, as on the image. */
