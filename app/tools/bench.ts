@@ -313,6 +313,7 @@ async function phases (system: string, bundle: string, o: { seconds: number, idl
     const gw = new GatewayProcess(file, config.api.port, join(dir, 'gateway.log'), {
       bin: 'strace', args: ['-f', '-qq', '--seccomp-bpf', '-ttt', '-e', 'trace=fsync,fdatasync,msync', '-o', straceLog, process.execPath, ...GATEWAY_NODE_FLAGS, bundle]
     })
+    const started = Date.now()
     await gw.start()
     const pid = tracedPid(gw.proc!.pid!)
     const bpid = b.proc!.pid!
@@ -334,7 +335,8 @@ async function phases (system: string, bundle: string, o: { seconds: number, idl
         cpuPer10k: per(cpu) * 10000, cpuPctOfCore: cpu / ((t1 - t0) / 1000) * 100,
         p50: percentile(sink.latencies, 50), p99: percentile(sink.latencies, 99), peakRssMB: peakRssBytes(pid) / 1048576
       })
-      process.stderr.write(`  ${system} ${name}: ${delivered} delivered\n`)
+      // The phase's window from the gateway's start: to cut a --cpu-prof profile (IOTGW_GATEWAY_NODE_FLAGS) by phase.
+      process.stderr.write(`  ${system} ${name}: ${delivered} delivered (${((t0 - started) / 1000).toFixed(1)}-${((t1 - started) / 1000).toFixed(1)} s after the gateway started)\n`)
     }
     // Idle: connected, subscribed, cloud up, no devices.
     await phase('idle', 0, async () => { await new Promise(resolve => setTimeout(resolve, o.idle * 1000)); return 0 })

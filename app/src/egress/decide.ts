@@ -49,15 +49,16 @@ export function lingerWait (i: LingerInput): number {
 }
 
 /**
- * Where the next batch comes from. The outbox's committed rows come first, always: they are older
- * than anything pending, and one batch at a time in that order keeps each device's order. Only
- * when every committed row is delivered do admitted-but-uncommitted messages go from memory, so
- * the uplink does not wait for the SD card's fsync.
+ * Where the next batch comes from. One batch at a time, oldest first, keeps each device's order.
+ * From memory when every committed, undelivered row is also in memory (kept since its commit), and
+ * then admitted-but-uncommitted messages after them, so the uplink waits neither for the SD card's
+ * fsync nor reads the outbox back. From the outbox when it holds rows memory does not (after a
+ * restart, a long outage past the memory bound, rows added by the CLI).
  */
-export function batchSource (committedUndelivered: number, uncommitted: number): 'outbox' | 'memory' | 'none' {
-  if (committedUndelivered > 0) return 'outbox'
-  if (uncommitted > 0) return 'memory'
-  return 'none'
+export function batchSource (i: { committedUndelivered: number, committedInMemory: number, unsentInMemory: () => number }): 'outbox' | 'memory' | 'none' {
+  if (i.committedUndelivered > i.committedInMemory) return 'outbox'
+  // Asked only now: what memory can send (not what waits for a commit after a 2xx already).
+  return i.unsentInMemory() > 0 ? 'memory' : 'none'
 }
 
 export type Step =

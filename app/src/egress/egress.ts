@@ -60,10 +60,11 @@ export function memoryBatch (gatewayId: string, instance: string, ms: readonly P
 
 /** The pipeline's side of sending from memory (Pipeline implements it). */
 export interface MemorySource {
-  uncommitted (maxMessages: number, maxBytes: number): PendingMessage[]
+  unsent (maxMessages: number, maxBytes: number): PendingMessage[]
+  committedInMemory (deliveredThrough: number): number
+  readonly uncommittedCount: number
   delivered (ms: readonly PendingMessage[]): void
   settled (m: PendingMessage): Promise<void>
-  readonly pendingCount: number
 }
 
 /**
@@ -104,7 +105,7 @@ export class Egress {
       dead: metrics.counter('gateway_uplink_dead_letters_total', 'Messages moved to dead letters after a final refusal.'),
       trimmed: metrics.counter('gateway_dead_letters_trimmed_total', 'Dead letters removed because the dead-letter table was full.'),
       bytes: metrics.counter('gateway_uplink_bytes_total', 'Request body bytes sent (after compression).'),
-      early: metrics.counter('gateway_uplink_messages_before_commit_total', 'Messages the cloud acknowledged that were sent from memory before their commit (the commit then records the delivery).')
+      fromMemory: metrics.counter('gateway_uplink_messages_from_memory_total', 'Messages the cloud acknowledged that were sent from memory (before their commit, or kept since it) rather than read back from the outbox.')
     }
     metrics.gauge('gateway_uplink_up', '1 when the last batch was accepted by the cloud.', () => this.state === 'backoff' || this.state === 'auth_failed' ? 0 : 1)
     metrics.gauge('gateway_uplink_auth_failed', '1 while the cloud refuses the gateway\'s credentials (401/403); the uplink is paused, nothing is dead-lettered.', () => this.authFailing ? 1 : 0)
@@ -188,15 +189,19 @@ export class Egress {
       // Linger: a partial batch waits a little for more, counted from its oldest message. The totals
       // are kept in memory; only the oldest committed message's time is read, once per wait.
       const committed = this.store.outboxDepth
-      const memory = this.memory?.uncommitted(u.batchMaxMessages, u.batchMaxBytes) ?? []
-      const source = batchSource(committed, memory.length)
+      let memory: PendingMessage[] = []
+      const source = batchSource({
+        committedUndelivered: committed,
+        committedInMemory: this.memory?.committedInMemory(this.store.deliveredThrough) ?? 0,
+        unsentInMemory: () => (memory = this.memory?.unsent(u.batchMaxMessages, u.batchMaxBytes) ?? []).length
+      })
       if (source === 'none') {
         this.state = 'idle'
         this.idleWait = true
         await this.waitForWork(1000)
         this.idleWait = false
         // While idle, look again at the table itself: `outbox retry` from the CLI adds rows from another process.
-        if (this.state === 'idle' && (this.memory?.pendingCount ?? 0) === 0) this.store.refreshTotals()
+        if (this.state === 'idle' && (this.memory?.uncommittedCount ?? 0) === 0) this.store.refreshTotals()
         continue
       }
       const oldestAt = source === 'outbox' ? this.store.oldestReceivedAt() ?? undefined : memory[0]!.msg.receivedAt
@@ -230,7 +235,7 @@ export class Egress {
         this.m.sent.inc({}, batch.rows.length)
         this.onDelivered?.(batch.rows)
         this.m.batches.inc({ result: 'ok' })
-        if (batch.memory) this.m.early.inc({}, batch.rows.length)
+        if (batch.memory) this.m.fromMemory.inc({}, batch.rows.length)
         this.lastSuccessAt = Date.now()
         this.lastError = null
         if (this.authFailing) this.log.info('cloud accepts the gateway\'s credentials again')
@@ -338,7 +343,7 @@ export class Egress {
       this.draining = true
       this.kick()
       const deadline = Date.now() + graceMs
-      while (Date.now() < deadline && this.store.outboxDepth + (this.memory?.pendingCount ?? 0) > 0 && this.state !== 'backoff' && this.state !== 'auth_failed') await sleep(20)
+      while (Date.now() < deadline && this.store.outboxDepth + (this.memory?.uncommittedCount ?? 0) > 0 && this.state !== 'backoff' && this.state !== 'auth_failed') await sleep(20)
       this.abort.abort()
       await loop
     }

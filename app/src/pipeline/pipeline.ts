@@ -55,6 +55,8 @@ export type DiskFullReason = 'sqlite_full' | 'free_space'
 
 /** How often /data's free space is looked at (one statfs). */
 const DISK_CHECK_MS = 2000
+/** Most committed, undelivered messages kept in memory for the egress (about 300 B each). */
+const MEMORY_MAX = 10_000
 /** Free space above the floor needed to leave the disk-full state. */
 const RESUME_MARGIN_BYTES = 1048576
 
@@ -90,6 +92,8 @@ export class Pipeline extends EventEmitter {
   private oldestMqtt: number | undefined
   private oldestCoap: number | undefined
   private settleWaiters: Array<{ m: PendingMessage, resolve: () => void }> = []
+  /** Committed, not yet delivered, in row order: what the egress sends from memory (see unsent). */
+  private recent: PendingMessage[] = []
   private diskLogged = false
   private readonly last = new Map<string, { epoch: number, seq: number }>()
   private readonly limiter: RateLimiter
@@ -194,20 +198,37 @@ export class Pipeline extends EventEmitter {
   }
 
   /**
-   * Admitted messages not yet committed nor delivered, oldest first, up to the limits (at least one):
-   * what the egress sends from memory once everything committed before them is delivered.
+   * Messages not yet delivered that the egress can send from memory, oldest first, up to the limits
+   * (at least one): committed ones kept since their commit, then admitted ones not yet committed.
    */
-  uncommitted (maxMessages: number, maxBytes: number): PendingMessage[] {
+  unsent (maxMessages: number, maxBytes: number): PendingMessage[] {
     const out: PendingMessage[] = []
     let bytes = 0
-    for (const p of this.pending) {
-      if (p.delivered) continue
-      if (out.length >= maxMessages || (out.length > 0 && bytes + p.bytes > maxBytes)) break
-      out.push(p)
-      bytes += p.bytes
+    for (const list of [this.recent, this.pending]) {
+      for (const p of list) {
+        if (p.delivered) continue
+        if (out.length >= maxMessages || (out.length > 0 && bytes + p.bytes > maxBytes)) return out
+        out.push(p)
+        bytes += p.bytes
+      }
     }
     return out
   }
+
+  /**
+   * How many committed, undelivered messages are kept in memory. When that is every committed
+   * undelivered row of the outbox, the egress sends from memory: no read of the outbox, and no
+   * bookkeeping write per batch. Those the outbox delivered meanwhile (`deliveredThrough`) are dropped.
+   */
+  committedInMemory (deliveredThrough: number): number {
+    let n = 0
+    while (n < this.recent.length && (this.recent[n]!.delivered || this.recent[n]!.id <= deliveredThrough)) n++
+    if (n > 0) this.recent.splice(0, n)
+    return this.recent.length
+  }
+
+  /** Admitted messages not yet committed. */
+  get uncommittedCount (): number { return this.pending.length }
 
   /** How many admitted messages wait for their commit. */
   get pendingCount (): number { return this.pending.length }
@@ -225,6 +246,10 @@ export class Pipeline extends EventEmitter {
       m.delivered = true
       if (m.id > 0) { last = Math.max(last, m.id); count++; bytes += m.bytes }
     }
+    // Delivered ones are a prefix of `recent` (one batch at a time, in order).
+    let n = 0
+    while (n < this.recent.length && this.recent[n]!.delivered) n++
+    if (n > 0) this.recent.splice(0, n)
     if (count > 0) {
       this.store.ackCommitted(last, count, bytes)
       this.notifySpace()
@@ -315,6 +340,10 @@ export class Pipeline extends EventEmitter {
       p.resolve({ accepted: true })
     }
     if (deliveredCount > 0) this.store.ackCommitted(deliveredThrough, deliveredCount, deliveredBytes)
+    // The others stay in memory until delivered, so the egress need not read them back; bounded
+    // (a long outage): past the bound the outbox is read instead, until it has caught up.
+    if (this.recent.length + group.length - deliveredCount > MEMORY_MAX) this.recent = []
+    else for (const p of group) if (!p.delivered) this.recent.push(p)
     this.wakeSettled()
     if (group.length > 0) this.emit('committed', group.length, group.map(p => p.msg))
     this.drained()

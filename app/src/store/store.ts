@@ -131,6 +131,8 @@ export class Store {
   }
 
   get outboxDepth (): number { return this.depth }
+  /** Every outbox row with an id up to this has reached the cloud (in memory; written later). */
+  get deliveredThrough (): number { return this.delivered }
   get outboxBytes (): number { return this.bytes }
   /** Delivered rows whose deletion (or watermark) is not written yet: retried by flushAcks(). */
   get ackBacklog (): number { return this.delivered - Math.max(this.deleted, this.deliveredWritten) }

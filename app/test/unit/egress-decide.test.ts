@@ -15,11 +15,15 @@ t.test('linger: counted from the oldest message; no wait when full, stopping or 
   t.equal(lingerWait(linger({ oldestAt: undefined })), Infinity)
 })
 
-t.test('next batch: committed rows first, memory only when they are all delivered', async t => {
-  t.equal(batchSource(5, 10), 'outbox')
-  t.equal(batchSource(5, 0), 'outbox')
-  t.equal(batchSource(0, 10), 'memory')
-  t.equal(batchSource(0, 0), 'none')
+t.test('next batch: from memory when memory holds every committed undelivered row, else the outbox', async t => {
+  const src = (committedUndelivered: number, committedInMemory: number, unsent: number): string => batchSource({ committedUndelivered, committedInMemory, unsentInMemory: () => unsent })
+  t.equal(src(5, 5, 10), 'memory', 'steady state: committed rows kept since their commit, then uncommitted ones')
+  t.equal(src(0, 0, 10), 'memory')
+  t.equal(src(5, 5, 5), 'memory')
+  t.equal(src(0, 0, 0), 'none', 'all sent, their commit (or 2xx) awaited')
+  t.equal(src(5, 0, 10), 'outbox', 'after a restart: rows only the outbox has go first')
+  t.equal(src(500, 20, 10), 'outbox', 'past the memory bound (a long outage)')
+  t.equal(src(0, 0, 0), 'none')
 })
 
 t.test('classify: 2xx ok; 401/403 auth; 408, 429, 5xx retry; other statuses final', async t => {

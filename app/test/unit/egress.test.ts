@@ -51,7 +51,7 @@ t.test('a message reaches the cloud before its commit; the commit then records i
   let acked = false
   const outcome = p.submit(sub('d1', 1)).then(o => { acked = true; return o })
   // The cloud's 2xx handled by the egress (not only the request arrived).
-  await waitFor(() => metrics.counter('gateway_uplink_messages_before_commit_total', '').total() === 1, 'the message delivered from memory')
+  await waitFor(() => metrics.counter('gateway_uplink_messages_from_memory_total', '').total() === 1, 'the message delivered from memory')
   t.equal(cloud.accepted.length, 1)
   t.equal(acked, false, 'the transport is not acknowledged: the commit lingers (5 s)')
   t.equal(outboxRows(db), 0, 'nothing committed yet')
@@ -67,12 +67,12 @@ t.test('a message reaches the cloud before its commit; the commit then records i
   await waitFor(() => cloud.accepted.length === 2, 'the second message at the cloud')
   p.flush()
   await second
-  await waitFor(() => metrics.counter('gateway_uplink_messages_before_commit_total', '').total() === 2, 'its 2xx handled')
+  await waitFor(() => metrics.counter('gateway_uplink_messages_from_memory_total', '').total() === 2, 'its 2xx handled')
   t.equal(store.outboxDepth, 0, 'recorded as delivered by the 2xx, after the commit')
   t.same(cloud.accepted.map(m => m.seq), [1, 2], 'each once, in order')
 })
 
-t.test('committed rows go before anything from memory: per-device order holds', async t => {
+t.test('rows committed while the cloud is down go first, from memory; per-device order holds; no outbox read or write per batch', async t => {
   const dir = tempDir(t)
   const cloud = new Cloud(dir)
   await cloud.start()
@@ -82,7 +82,7 @@ t.test('committed rows go before anything from memory: per-device order holds', 
   // The cloud is down while the first messages are committed; then more arrive, still pending.
   let down = true
   cloud.respond = () => down ? { status: 503 } : undefined
-  const { p, store } = await stack(t, db, cloud)
+  const { p, store, metrics } = await stack(t, db, cloud)
   const first = [1, 2, 3].map(s => p.submit(sub('d1', s)))
   await waitFor(() => cloud.requests >= 1, 'a refused attempt from memory')
   p.flush()
@@ -91,10 +91,33 @@ t.test('committed rows go before anything from memory: per-device order holds', 
   const later = [4, 5].map(s => p.submit(sub('d1', s)))
   down = false
   await waitFor(() => cloud.accepted.length === 5, 'all five at the cloud')
-  t.same(cloud.accepted.map(m => m.seq), [1, 2, 3, 4, 5], 'the outbox first, then memory')
+  t.same(cloud.accepted.map(m => m.seq), [1, 2, 3, 4, 5], 'in the order accepted')
+  await waitFor(() => metrics.counter('gateway_uplink_messages_from_memory_total', '').total() === 5, 'the 2xx handled')
+  t.equal(store.counts.meta, 0, 'no batch id written: nothing was read back from the outbox')
   p.flush()
   await Promise.all(later)
   t.equal(store.outboxDepth, 0)
+})
+
+t.test('rows only the outbox holds (a restart) go first, from the outbox, under a recorded batch id', async t => {
+  const dir = tempDir(t)
+  const cloud = new Cloud(dir)
+  await cloud.start()
+  t.teardown(() => cloud.stop())
+  const file = join(dir, 'gw.db')
+  const db1 = openDatabase(file)
+  const s1 = new Store(db1)
+  s1.commitGroup([1, 2].map(seq => ({ device: 'd1', transport: 'mqtt' as const, stream: 'telemetry', epoch: 1, seq, receivedAt: Date.now(), payload: '{}' })))
+  db1.close()
+  const db = openDatabase(file)
+  t.teardown(() => db.close())
+  const { p, store, metrics } = await stack(t, db, cloud, { commitLingerMs: 0 })
+  await p.submit(sub('d1', 3))
+  await waitFor(() => cloud.accepted.length === 3 && store.outboxDepth === 0, 'all three delivered')
+  t.same(cloud.accepted.map(m => m.seq), [1, 2, 3])
+  t.match(cloud.batches[0]!.idempotencyKey, new RegExp(`^gw-${store.instance}-\\d+-\\d+$`), 'the outbox batch: row ids in its key')
+  t.ok(store.counts.meta >= 1, 'its batch id recorded before the send')
+  t.equal(metrics.counter('gateway_uplink_messages_from_memory_total', '').total(), 1, 'the new message from memory')
 })
 
 t.test('a crash before the commit: the redelivered copy is committed and sent again under the same message id', async t => {
