@@ -1,3 +1,4 @@
+import type { Statement } from 'better-sqlite3'
 import type { DB } from '../store/db.js'
 import type { RuleName } from './config.js'
 import type { AlertState } from './rules.js'
@@ -59,8 +60,12 @@ export class AlertStore {
     })()
   }
 
+  /** Prepared once: the egress asks before every telemetry batch (AlertLane.flushNow). */
+  private pendingQuery?: Statement<[string, number]>
+
   pending (target: string, limit: number): Array<{ id: number, body: string }> {
-    return this.db.prepare('SELECT id, body FROM alert_outbox WHERE target = ? ORDER BY id LIMIT ?').all(target, limit) as Array<{ id: number, body: string }>
+    this.pendingQuery ??= this.db.prepare<[string, number]>('SELECT id, body FROM alert_outbox WHERE target = ? ORDER BY id LIMIT ?')
+    return this.pendingQuery.all(target, limit) as Array<{ id: number, body: string }>
   }
 
   countPending (target: string): number {

@@ -20,16 +20,23 @@ export type Verdict =
   | { admit: true, epoch: number, seq: number, payload: string }
   | ({ admit: false } & Refusal)
 
+/** One message as it comes in. */
 export interface AdmissionInput {
   device: string
   stream: string
   raw: Buffer | string
   /** The transport says this is a resend (MQTT DUP flag). */
   redelivery: boolean
+  /** What the identity gate said (revoked, quarantined, unknown); undefined: let through. */
+  gate?: { reason: RejectReason, detail: string } | undefined
+  /** The outbox (committed + pending) is at capacity or the disk is full. */
+  full: boolean
+}
+
+/** What the verdict looks up: the settings and the pipeline's state (made once, not per message). */
+export interface AdmissionContext {
   streams: readonly string[]
   maxPayloadBytes: number
-  /** What the identity gate said (revoked, quarantined, unknown); undefined: let through. */
-  gate?: { reason: RejectReason, detail: string }
   /** The device's last accepted (epoch, seq): committed or pending. */
   last: (device: string) => { epoch: number, seq: number }
   /** Whether a message of this device waits for its commit. */
@@ -37,31 +44,29 @@ export interface AdmissionInput {
   /** Takes a token from the device's rate bucket; asked only for a message that passed every other check. */
   takeToken: (device: string) => boolean
   ratePerSecond: number
-  /** The outbox (committed + pending) is at capacity or the disk is full. */
-  full: boolean
 }
 
 const refuse = (reason: RejectReason, detail: string, record = true, afterCommit = false): Verdict => ({ admit: false, reason, detail, record, afterCommit })
 
 /** validate -> identity gate -> parse -> replay check -> rate limit -> room in the outbox, in that order. */
-export function admissionVerdict (i: AdmissionInput): Verdict {
-  if (!DEVICE_ID_PATTERN.test(i.device)) return refuse('bad_device_id', 'device id has characters outside [A-Za-z0-9_.-] or is too long')
-  if (!i.streams.includes(i.stream)) return refuse('unknown_stream', `stream "${i.stream}" is not one of ${i.streams.join(', ')}`)
-  if (i.gate) return refuse(i.gate.reason, i.gate.detail)
-  const parsed = parseMessage(i.raw, i.maxPayloadBytes)
+export function admissionVerdict (m: AdmissionInput, c: AdmissionContext): Verdict {
+  if (!DEVICE_ID_PATTERN.test(m.device)) return refuse('bad_device_id', 'device id has characters outside [A-Za-z0-9_.-] or is too long')
+  if (!c.streams.includes(m.stream)) return refuse('unknown_stream', `stream "${m.stream}" is not one of ${c.streams.join(', ')}`)
+  if (m.gate) return refuse(m.gate.reason, m.gate.detail)
+  const parsed = parseMessage(m.raw, c.maxPayloadBytes)
   if (!parsed.ok) return refuse(parsed.reason, parsed.detail)
   const { epoch, seq, payload } = parsed.value
-  const last = i.last(i.device)
+  const last = c.last(m.device)
   const sv = sequenceVerdict(last, parsed.value)
   if (sv !== 'new') {
     // After a gateway crash the broker resends what the gateway had committed but not yet
     // acknowledged: those are dropped as 'redelivered' and do not count against the device. The copy
     // that set this sequence number may still wait for its commit (a broker reconnect during the
     // linger resends it): refusing this one is acknowledging it, so only after that commit.
-    return refuse(i.redelivery ? 'redelivered' : sv, `(epoch ${epoch}, seq ${seq}) is not after (epoch ${last.epoch}, seq ${last.seq})`, true, i.pendingFrom(i.device))
+    return refuse(m.redelivery ? 'redelivered' : sv, `(epoch ${epoch}, seq ${seq}) is not after (epoch ${last.epoch}, seq ${last.seq})`, true, c.pendingFrom(m.device))
   }
-  if (!i.takeToken(i.device)) return refuse('rate_limited', `more than ${i.ratePerSecond}/s`)
-  if (i.full) return refuse('outbox_full', 'outbox at capacity; retry later', false)
+  if (!c.takeToken(m.device)) return refuse('rate_limited', `more than ${c.ratePerSecond}/s`)
+  if (m.full) return refuse('outbox_full', 'outbox at capacity; retry later', false)
   return { admit: true, epoch, seq, payload }
 }
 

@@ -1,7 +1,9 @@
 import t from 'tap'
-import { admissionVerdict, commitPlan, type AdmissionInput, type CommitPlanInput } from '../../src/pipeline/admission.js'
+import { admissionVerdict, commitPlan, type AdmissionContext, type AdmissionInput, type CommitPlanInput, type Verdict } from '../../src/pipeline/admission.js'
 
-const base = (over: Partial<AdmissionInput> = {}): AdmissionInput => ({
+type Both = AdmissionInput & AdmissionContext
+const admissionVerdictOf = (i: Both): Verdict => admissionVerdict(i, i)
+const base = (over: Partial<Both> = {}): Both => ({
   device: 'd1',
   stream: 'telemetry',
   raw: JSON.stringify({ epoch: 1, seq: 5, t: 20 }),
@@ -17,35 +19,35 @@ const base = (over: Partial<AdmissionInput> = {}): AdmissionInput => ({
 })
 
 t.test('admission: a well-formed next message is admitted with its sequence and payload', async t => {
-  const v = admissionVerdict(base())
+  const v = admissionVerdictOf(base())
   t.match(v, { admit: true, epoch: 1, seq: 5 })
   if (v.admit) t.equal(JSON.parse(v.payload).t, 20)
 })
 
 t.test('admission: each refusal, in the order the checks run', async t => {
-  t.match(admissionVerdict(base({ device: 'bad/id' })), { admit: false, reason: 'bad_device_id', record: true })
-  t.match(admissionVerdict(base({ stream: 'secrets' })), { admit: false, reason: 'unknown_stream' })
-  t.match(admissionVerdict(base({ gate: { reason: 'device_blocked', detail: 'revoked at 12:00' } })), { admit: false, reason: 'device_blocked', detail: 'revoked at 12:00' })
-  t.match(admissionVerdict(base({ raw: 'not json' })), { admit: false })
-  t.match(admissionVerdict(base({ last: () => ({ epoch: 1, seq: 5 }) })), { admit: false, reason: 'duplicate', afterCommit: false })
-  t.match(admissionVerdict(base({ last: () => ({ epoch: 1, seq: 9 }) })), { admit: false, reason: 'replay' })
-  t.match(admissionVerdict(base({ last: () => ({ epoch: 1, seq: 9 }), redelivery: true })), { admit: false, reason: 'redelivered' }, 'a DUP resend is redelivered, not a replay')
-  t.match(admissionVerdict(base({ takeToken: () => false })), { admit: false, reason: 'rate_limited', detail: 'more than 10/s' })
-  t.match(admissionVerdict(base({ full: true })), { admit: false, reason: 'outbox_full', record: false }, 'outbox_full is not logged: the device sends it again')
+  t.match(admissionVerdictOf(base({ device: 'bad/id' })), { admit: false, reason: 'bad_device_id', record: true })
+  t.match(admissionVerdictOf(base({ stream: 'secrets' })), { admit: false, reason: 'unknown_stream' })
+  t.match(admissionVerdictOf(base({ gate: { reason: 'device_blocked', detail: 'revoked at 12:00' } })), { admit: false, reason: 'device_blocked', detail: 'revoked at 12:00' })
+  t.match(admissionVerdictOf(base({ raw: 'not json' })), { admit: false })
+  t.match(admissionVerdictOf(base({ last: () => ({ epoch: 1, seq: 5 }) })), { admit: false, reason: 'duplicate', afterCommit: false })
+  t.match(admissionVerdictOf(base({ last: () => ({ epoch: 1, seq: 9 }) })), { admit: false, reason: 'replay' })
+  t.match(admissionVerdictOf(base({ last: () => ({ epoch: 1, seq: 9 }), redelivery: true })), { admit: false, reason: 'redelivered' }, 'a DUP resend is redelivered, not a replay')
+  t.match(admissionVerdictOf(base({ takeToken: () => false })), { admit: false, reason: 'rate_limited', detail: 'more than 10/s' })
+  t.match(admissionVerdictOf(base({ full: true })), { admit: false, reason: 'outbox_full', record: false }, 'outbox_full is not logged: the device sends it again')
 })
 
 t.test('admission: an old sequence waits for the commit when the device has a message pending', async t => {
-  t.match(admissionVerdict(base({ last: () => ({ epoch: 1, seq: 5 }), pendingFrom: d => d === 'd1' })), { admit: false, reason: 'duplicate', afterCommit: true })
+  t.match(admissionVerdictOf(base({ last: () => ({ epoch: 1, seq: 5 }), pendingFrom: d => d === 'd1' })), { admit: false, reason: 'duplicate', afterCommit: true })
 })
 
 t.test('admission: a rate token is taken only for a message that passed every other check', async t => {
   let taken = 0
   const takeToken = (): boolean => { taken++; return true }
-  admissionVerdict(base({ takeToken, device: 'bad/id' }))
-  admissionVerdict(base({ takeToken, last: () => ({ epoch: 1, seq: 9 }) }))
-  admissionVerdict(base({ takeToken, raw: '{' }))
+  admissionVerdictOf(base({ takeToken, device: 'bad/id' }))
+  admissionVerdictOf(base({ takeToken, last: () => ({ epoch: 1, seq: 9 }) }))
+  admissionVerdictOf(base({ takeToken, raw: '{' }))
   t.equal(taken, 0, 'no token for refused messages')
-  admissionVerdict(base({ takeToken }))
+  admissionVerdictOf(base({ takeToken }))
   t.equal(taken, 1)
 })
 
