@@ -15,11 +15,12 @@ import { tempDir } from '../helpers/temp.js'
  * The egress with a real pipeline, a real SQLite outbox and a real HTTPS cloud (test/helpers/cloud.ts):
  * sending from memory while the commit lingers, and what the cloud sees.
  */
-async function stack (t: any, db: DB, cloud: Cloud, outbox: Record<string, unknown> = {}): Promise<{ p: Pipeline, e: Egress, store: Store, metrics: Registry }> {
+async function stack (t: any, db: DB, cloud: Cloud, outbox: Record<string, unknown> = {}, limits: Record<string, unknown> = {}): Promise<{ p: Pipeline, e: Egress, store: Store, metrics: Registry }> {
   const config = buildConfig({
     version: 1,
     gateway: { id: 'gw' },
     outbox: { commitLingerMs: 5000, commitEarlyMessages: 1000, ...outbox },
+    limits,
     uplink: { url: cloud.url, caFile: cloud.caFile, lingerMs: 0, backoffBaseMs: 20, backoffMaxMs: 50 }
   })
   const store = new Store(db)
@@ -184,4 +185,30 @@ t.test('a failed commit after a send from memory records no delivery; the resend
   store.commitGroup = commit
   t.equal(store.outboxDepth, 0)
   t.same(await p.submit(sub('d1', 1, true)), { accepted: true } as never, 'the resend is admitted (the failed commit kept no sequence state)')
+})
+
+t.test('an outage longer than the memory bound: the outbox takes over, in order, nothing lost', async t => {
+  const dir = tempDir(t)
+  const cloud = new Cloud(dir)
+  await cloud.start()
+  t.teardown(() => cloud.stop())
+  const db = openDatabase(join(dir, 'gw.db'))
+  t.teardown(() => db.close())
+  let down = true
+  cloud.respond = () => down ? { status: 503 } : undefined
+  const { p, store, metrics } = await stack(t, db, cloud, { commitLingerMs: 0, commitEarlyMessages: 1000, commitMinIntervalMs: 0 }, { ratePerSecond: 100000, rateBurst: 100000 })
+  const N = 10_500 // above the 10,000 committed messages kept in memory
+  const outcomes = []
+  for (let seq = 1; seq <= N; seq++) outcomes.push(p.submit(sub(`d${seq % 7}`, seq)))
+  t.same(new Set((await Promise.all(outcomes)).map(o => JSON.stringify(o))), new Set([JSON.stringify({ accepted: true })]), 'all accepted')
+  t.equal(store.outboxDepth, N, 'all committed, none delivered')
+  down = false
+  await waitFor(() => store.outboxDepth === 0, 'delivered after the outage', 60000)
+  t.equal(cloud.unique().size, N, 'every message at the cloud')
+  const order = new Map<string, number>()
+  let outOfOrder = 0
+  for (const m of cloud.accepted) { if ((order.get(m.device) ?? 0) > m.seq) outOfOrder++; order.set(m.device, m.seq) }
+  t.equal(outOfOrder, 0, 'per device, in order')
+  t.ok(cloud.batches.some(b => new RegExp(`^gw-${store.instance}-\\d+-\\d+$`).test(b.idempotencyKey)), 'batches from the outbox (row ids in the key): memory had dropped its copy')
+  t.ok(metrics.counter('gateway_uplink_messages_from_memory_total', '').total() < N, 'not all from memory')
 })
