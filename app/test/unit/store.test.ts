@@ -208,3 +208,19 @@ t.test('a failing commit leaves nothing behind', async t => {
   t.equal((s.db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n, 0)
   t.equal(s.device('a'), undefined, 'no sequence state either')
 })
+
+t.test('a delivery from memory moves the watermark only over the rows it names (rows another process added stay)', async t => {
+  const s = new Store(openDatabase(':memory:'))
+  const first = s.commitGroup([msg('a', 1), msg('a', 2)], [])
+  t.equal(first, 1, 'commitGroup returns the first row id')
+  t.ok(s.ackCommitted(2, 2, 16), 'rows 1-2, the next after the watermark')
+  t.equal(s.outboxDepth, 0)
+  // The CLI's `outbox retry` inserts from another connection: this process does not count it.
+  s.db.prepare("INSERT INTO outbox (device, transport, stream, epoch, seq, received_at, payload, bytes) VALUES ('b', 'mqtt', 'telemetry', 0, 9, 1, '{}', 2)").run()
+  const next = s.commitGroup([msg('a', 3)], [])
+  t.equal(next, 4)
+  t.notOk(s.ackCommitted(4, 1, 8), 'row 3 lies between: not recorded')
+  t.equal(s.deliveredThrough, 2)
+  s.refreshTotals()
+  t.equal(s.outboxDepth, 2, 'both rows left for the outbox to send (row 4 again: same message id)')
+})
