@@ -213,6 +213,20 @@ t.test('an outage longer than the memory bound: the outbox takes over, in order,
   t.ok(metrics.counter('gateway_uplink_messages_from_memory_total', '').total() < N, 'not all from memory')
 })
 
+/**
+ * Checks depth after every delivery, before the egress's idle re-read of the table could mend a
+ * wrong count: with `total` rows committed up front, depth is total minus the distinct messages the
+ * cloud has.
+ */
+function exactDepth (e: Egress, store: Store, cloud: Cloud, total: number): string[] {
+  const wrong: string[] = []
+  e.onDelivered = () => {
+    const want = total - cloud.unique().size
+    if (store.outboxDepth !== want || store.outboxBytes < 0 || (want === 0 && store.outboxBytes !== 0)) wrong.push(`depth ${store.outboxDepth} bytes ${store.outboxBytes}, want depth ${want}`)
+  }
+  return wrong
+}
+
 const ev = (device: string, seq: number) => ({ device, transport: 'mqtt' as const, stream: 'events', raw: JSON.stringify({ epoch: 1, seq, alarm: true }) })
 
 t.test('sending from memory: events overtake a telemetry backlog queued during an outage (the first accepted request holds only events), each message once', async t => {
@@ -224,9 +238,10 @@ t.test('sending from memory: events overtake a telemetry backlog queued during a
   t.teardown(() => db.close())
   let down = true
   cloud.respond = () => down ? { status: 503 } : undefined
-  const { p, store, metrics } = await stack(t, db, cloud, { commitLingerMs: 0, commitMinIntervalMs: 0 }, { ratePerSecond: 100000, rateBurst: 100000 })
+  const { p, e, store, metrics } = await stack(t, db, cloud, { commitLingerMs: 0, commitMinIntervalMs: 0 }, { ratePerSecond: 100000, rateBurst: 100000 })
   store.prioritise(['events'])
   const N = 2000
+  const wrong = exactDepth(e, store, cloud, N + 3)
   const outcomes = []
   for (let seq = 1; seq <= N; seq++) outcomes.push(p.submit(sub(`d${seq % 7}`, seq)))
   await Promise.all(outcomes)
@@ -240,6 +255,7 @@ t.test('sending from memory: events overtake a telemetry backlog queued during a
   await waitFor(() => store.outboxDepth === 0 && cloud.unique().size === N + 3, 'everything delivered', 60000)
   t.same(cloud.batches[0]!.messages.map(m => `${m.device}:${m.stream}:${m.seq}`), [`d1:events:${N + 1}`, `d2:events:${N + 2}`, `d1:events:${N + 3}`], 'the first accepted request: the events alone, in order')
   t.equal(cloud.accepted.length, N + 3, 'each message sent once')
+  t.same(wrong, [], 'depth exact after every delivery, bytes 0 at the end')
   t.equal(store.outboxBytes, 0, 'bytes back to 0')
   t.equal(metrics.counter('gateway_uplink_messages_from_memory_total', '').total(), N + 3, 'all from memory')
   t.equal(store.counts.meta, 0, 'no outbox batch (no batch id written)')
@@ -267,8 +283,9 @@ t.test('both paths: events delivered ahead by the outbox lane are never sent aga
   t.teardown(() => db.close())
   let down = true
   cloud.respond = () => down ? { status: 503 } : undefined
-  const { p, store, metrics } = await stack(t, db, cloud, { commitLingerMs: 0, commitMinIntervalMs: 0 })
+  const { p, e, store, metrics } = await stack(t, db, cloud, { commitLingerMs: 0, commitMinIntervalMs: 0 })
   store.prioritise(['events'])
+  const wrong = exactDepth(e, store, cloud, 10)
   t.equal(store.priorityDepth, 2, 'the events found at start')
   // New messages, committed and held in memory, events among them.
   await Promise.all([sub('d1', 4), ev('d2', 3), sub('d1', 5), sub('d3', 1), ev('d3', 2)].map(s => p.submit(s)))
@@ -281,6 +298,8 @@ t.test('both paths: events delivered ahead by the outbox lane are never sent aga
   t.same(cloud.batches[0]!.messages.map(m => `${m.device}:${m.stream}:${m.seq}`), ['d2:events:1', 'd2:events:2', 'd2:events:3', 'd3:events:2'], 'the outbox\'s priority lane first: the events alone (the old and those memory holds)')
   t.match(cloud.batches[0]!.idempotencyKey, /-p\d+-\d+$/, 'a priority batch of the outbox')
   t.equal(cloud.accepted.length, 10, 'each message once: memory did not send the events again')
+  t.same(wrong, [], 'depth exact after every delivery, bytes 0 at the end')
+  e.onDelivered = undefined
   t.equal(store.outboxDepth, 0, 'depth exactly 0')
   t.equal(store.outboxBytes, 0, 'bytes exactly 0')
   t.equal(store.priorityDepth, 0)
