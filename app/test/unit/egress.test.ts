@@ -313,3 +313,30 @@ t.test('both paths: events delivered ahead by the outbox lane are never sent aga
   t.ok(store.flushAcks(Date.now(), true))
   t.equal(outboxRows(db), 0, 'every row deleted by the watermark')
 })
+
+t.test('a final refusal of events sent first from memory: those rows dead-lettered one by one, the telemetry before them still delivered, depth exact', async t => {
+  const dir = tempDir(t)
+  const cloud = new Cloud(dir)
+  await cloud.start()
+  t.teardown(() => cloud.stop())
+  const db = openDatabase(join(dir, 'gw.db'))
+  t.teardown(() => db.close())
+  let down = true
+  cloud.respond = b => b.messages.some(m => m.stream === 'events') ? { status: 422, body: 'schema' } : down ? { status: 503 } : undefined
+  const { p, e, store } = await stack(t, db, cloud, { commitLingerMs: 0, commitMinIntervalMs: 0 })
+  store.prioritise(['events'])
+  await Promise.all([sub('d1', 1), sub('d1', 2), ev('d2', 1), sub('d1', 3), ev('d2', 2)].map(s => p.submit(s)))
+  await waitFor(() => store.stats().deadLetters === 2, 'the events refused and dead-lettered')
+  const dead = db.prepare('SELECT stream, seq FROM dead_letters ORDER BY id').all() as Array<{ stream: string, seq: number }>
+  t.same(dead.map(d => `${d.stream}:${d.seq}`), ['events:1', 'events:2'], 'only the events')
+  t.equal(store.outboxDepth, 3, 'the telemetry still waits')
+  t.equal(store.deliveredThrough, 0, 'the watermark has not passed the undelivered telemetry')
+  const wrong = exactDepth(e, store, cloud, 3)
+  down = false
+  await waitFor(() => cloud.unique().size === 3 && store.outboxDepth === 0, 'the telemetry delivered')
+  t.same(cloud.accepted.map(m => `${m.device}:${m.seq}`), ['d1:1', 'd1:2', 'd1:3'], 'each once, in order')
+  t.same(wrong, [], 'depth exact after every delivery')
+  t.equal(store.outboxBytes, 0)
+  t.ok(store.flushAcks(Date.now(), true))
+  t.equal(outboxRows(db), 0)
+})
