@@ -258,10 +258,10 @@ export class Egress {
           // between them: the outbox sends what was committed again, and a refusal there moves it.
           if (refused === undefined) continue
         }
-        // Sent from memory: row by row (events first are not the rows after the watermark), and
-        // memory marks them done.
+        // Sent from memory: row by row (events first are not the rows after the watermark). Memory
+        // marks them done either way (the outbox's priority lane may refuse rows memory holds too).
         const trimmed = this.store.deadLetterBatch(refused, r.status, r.reason, this.config.outbox.deadLetterMax, batch.memory !== undefined)
-        if (batch.memory) this.memory!.deliveredElsewhere(refused.rows)
+        this.memory?.deliveredElsewhere(refused.rows)
         this.m.dead.inc({}, refused.rows.length)
         if (trimmed > 0) this.m.trimmed.inc({}, trimmed)
         this.log.error('cloud refused batch; moved to dead letters', { batch: batch.id, status: r.status, reason: r.reason, messages: refused.rows.length })

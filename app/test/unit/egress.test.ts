@@ -340,3 +340,32 @@ t.test('a final refusal of events sent first from memory: those rows dead-letter
   t.ok(store.flushAcks(Date.now(), true))
   t.equal(outboxRows(db), 0)
 })
+
+t.test('both paths: events the outbox lane dead-letters are not sent again from memory; depth exact', async t => {
+  const dir = tempDir(t)
+  const cloud = new Cloud(dir)
+  await cloud.start()
+  t.teardown(() => cloud.stop())
+  const file = join(dir, 'gw.db')
+  const db1 = openDatabase(file)
+  const s1 = new Store(db1)
+  s1.commitGroup([1, 2].map(seq => ({ device: 'd1', transport: 'mqtt' as const, stream: seq === 2 ? 'events' : 'telemetry', epoch: 1, seq, receivedAt: Date.now(), payload: '{}' })))
+  db1.close()
+  const db = openDatabase(file)
+  t.teardown(() => db.close())
+  let down = true
+  cloud.respond = b => b.messages.some(m => m.stream === 'events') ? (down ? { status: 503 } : { status: 422, body: 'schema' }) : down ? { status: 503 } : undefined
+  const { p, e, store } = await stack(t, db, cloud, { commitLingerMs: 0, commitMinIntervalMs: 0 })
+  store.prioritise(['events'])
+  await Promise.all([sub('d1', 3), ev('d1', 4), sub('d1', 5)].map(s => p.submit(s)))
+  const r0 = cloud.requests
+  await waitFor(() => cloud.requests >= r0 + 2, 'refused attempts after the commit')
+  const wrong = exactDepth(e, store, cloud, 3)
+  const requests = cloud.requests
+  down = false
+  await waitFor(() => store.stats().deadLetters === 2 && cloud.unique().size === 3 && store.outboxDepth === 0, 'events dead-lettered, telemetry delivered')
+  t.same(cloud.accepted.map(m => `${m.stream}:${m.seq}`), ['telemetry:1', 'telemetry:3', 'telemetry:5'], 'the telemetry, each once')
+  t.equal(cloud.requests - requests, 3, 'one refused events batch (the outbox lane), then the telemetry of the outbox and of memory: the event is not sent again from memory')
+  t.same(wrong, [], 'depth exact after every delivery')
+  t.equal(store.outboxBytes, 0)
+})
