@@ -102,6 +102,11 @@ export class Pipeline extends EventEmitter {
   private recent: PendingMessage[] = []
   /** Messages of `recent` the store has recorded already (`counted`): not undelivered rows of the outbox. */
   private countedInRecent = 0
+  /**
+   * Priority-stream messages admitted since unsent() last found none waiting in memory: an upper
+   * bound, so a gateway without events never scans for them (zeroed when a scan finds none).
+   */
+  private priorityAdmitted = 0
   private diskLogged = false
   private readonly last = new Map<string, { epoch: number, seq: number }>()
   private readonly limiter: RateLimiter
@@ -197,6 +202,7 @@ export class Pipeline extends EventEmitter {
     else this.oldestMqtt ??= msg.receivedAt
     return new Promise<Outcome>((resolve, reject) => {
       this.pending.push({ msg, size, bytes: Buffer.byteLength(payload), delivered: false, id: 0, counted: false, resolve, reject })
+      if (this.store.isPriority(msg.stream)) this.priorityAdmitted++
       this.schedule()
       this.onAdmit?.()
     })
@@ -210,9 +216,10 @@ export class Pipeline extends EventEmitter {
    * themselves, and so per device and stream, holds). Otherwise oldest first.
    */
   unsent (maxMessages: number, maxBytes: number): PendingMessage[] {
-    if (this.store.hasPriority) {
+    if (this.priorityAdmitted > 0) {
       const first = this.take(maxMessages, maxBytes, true)
       if (first.length > 0) return first
+      this.priorityAdmitted = 0
     }
     return this.take(maxMessages, maxBytes, false)
   }

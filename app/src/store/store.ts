@@ -168,9 +168,6 @@ export class Store {
   /** Whether messages of this stream take the priority lane (the pipeline's memory path asks too). */
   isPriority (stream: string): boolean { return this.priorityStreams.has(stream) }
 
-  /** Whether any stream takes the priority lane. */
-  get hasPriority (): boolean { return this.priorityStreams.size > 0 }
-
   /** Waiting rows of a priority stream. */
   get priorityDepth (): number { return this.priority.length }
 
