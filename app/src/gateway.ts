@@ -172,6 +172,9 @@ export class Gateway {
     const pipeline = this.pipeline = new Pipeline(store, c, this.metrics, log('pipeline'), c.gateway.dataDir)
     const egress = this.egress = new Egress(c, store, this.metrics, log('egress'), () => pipeline.notifySpace())
     pipeline.on('committed', () => egress.kick())
+    // Sending from memory (app/docs/write-path.md): the uplink does not wait for the commit's fsync.
+    egress.memory = pipeline
+    pipeline.onAdmit = () => egress.admitted()
     this.registerGauges()
     this.wireOperations(db, pipeline, egress, store)
     this.firewall = new FirewallMonitor(c.firewall.stateDir, c.firewall.statsPollSeconds, this.metrics, audit, log('firewall'), db)

@@ -37,7 +37,9 @@ const NODE_RED_VERSION = '5.0.7'
 const execFileAsync = promisify(execFile)
 /** The V8 flags the image's unit gives the gateway (meta-iot-gateway iot-gateway.service). */
 // The image's unit's V8 flags, read from the unit file so the bench runs the gateway as the image does.
-const UNIT_NODE_OPTIONS = /^Environment="NODE_OPTIONS=([^"]+)"$/m.exec(readFileSync(join(import.meta.dirname, '..', '..', 'meta-iot-gateway', 'recipes-gateway', 'iot-gateway', 'files', 'iot-gateway.service'), 'utf8'))?.[1] ?? ''
+// From the working directory (app/, where tools/run.mjs runs the bundled bench): import.meta.dirname
+// is the bundle's cache directory.
+const UNIT_NODE_OPTIONS = /^Environment="NODE_OPTIONS=([^"]+)"$/m.exec(readFileSync(join(process.cwd(), '..', 'meta-iot-gateway', 'recipes-gateway', 'iot-gateway', 'files', 'iot-gateway.service'), 'utf8'))?.[1] ?? ''
 const GATEWAY_NODE_FLAGS = (process.env.IOTGW_GATEWAY_NODE_FLAGS ?? UNIT_NODE_OPTIONS).split(' ').filter(Boolean)
 const arg = (name: string, def: string): string => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1]! : def }
 /** The broker's debug log and the gateway's follower of it (ACL denials) are on by default, as on the image. */
@@ -314,6 +316,7 @@ async function phases (system: string, bundle: string, o: { seconds: number, idl
     const gw = new GatewayProcess(file, config.api.port, join(dir, 'gateway.log'), {
       bin: 'strace', args: ['-f', '-qq', '--seccomp-bpf', '-ttt', '-e', 'trace=fsync,fdatasync,msync', '-o', straceLog, process.execPath, ...GATEWAY_NODE_FLAGS, bundle]
     })
+    const started = Date.now()
     await gw.start()
     const pid = tracedPid(gw.proc!.pid!)
     const bpid = b.proc!.pid!
@@ -335,7 +338,8 @@ async function phases (system: string, bundle: string, o: { seconds: number, idl
         cpuPer10k: per(cpu) * 10000, cpuPctOfCore: cpu / ((t1 - t0) / 1000) * 100,
         p50: percentile(sink.latencies, 50), p99: percentile(sink.latencies, 99), peakRssMB: peakRssBytes(pid) / 1048576
       })
-      process.stderr.write(`  ${system} ${name}: ${delivered} delivered\n`)
+      // The phase's window from the gateway's start: to cut a --cpu-prof profile (IOTGW_GATEWAY_NODE_FLAGS) by phase.
+      process.stderr.write(`  ${system} ${name}: ${delivered} delivered (${((t0 - started) / 1000).toFixed(1)}-${((t1 - started) / 1000).toFixed(1)} s after the gateway started)\n`)
     }
     // Idle: connected, subscribed, cloud up, no devices.
     await phase('idle', 0, async () => { await new Promise(resolve => setTimeout(resolve, o.idle * 1000)); return 0 })

@@ -1,8 +1,8 @@
-import { createHash, randomUUID } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { Agent, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import type { Config } from '../config/schema.js'
 import { backoffDelay, parseRetryAfter, sleep } from '../lib/backoff.js'
+import { httpAgent, httpPost } from '../lib/http-post.js'
 import type { Logger } from '../lib/logger.js'
 import type { Counter } from '../lib/metrics.js'
 import type { AlertStore } from './store.js'
@@ -44,17 +44,7 @@ export class AlertLane {
     private readonly deliveries: Counter, private readonly log: Logger) {
     const u = config.uplink
     this.url = new URL(target.url)
-    this.dispatcher = new Agent({
-      connections: 1,
-      keepAliveTimeout: 60000,
-      headersTimeout: u.timeoutMs,
-      bodyTimeout: u.timeoutMs,
-      connect: {
-        timeout: u.timeoutMs,
-        ...(u.caFile !== '' ? { ca: readFileSync(u.caFile) } : {}),
-        ...(u.certFile !== '' && target.name === 'cloud' ? { cert: readFileSync(u.certFile), key: readFileSync(u.keyFile) } : {})
-      }
-    })
+    this.dispatcher = httpAgent(u, { timeoutMs: u.timeoutMs, connections: 1, clientCert: target.name === 'cloud' })
     for (const result of ['ok', 'retry', 'auth_refused', 'refused']) deliveries.init({ target: target.name, result })
   }
 
@@ -117,27 +107,17 @@ export class AlertLane {
     const rows = this.store.pending(this.target.name, MAX_PER_REQUEST)
     if (rows.length === 0) return true
     const body = Buffer.from(`{"gateway":${JSON.stringify(this.config.gateway.id)},"kind":"alerts","alerts":[${rows.map(r => r.body).join(',')}]}`)
-    const token = this.token()
-    const headers: Record<string, string> = {
-      'content-type': 'application/json',
-      'idempotency-key': `alerts-${this.config.gateway.id}-${rows[0]!.id}-${rows[rows.length - 1]!.id}`,
-      'content-digest': `sha-256=:${createHash('sha256').update(body).digest('base64')}:`,
-      'x-request-id': randomUUID(),
-      // an empty token file (the image's, before provisioning) means no token, not "Bearer "
-      ...(token !== undefined && token !== '' ? { authorization: `Bearer ${token}` } : {})
-    }
     const last = rows[rows.length - 1]!.id
     try {
-      const res = await this.dispatcher.request({
-        origin: this.url.origin,
-        path: this.url.pathname + this.url.search,
-        method: 'POST',
-        headers,
-        body,
-        signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(this.config.uplink.timeoutMs)])
+      const res = await httpPost(this.dispatcher, this.url, body, {
+        headers: { 'idempotency-key': `alerts-${this.config.gateway.id}-${rows[0]!.id}-${last}` },
+        token: this.token(),
+        timeoutMs: this.config.uplink.timeoutMs,
+        signal: this.abort.signal,
+        maxText: 300
       })
-      const text = (await res.body.text()).slice(0, 300)
-      const s = res.statusCode
+      const text = res.text
+      const s = res.status
       if (s >= 200 && s < 300) {
         this.store.done(this.target.name, last)
         this.deliveries.inc({ target: this.target.name, result: 'ok' }, rows.length)

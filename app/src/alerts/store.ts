@@ -62,8 +62,12 @@ export class AlertStore {
     })()
   }
 
+  /** Prepared once: the egress asks before every telemetry batch (AlertLane.flushNow). */
+  private pendingQuery?: Database.Statement<[string, number]>
+
   pending (target: string, limit: number): Array<{ id: number, body: string }> {
-    return this.db.prepare('SELECT id, body FROM alert_outbox WHERE target = ? ORDER BY id LIMIT ?').all(target, limit) as Array<{ id: number, body: string }>
+    this.pendingQuery ??= this.db.prepare<[string, number]>('SELECT id, body FROM alert_outbox WHERE target = ? ORDER BY id LIMIT ?')
+    return this.pendingQuery.all(target, limit) as Array<{ id: number, body: string }>
   }
 
   countPending (target: string): number {

@@ -1,40 +1,71 @@
-import { createHash, randomUUID } from 'node:crypto'
+import { createHash } from 'node:crypto'
 import { readFileSync, statSync } from 'node:fs'
 import { promisify } from 'node:util'
 import { gzip as gzipCb } from 'node:zlib'
-import { Agent, type Dispatcher } from 'undici'
+import type { Dispatcher } from 'undici'
 import type { Config } from '../config/schema.js'
-import { backoffDelay, parseRetryAfter, sleep } from '../lib/backoff.js'
+import { parseRetryAfter, sleep } from '../lib/backoff.js'
+import { httpAgent, httpPost } from '../lib/http-post.js'
 import type { Logger } from '../lib/logger.js'
 import type { Registry } from '../lib/metrics.js'
-import type { Batch, Store } from '../store/store.js'
+import type { PendingMessage } from '../pipeline/pipeline.js'
+import type { Batch, OutboxRow } from '../store/store.js'
+import type { Store } from '../store/store.js'
+import { afterResponse, batchSource, classify, lingerWait, type SendResult } from './decide.js'
+
+export { classify } from './decide.js'
+export { contentDigest } from '../lib/http-post.js'
 
 const gzip = promisify(gzipCb)
 
 export type UplinkState = 'idle' | 'sending' | 'backoff' | 'auth_failed' | 'stopped'
 
+/** A batch as sent: from the outbox, or from memory (`memory`: admitted messages not yet committed). */
+export type OutgoingBatch = Batch & { memory?: readonly PendingMessage[] }
+
+/**
+ * A message's id as the cloud sees it: the outbox database's random name, the device and the
+ * message's (epoch, seq). Made of what the message is, not of where it is stored, so a message sent
+ * from memory before its commit, and sent again after a crash once the broker redelivered it (and it
+ * was committed under another row id), keeps its id and the cloud deduplicates it. Unique: the
+ * gateway admits an (epoch, seq) of a device once (replay protection, in the same commit).
+ */
+export const messageId = (gatewayId: string, instance: string, r: { device: string, epoch: number, seq: number }): string =>
+  `${gatewayId}:${instance}:${r.device}:${r.epoch}:${r.seq}`
+
 /** What the cloud receives: one JSON document per batch. */
 export function batchBody (gatewayId: string, instance: string, b: Batch): string {
   const messages = b.rows.map(r =>
-    `{"id":"${gatewayId}:${instance}:${r.id}","device":${JSON.stringify(r.device)},"transport":"${r.transport}","stream":${JSON.stringify(r.stream)},"epoch":${r.epoch},"seq":${r.seq},"receivedAt":${r.receivedAt},"payload":${r.payload}}`)
+    `{"id":${JSON.stringify(messageId(gatewayId, instance, r))},"device":${JSON.stringify(r.device)},"transport":"${r.transport}","stream":${JSON.stringify(r.stream)},"epoch":${r.epoch},"seq":${r.seq},"receivedAt":${r.receivedAt},"payload":${r.payload}}`)
   return `{"gateway":${JSON.stringify(gatewayId)},"batchId":${JSON.stringify(b.id)},"messages":[${messages.join(',')}]}`
 }
 
-/** RFC 9530 Content-Digest of the bytes on the wire. */
-export const contentDigest = (body: Buffer): string => `sha-256=:${createHash('sha256').update(body).digest('base64')}:`
-
-type SendResult = { kind: 'ok' } | { kind: 'retry' | 'auth', status: number | null, reason: string, retryAfterMs?: number } | { kind: 'dead', status: number, reason: string }
-
 /**
- * Sorts an HTTP outcome: 2xx done; 408, 429 and 5xx retried; 401 and 403 pause the uplink (the
- * gateway's credentials are refused: no message is at fault, so none is dead-lettered); any other
- * status is final for the batch.
+ * A batch of admitted messages not yet committed. Its Idempotency-Key is made of its messages' ids
+ * (a digest), so the same messages in the same batch carry the same key; no write records it (that
+ * would cost what sending from memory saves). After a crash the messages come again under new row
+ * ids and perhaps other batches: the cloud then deduplicates by message id, as it already must after
+ * a power cut (app/docs/write-path.md).
  */
-export function classify (status: number): 'ok' | 'retry' | 'auth' | 'dead' {
-  if (status >= 200 && status < 300) return 'ok'
-  if (status === 401 || status === 403) return 'auth'
-  if (status === 408 || status === 429 || status >= 500) return 'retry'
-  return 'dead'
+export function memoryBatch (gatewayId: string, instance: string, ms: readonly PendingMessage[]): OutgoingBatch {
+  const h = createHash('sha256')
+  let bytes = 0
+  const rows: OutboxRow[] = ms.map(m => {
+    h.update(`${m.msg.device}:${m.msg.epoch}:${m.msg.seq}\n`)
+    bytes += m.bytes
+    return { id: 0, device: m.msg.device, transport: m.msg.transport, stream: m.msg.stream, epoch: m.msg.epoch, seq: m.msg.seq, receivedAt: m.msg.receivedAt, payload: m.msg.payload }
+  })
+  return { id: `${gatewayId}-${instance}-m${h.digest('base64url').slice(0, 22)}`, firstId: 0, lastId: 0, rows, bytes, memory: ms }
+}
+
+/** The pipeline's side of sending from memory (Pipeline implements it). */
+export interface MemorySource {
+  unsent (maxMessages: number, maxBytes: number): PendingMessage[]
+  committedInMemory (deliveredThrough: number): number
+  readonly uncommittedCount: number
+  delivered (ms: readonly PendingMessage[]): void
+  deliveredElsewhere (rows: ReadonlyArray<{ id: number }>): void
+  settled (m: PendingMessage): Promise<void>
 }
 
 /**
@@ -46,7 +77,7 @@ export class Egress {
   state: UplinkState = 'idle'
   lastError: string | null = null
   lastSuccessAt: number | null = null
-  private readonly dispatcher: Dispatcher
+  private dispatcher?: Dispatcher
   private readonly url: URL
   private token: string | undefined
   /** mtime, size and inode of the token file when it was read: a change means a rotated token. */
@@ -63,36 +94,29 @@ export class Egress {
   // delivered rows feed the receipt-to-cloud latency histogram.
   beforeBatch?: () => Promise<void>
   onDelivered?: (rows: Batch['rows']) => void
+  /** Admitted messages not yet committed (the pipeline): sent once every committed row is delivered. */
+  memory?: MemorySource
 
   constructor (private readonly config: Config, private readonly store: Store, metrics: Registry, private readonly log: Logger,
     private readonly onDrained: () => void = () => {}) {
-    const u = config.uplink
-    this.url = new URL(u.url)
-    this.reloadToken()
-    this.dispatcher = new Agent({
-      connections: 2,
-      keepAliveTimeout: 60000,
-      keepAliveMaxTimeout: 600000,
-      headersTimeout: u.timeoutMs,
-      bodyTimeout: u.timeoutMs,
-      connect: {
-        timeout: u.timeoutMs,
-        ...(u.caFile !== '' ? { ca: readFileSync(u.caFile) } : {}),
-        ...(u.certFile !== '' ? { cert: readFileSync(u.certFile), key: readFileSync(u.keyFile) } : {})
-      }
-    })
+    this.url = new URL(config.uplink.url)
     this.m = {
       sent: metrics.counter('gateway_uplink_messages_delivered_total', 'Messages the cloud acknowledged (2xx).'),
       batches: metrics.counter('gateway_uplink_batches_total', 'Batches sent, by result (ok, retry, dead).'),
       dead: metrics.counter('gateway_uplink_dead_letters_total', 'Messages moved to dead letters after a final refusal.'),
       trimmed: metrics.counter('gateway_dead_letters_trimmed_total', 'Dead letters removed because the dead-letter table was full.'),
-      bytes: metrics.counter('gateway_uplink_bytes_total', 'Request body bytes sent (after compression).')
+      bytes: metrics.counter('gateway_uplink_bytes_total', 'Request body bytes sent (after compression).'),
+      fromMemory: metrics.counter('gateway_uplink_messages_from_memory_total', 'Messages the cloud acknowledged that were sent from memory (before their commit, or kept since it) rather than read back from the outbox.')
     }
     metrics.gauge('gateway_uplink_up', '1 when the last batch was accepted by the cloud.', () => this.state === 'backoff' || this.state === 'auth_failed' ? 0 : 1)
     metrics.gauge('gateway_uplink_auth_failed', '1 while the cloud refuses the gateway\'s credentials (401/403); the uplink is paused, nothing is dead-lettered.', () => this.authFailing ? 1 : 0)
   }
 
+  /** Reads the token, CA and client certificate files (the constructor does no I/O), then runs. */
   start (): void {
+    const u = this.config.uplink
+    this.reloadToken()
+    this.dispatcher = httpAgent(u, { timeoutMs: u.timeoutMs, connections: 2 })
     this.loop = this.run()
     // Acknowledgements are written in bulk: at most a second after the last one when no commit did it.
     this.ackTimer = setInterval(() => this.flushAcks(), 1000).unref()
@@ -138,6 +162,12 @@ export class Egress {
   /** New messages are in the outbox. */
   kick (): void { this.wake?.() }
 
+  /** A message was admitted: wakes the uplink only if it waits for work (cheap enough per message). */
+  admitted (): void { if (this.state === 'idle' && this.idleWait) this.wake?.() }
+
+  /** True while the loop waits with nothing to send (not while a partial batch lingers). */
+  private idleWait = false
+
   private waitForWork (ms: number): Promise<void> {
     return new Promise(resolve => {
       const signal = this.abort.signal
@@ -157,66 +187,120 @@ export class Egress {
     const u = this.config.uplink
     let attempt = 0
     while (!this.abort.signal.aborted) {
-      if (this.store.outboxDepth === 0) {
+      // Linger: a partial batch waits a little for more, counted from its oldest message. The totals
+      // are kept in memory; only the oldest committed message's time is read, once per wait.
+      const committed = this.store.outboxDepth
+      let memory: PendingMessage[] = []
+      const source = batchSource({
+        committedUndelivered: committed,
+        committedInMemory: this.memory?.committedInMemory(this.store.deliveredThrough) ?? 0,
+        unsentInMemory: () => (memory = this.memory?.unsent(u.batchMaxMessages, u.batchMaxBytes) ?? []).length
+      })
+      if (source === 'none') {
         this.state = 'idle'
+        this.idleWait = true
         await this.waitForWork(1000)
+        this.idleWait = false
         // While idle, look again at the table itself: `outbox retry` from the CLI adds rows from another process.
-        this.store.refreshTotals()
+        if (this.state === 'idle' && (this.memory?.uncommittedCount ?? 0) === 0) this.store.refreshTotals()
         continue
       }
-      // Linger: a partial batch waits a little for more, counted from its oldest message. The totals
-      // are kept in memory; only the oldest message's time is read, once per wait.
-      const oldest = this.store.oldestReceivedAt() ?? 0
-      for (;;) {
-        const wait = oldest + (this.draining ? 0 : u.lingerMs) - Date.now()
-        if (wait <= 0 || this.store.outboxDepth >= u.batchMaxMessages || this.store.outboxBytes >= u.batchMaxBytes || this.abort.signal.aborted) break
+      const oldestAt = source === 'outbox' ? this.store.oldestReceivedAt() ?? undefined : memory[0]!.msg.receivedAt
+      const wait = lingerWait({
+        now: Date.now(),
+        oldestAt,
+        messages: source === 'outbox' ? committed : memory.length,
+        bytes: source === 'outbox' ? this.store.outboxBytes : memory.reduce((n, m) => n + m.bytes, 0),
+        lingerMs: u.lingerMs,
+        draining: this.draining,
+        batchMaxMessages: u.batchMaxMessages,
+        batchMaxBytes: u.batchMaxBytes
+      })
+      if (wait > 0) {
+        this.state = 'idle'
         await this.waitForWork(wait)
+        continue
       }
-      if (this.abort.signal.aborted) break
-      const batch = this.store.nextBatch(this.config.gateway.id, u.batchMaxMessages, u.batchMaxBytes)
+      const batch: OutgoingBatch | undefined = source === 'outbox'
+        ? this.store.nextBatch(this.config.gateway.id, u.batchMaxMessages, u.batchMaxBytes)
+        : memoryBatch(this.config.gateway.id, this.store.instance, memory)
       if (!batch) continue
       this.state = 'sending'
       await this.beforeBatch?.()
       const r = await this.send(batch)
+      const step = afterResponse(r, { fromMemory: batch.memory !== undefined, attempt, backoffBaseMs: u.backoffBaseMs, backoffMaxMs: u.backoffMaxMs, random: Math.random })
       if (r.kind === 'ok') {
-        this.store.ackBatch(batch)
+        // Sent from memory: recorded as delivered for the rows committed by now, the others at their commit.
+        if (batch.memory) this.memory!.delivered(batch.memory)
+        else {
+          this.store.ackBatch(batch)
+          // The priority lane may have sent rows memory holds too: memory must not send them again.
+          this.memory?.deliveredElsewhere(batch.rows)
+        }
         this.m.sent.inc({}, batch.rows.length)
         this.onDelivered?.(batch.rows)
         this.m.batches.inc({ result: 'ok' })
+        if (batch.memory) this.m.fromMemory.inc({}, batch.rows.length)
         this.lastSuccessAt = Date.now()
         this.lastError = null
         if (this.authFailing) this.log.info('cloud accepts the gateway\'s credentials again')
         this.authFailing = false
         attempt = 0
         this.onDrained()
-      } else if (r.kind === 'dead') {
-        const trimmed = this.store.deadLetterBatch(batch, r.status, r.reason, this.config.outbox.deadLetterMax)
+        continue
+      }
+      if (r.kind === 'dead') {
         this.m.batches.inc({ result: 'dead' })
-        this.m.dead.inc({}, batch.rows.length)
+        let refused: Batch | undefined = batch
+        if (step.do === 'dead_letter_after_commit') {
+          refused = await this.committedRows(batch.memory!)
+          // A commit failed (never acknowledged: they come again) or rows of another process lie
+          // between them: the outbox sends what was committed again, and a refusal there moves it.
+          if (refused === undefined) continue
+        }
+        // Sent from memory: row by row (events first are not the rows after the watermark). Memory
+        // marks them done either way (the outbox's priority lane may refuse rows memory holds too).
+        const trimmed = this.store.deadLetterBatch(refused, r.status, r.reason, this.config.outbox.deadLetterMax, batch.memory !== undefined)
+        this.memory?.deliveredElsewhere(refused.rows)
+        this.m.dead.inc({}, refused.rows.length)
         if (trimmed > 0) this.m.trimmed.inc({}, trimmed)
-        this.log.error('cloud refused batch; moved to dead letters', { batch: batch.id, status: r.status, reason: r.reason, messages: batch.rows.length })
+        this.log.error('cloud refused batch; moved to dead letters', { batch: batch.id, status: r.status, reason: r.reason, messages: refused.rows.length })
         this.onDrained()
-      } else if (r.kind === 'auth') {
+        continue
+      }
+      const delay = step.do === 'retry' || step.do === 'auth' ? step.delayMs : 0
+      attempt++
+      this.lastError = r.reason
+      if (r.kind === 'auth') {
         // Paused, not failed: the messages are fine and stay in order; the token may be rotated meanwhile.
         this.m.batches.inc({ result: 'auth' })
-        this.lastError = r.reason
         this.state = 'auth_failed'
         if (!this.authFailing) this.log.error('cloud refuses the gateway\'s credentials; uplink paused, retrying (rotate uplink.tokenFile if it expired)', { status: r.status, reason: r.reason })
         this.authFailing = true
-        const delay = Math.max(r.retryAfterMs ?? 0, backoffDelay(attempt++, u.backoffBaseMs, u.backoffMaxMs))
         await this.waitForToken(delay)
-        this.reloadToken()
       } else {
         this.m.batches.inc({ result: 'retry' })
-        this.lastError = r.reason
         this.state = 'backoff'
-        const delay = Math.max(r.retryAfterMs ?? 0, backoffDelay(attempt++, u.backoffBaseMs, u.backoffMaxMs))
         this.log.warn('uplink failed; will retry', { batch: batch.id, status: r.status, reason: r.reason, retryInMs: delay })
         await sleep(delay, this.abort.signal)
-        this.reloadToken()
       }
+      this.reloadToken()
     }
     this.state = 'stopped'
+  }
+
+  /**
+   * Waits for the commit of messages sent from memory, and returns those committed as outbox rows
+   * (not necessarily consecutive: events go first); undefined when none is (their commit failed:
+   * never acknowledged, they come again from the device or broker).
+   */
+  private async committedRows (ms: readonly PendingMessage[]): Promise<Batch | undefined> {
+    for (const m of ms) await this.memory!.settled(m)
+    const committed = ms.filter(m => m.id > 0)
+    if (committed.length === 0) return undefined
+    const b = memoryBatch(this.config.gateway.id, this.store.instance, committed)
+    b.rows.forEach((r, i) => { r.id = committed[i]!.id })
+    return { ...b, firstId: committed[0]!.id, lastId: committed[committed.length - 1]!.id }
   }
 
   /** The auth backoff, cut short when the token file changes (checked once a second: one stat). */
@@ -232,37 +316,25 @@ export class Egress {
     }
   }
 
-  private async send (b: Batch): Promise<SendResult> {
+  private async send (b: OutgoingBatch): Promise<SendResult> {
     const u = this.config.uplink
     const json = Buffer.from(batchBody(this.config.gateway.id, this.store.instance, b))
     const body = u.gzip ? await gzip(json, { level: 6 }) : json
-    const headers: Record<string, string> = {
-      'content-type': 'application/json',
-      'idempotency-key': b.id,
-      'content-digest': contentDigest(body),
-      'x-request-id': randomUUID(),
-      ...(u.gzip ? { 'content-encoding': 'gzip' } : {}),
-      // an empty token file (the image's, before provisioning) means no token, not "Bearer "
-      ...(this.token !== undefined && this.token !== '' ? { authorization: `Bearer ${this.token}` } : {})
-    }
     try {
-      const res = await this.dispatcher.request({
-        origin: this.url.origin,
-        path: this.url.pathname + this.url.search,
-        method: 'POST',
-        headers,
-        body,
-        signal: AbortSignal.any([this.abort.signal, AbortSignal.timeout(u.timeoutMs)])
+      const res = await httpPost(this.dispatcher!, this.url, body, {
+        headers: { 'idempotency-key': b.id, ...(u.gzip ? { 'content-encoding': 'gzip' } : {}) },
+        token: this.token,
+        timeoutMs: u.timeoutMs,
+        signal: this.abort.signal
       })
-      const text = (await res.body.text()).slice(0, 500)
       this.m.bytes.inc({}, body.length)
-      const kind = classify(res.statusCode)
+      const kind = classify(res.status)
       if (kind === 'ok') return { kind: 'ok' }
-      const reason = `HTTP ${res.statusCode}${text !== '' ? `: ${text}` : ''}`
-      if (kind === 'dead') return { kind: 'dead', status: res.statusCode, reason }
-      if (kind === 'auth') return { kind: 'auth', status: res.statusCode, reason }
+      const reason = `HTTP ${res.status}${res.text !== '' ? `: ${res.text}` : ''}`
+      if (kind === 'dead') return { kind: 'dead', status: res.status, reason }
+      if (kind === 'auth') return { kind: 'auth', status: res.status, reason }
       const retryAfterMs = parseRetryAfter(res.headers['retry-after'])
-      return { kind: 'retry', status: res.statusCode, reason, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) }
+      return { kind: 'retry', status: res.status, reason, ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) }
     } catch (err) {
       const e = err as Error & { code?: string }
       return { kind: 'retry', status: null, reason: `${e.code ?? e.name}: ${e.message}` }
@@ -279,13 +351,13 @@ export class Egress {
       this.draining = true
       this.kick()
       const deadline = Date.now() + graceMs
-      while (Date.now() < deadline && this.store.outboxDepth > 0 && this.state !== 'backoff' && this.state !== 'auth_failed') await sleep(20)
+      while (Date.now() < deadline && this.store.outboxDepth + (this.memory?.uncommittedCount ?? 0) > 0 && this.state !== 'backoff' && this.state !== 'auth_failed') await sleep(20)
       this.abort.abort()
       await loop
     }
     if (this.ackTimer) clearInterval(this.ackTimer)
     this.flushAcks(true)
-    await this.dispatcher.close().catch(() => {})
+    await this.dispatcher?.close().catch(() => {})
     this.state = 'stopped'
   }
 }

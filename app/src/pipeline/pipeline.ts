@@ -5,7 +5,8 @@ import { DEVICE_ID_PATTERN } from '../devices/device-id.js'
 import type { Logger } from '../lib/logger.js'
 import type { Registry } from '../lib/metrics.js'
 import type { InboundMessage, Store, TrafficRollup } from '../store/store.js'
-import { parseMessage, RateLimiter, sequenceVerdict, type RejectReason } from './checks.js'
+import { admissionVerdict, commitPlan, type AdmissionContext } from './admission.js'
+import { RateLimiter, type RejectReason } from './checks.js'
 
 export interface Submission {
   device: string
@@ -29,13 +30,39 @@ export interface RejectionEvent { device: string | null, transport: string, stre
  */
 export type DeviceGate = (device: string, submission: Submission) => { reason: RejectReason, detail: string, held?: Promise<void> } | undefined
 
-interface Pending { msg: InboundMessage, size: number, resolve: (o: Outcome) => void, reject: (e: Error) => void }
+/**
+ * A message admitted and waiting for its group commit. The egress may send it to the cloud
+ * meanwhile (sending from memory, app/docs/write-path.md); the delivery is recorded only once the
+ * row is committed.
+ */
+export interface PendingMessage {
+  readonly msg: InboundMessage
+  /** Bytes of its payload as the outbox counts them. */
+  readonly bytes: number
+  /** The cloud has it (2xx): its commit records the delivery at once. */
+  delivered: boolean
+  /** Its outbox row id once committed; 0 while pending; -1 when its commit failed (never acknowledged). */
+  id: number
+  /**
+   * The store has recorded it (its depth and bytes no longer count it): delivered ahead of the
+   * rows before it, by this path or by the outbox's priority lane, or moved to the dead letters.
+   */
+  counted: boolean
+}
+
+interface Pending extends PendingMessage { size: number, resolve: (o: Outcome) => void, reject: (e: Error) => void }
+
+/** What `refuse` needs to count, log and emit a refusal. */
+interface RefusalRecord { submission: Submission, size: number, reason: RejectReason, detail: string, record?: boolean }
 
 /** Why the gateway holds back because of its disk: SQLite said full, or /data fell below the floor. */
 export type DiskFullReason = 'sqlite_full' | 'free_space'
 
 /** How often /data's free space is looked at (one statfs). */
 const DISK_CHECK_MS = 2000
+const ACCEPTED: Outcome = Object.freeze({ accepted: true })
+/** Most committed, undelivered messages kept in memory for the egress (about 300 B each). */
+const MEMORY_MAX = 10_000
 /** Free space above the floor needed to leave the disk-full state. */
 const RESUME_MARGIN_BYTES = 1048576
 
@@ -67,11 +94,23 @@ export class Pipeline extends EventEmitter {
   private urgent = false
   /** When the last commit ended: the next starts at least commitMinIntervalMs later. */
   private lastCommitAt = 0
-  /** Earliest commit deadline among the pending messages; Infinity: to be recomputed. */
-  private groupDue = Infinity
+  /** Arrival of the oldest pending MQTT and CoAP message: they set the group's deadline. */
+  private oldestMqtt: number | undefined
+  private oldestCoap: number | undefined
+  private settleWaiters: Array<{ m: PendingMessage, resolve: () => void }> = []
+  /** Committed, not yet delivered, in row order: what the egress sends from memory (see unsent). */
+  private recent: PendingMessage[] = []
+  /** Messages of `recent` the store has recorded already (`counted`): not undelivered rows of the outbox. */
+  private countedInRecent = 0
+  /**
+   * Priority-stream messages admitted since unsent() last found none waiting in memory: an upper
+   * bound, so a gateway without events never scans for them (zeroed when a scan finds none).
+   */
+  private priorityAdmitted = 0
   private diskLogged = false
   private readonly last = new Map<string, { epoch: number, seq: number }>()
   private readonly limiter: RateLimiter
+  private readonly admission: AdmissionContext
   private readonly spaceWaiters: Array<() => void> = []
   private readonly drainWaiters: Array<() => void> = []
   private readonly received
@@ -83,12 +122,23 @@ export class Pipeline extends EventEmitter {
   /** Set while the disk holds the gateway back. */
   diskFullReason: DiskFullReason | null = null
   gate?: DeviceGate
+  /** Called for every admitted message (the egress, which may send it before its commit). */
+  onAdmit?: () => void
 
   constructor (private readonly store: Store, private readonly config: Config, metrics: Registry, private readonly log: Logger,
     /** Where free space is measured (the data directory); undefined: not measured. */
     private readonly dataDir?: string) {
     super()
     this.limiter = new RateLimiter(config.limits.ratePerSecond, config.limits.rateBurst)
+    // Made once: closures made per message cost measurably at 1,000 msg/s (the bundle keeps names).
+    this.admission = {
+      streams: config.mqtt.streams,
+      maxPayloadBytes: config.limits.maxPayloadBytes,
+      ratePerSecond: config.limits.ratePerSecond,
+      last: d => this.lastSeen(d),
+      pendingFrom: d => this.pending.some(p => p.msg.device === d),
+      takeToken: d => this.limiter.take(d)
+    }
     this.received = metrics.counter('gateway_messages_received_total', 'Messages received from devices, by transport.')
     this.accepted = metrics.counter('gateway_messages_accepted_total', 'Messages committed to the outbox, by transport.')
     this.rejected = metrics.counter('gateway_messages_rejected_total', 'Messages refused before the outbox, by reason and transport.')
@@ -135,39 +185,177 @@ export class Pipeline extends EventEmitter {
   submit (s: Submission): Promise<Outcome> {
     const size = typeof s.raw === 'string' ? Buffer.byteLength(s.raw) : s.raw.length
     this.received.inc({ transport: s.transport })
-    if (!DEVICE_ID_PATTERN.test(s.device)) return Promise.resolve(this.refuse(s, size, 'bad_device_id', 'device id has characters outside [A-Za-z0-9_.-] or is too long', null))
-    if (!this.config.mqtt.streams.includes(s.stream)) return Promise.resolve(this.refuse(s, size, 'unknown_stream', `stream "${s.stream}" is not one of ${this.config.mqtt.streams.join(', ')}`, null))
-    const blocked = this.gate?.(s.device, s)
-    if (blocked) {
-      if (blocked.held) return blocked.held.then(() => this.refuse(s, size, blocked.reason, blocked.detail, null))
-      return Promise.resolve(this.refuse(s, size, blocked.reason, blocked.detail, null))
+    // The identity gate runs only for a well-formed device id on a known stream (as before #16).
+    const blocked = DEVICE_ID_PATTERN.test(s.device) && this.config.mqtt.streams.includes(s.stream) ? this.gate?.(s.device, s) : undefined
+    if (blocked?.held) return blocked.held.then(() => this.refuse({ submission: s, size, reason: blocked.reason, detail: blocked.detail }))
+    const v = admissionVerdict({ device: s.device, stream: s.stream, raw: s.raw, redelivery: s.redelivery === true, gate: blocked, full: this.full }, this.admission)
+    if (!v.admit) {
+      const refusal = (): Outcome => this.refuse({ submission: s, size, reason: v.reason, detail: v.detail, record: v.record })
+      return v.afterCommit ? this.committed().then(refusal) : Promise.resolve(refusal())
     }
-    const parsed = parseMessage(s.raw, this.config.limits.maxPayloadBytes)
-    if (!parsed.ok) return Promise.resolve(this.refuse(s, size, parsed.reason, parsed.detail, null))
-    const { epoch, seq, payload } = parsed.value
-    const last = this.lastSeen(s.device)
-    const verdict = sequenceVerdict(last, parsed.value)
-    if (verdict !== 'new') {
-      // After a gateway crash the broker resends what the gateway had committed but not yet
-      // acknowledged: those are dropped as 'redelivered' and do not count against the device.
-      const refusal = (): Outcome => this.refuse(s, size, s.redelivery === true ? 'redelivered' : verdict, `(epoch ${epoch}, seq ${seq}) is not after (epoch ${last.epoch}, seq ${last.seq})`, seq)
-      // The copy that set this sequence number may still wait for its commit (a broker reconnect
-      // during the linger resends it): refusing this one is acknowledging it, so only after that commit.
-      if (this.pending.some(p => p.msg.device === s.device)) return this.committed().then(refusal)
-      return Promise.resolve(refusal())
-    }
-    if (!this.limiter.take(s.device)) return Promise.resolve(this.refuse(s, size, 'rate_limited', `more than ${this.config.limits.ratePerSecond}/s`, seq))
-    if (this.full) return Promise.resolve(this.refuse(s, size, 'outbox_full', 'outbox at capacity; retry later', seq, false))
-
+    const { epoch, seq, payload } = v
     this.last.set(s.device, { epoch, seq })
     const msg: InboundMessage = { device: s.device, transport: s.transport, stream: s.stream, epoch, seq, receivedAt: Date.now(), payload }
     this.count(msg.receivedAt, s.device, s.transport, s.stream, 'accepted', null, size)
     this.pendingBytes += size
+    if (msg.transport === 'coap') this.oldestCoap ??= msg.receivedAt
+    else this.oldestMqtt ??= msg.receivedAt
     return new Promise<Outcome>((resolve, reject) => {
-      this.pending.push({ msg, size, resolve, reject })
-      if (this.groupDue !== Infinity) this.groupDue = Math.min(this.groupDue, this.deadline(msg))
+      this.pending.push({ msg, size, bytes: Buffer.byteLength(payload), delivered: false, id: 0, counted: false, resolve, reject })
+      if (this.store.isPriority(msg.stream)) this.priorityAdmitted++
       this.schedule()
+      this.onAdmit?.()
     })
+  }
+
+  /**
+   * Messages not yet delivered that the egress can send from memory, up to the limits (at least
+   * one): committed ones kept since their commit, then admitted ones not yet committed. Messages of a
+   * priority stream (device `events`, Store.prioritise) go first: while any waits, the batch is made
+   * of them alone, oldest first, whatever telemetry backlog is older (issue #13; their order among
+   * themselves, and so per device and stream, holds). Otherwise oldest first.
+   */
+  unsent (maxMessages: number, maxBytes: number): PendingMessage[] {
+    if (this.priorityAdmitted > 0) {
+      const first = this.take(maxMessages, maxBytes, true)
+      if (first.length > 0) return first
+      this.priorityAdmitted = 0
+    }
+    return this.take(maxMessages, maxBytes, false)
+  }
+
+  private take (maxMessages: number, maxBytes: number, priorityOnly: boolean): PendingMessage[] {
+    const out: PendingMessage[] = []
+    let bytes = 0
+    for (const list of [this.recent, this.pending]) {
+      for (const p of list) {
+        if (p.delivered || (priorityOnly && !this.store.isPriority(p.msg.stream))) continue
+        if (out.length >= maxMessages || (out.length > 0 && bytes + p.bytes > maxBytes)) return out
+        out.push(p)
+        bytes += p.bytes
+      }
+    }
+    return out
+  }
+
+  /**
+   * How many committed, undelivered messages are kept in memory. When that is every committed
+   * undelivered row of the outbox, the egress sends from memory: no read of the outbox, and no
+   * bookkeeping write per batch. Those the outbox delivered meanwhile (`deliveredThrough`) are dropped.
+   */
+  committedInMemory (deliveredThrough: number): number {
+    let n = 0
+    while (n < this.recent.length && this.recent[n]!.id <= deliveredThrough) n++
+    this.dropHead(n)
+    return this.recent.length - this.countedInRecent
+  }
+
+  /** Removes the first n messages of `recent`. */
+  private dropHead (n: number): void {
+    if (n === 0) return
+    if (this.countedInRecent > 0) for (let i = 0; i < n; i++) if (this.recent[i]!.counted) this.countedInRecent--
+    this.recent.splice(0, n)
+  }
+
+  /** Admitted messages not yet committed. */
+  get uncommittedCount (): number { return this.pending.length }
+
+  /** How many admitted messages wait for their commit. */
+  get pendingCount (): number { return this.pending.length }
+
+  /**
+   * The cloud has these messages (2xx on a batch sent from memory). Those committed meanwhile are
+   * recorded as delivered now; the others when their commit is done; those whose commit failed were
+   * never acknowledged, and come again from the device or broker (same message id).
+   */
+  delivered (ms: readonly PendingMessage[]): void {
+    for (const m of ms) m.delivered = true
+    if (this.record(ms)) this.notifySpace()
+  }
+
+  /**
+   * The outbox path delivered these rows (the store's priority lane, which may send rows memory
+   * holds too, after a restart or an overflow) or moved them to the dead letters: the store has
+   * recorded them, so memory marks them delivered and never sends them again.
+   */
+  deliveredElsewhere (rows: ReadonlyArray<{ id: number }>): void {
+    const through = this.store.deliveredThrough
+    let any = false
+    for (const r of rows) {
+      if (r.id <= through) continue
+      const m = this.findRecent(r.id)
+      if (m === undefined || m.counted) continue
+      m.delivered = true
+      m.counted = true
+      this.countedInRecent++
+      any = true
+    }
+    if (any) this.record([])
+  }
+
+  /** The message of `recent` with this row id (ids ascend in `recent`): a binary search. */
+  private findRecent (id: number): PendingMessage | undefined {
+    let lo = 0
+    let hi = this.recent.length - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >> 1
+      const m = this.recent[mid]!
+      if (m.id === id) return m
+      if (m.id < id) lo = mid + 1
+      else hi = mid - 1
+    }
+    return undefined
+  }
+
+  /**
+   * Records in the store what memory knows is delivered, without counting a row twice:
+   * - the delivered PREFIX of `recent` (rows right after the watermark) with one ackCommitted (no
+   *   outbox read in the usual case), including rows of it recorded ahead already (the store does not
+   *   subtract those again);
+   * - `ms` (just delivered or just committed) that lie after an undelivered row (events sent ahead of
+   *   a telemetry backlog) one by one, ahead of the watermark (ackAhead), so the outbox path, should it
+   *   take over, does not send them again.
+   * Returns whether anything was recorded.
+   */
+  private record (ms: readonly PendingMessage[]): boolean {
+    let n = 0
+    const through = this.store.deliveredThrough
+    while (n < this.recent.length && this.recent[n]!.id <= through) n++
+    this.dropHead(n)
+    let count = 0
+    let bytes = 0
+    let recorded = false
+    while (count < this.recent.length && this.recent[count]!.delivered) bytes += this.recent[count++]!.bytes
+    if (count > 0) {
+      const prefix = this.recent.slice(0, count)
+      this.dropHead(count)
+      // Not the rows after the watermark (another process added rows): recorded one by one instead.
+      if (!this.store.ackCommitted(prefix[count - 1]!.id, count, bytes)) this.store.ackAhead(prefix.map(m => ({ id: m.id, bytes: m.bytes })))
+      for (const m of prefix) m.counted = true
+      recorded = true
+    }
+    const ahead = ms.filter(m => m.id > 0 && m.delivered && !m.counted)
+    if (ahead.length > 0) {
+      this.store.ackAhead(ahead.map(m => ({ id: m.id, bytes: m.bytes })))
+      const first = this.recent[0]?.id ?? Infinity
+      for (const m of ahead) {
+        m.counted = true
+        if (m.id >= first) this.countedInRecent++
+      }
+      recorded = true
+    }
+    return recorded
+  }
+
+  /** Resolves once `m` is committed or its commit failed (the egress waits so after a refusal). */
+  settled (m: PendingMessage): Promise<void> {
+    if (m.id !== 0) return Promise.resolve()
+    return new Promise(resolve => this.settleWaiters.push({ m, resolve }))
+  }
+
+  private wakeSettled (): void {
+    if (this.settleWaiters.length === 0) return
+    this.settleWaiters = this.settleWaiters.filter(w => { if (w.m.id === 0) return true; w.resolve(); return false })
   }
 
   /**
@@ -176,7 +364,7 @@ export class Pipeline extends EventEmitter {
    */
   reject (s: Submission, reason: RejectReason, detail: string): Outcome {
     this.received.inc({ transport: s.transport })
-    return this.refuse(s, typeof s.raw === 'string' ? Buffer.byteLength(s.raw) : s.raw.length, reason, detail, null)
+    return this.refuse({ submission: s, size: typeof s.raw === 'string' ? Buffer.byteLength(s.raw) : s.raw.length, reason, detail })
   }
 
   /** Resolves once nothing is pending (after a commit, or when pending messages were failed). */
@@ -198,14 +386,16 @@ export class Pipeline extends EventEmitter {
     if (this.pending.length === 0 && rollups.length === 0) return
     const max = this.config.outbox.commitMaxMessages
     const group = this.pending.splice(0, max)
-    this.groupDue = Infinity // recomputed from what is left
+    this.recomputeOldest()
+    let firstId: number
     try {
-      this.store.commitGroup(group.map(p => p.msg), rollups)
+      firstId = this.store.commitGroup(group.map(p => p.msg), rollups)
     } catch (err) {
       this.lastCommitAt = Date.now()
       if ((err as { code?: string }).code === 'SQLITE_FULL') {
         // Nothing was written. Keep everything for the retry: no device has been acknowledged.
         this.pending.unshift(...group)
+        this.recomputeOldest()
         this.restoreRollups(rollups)
         this.setDiskFull('sqlite_full')
         return
@@ -215,7 +405,8 @@ export class Pipeline extends EventEmitter {
       for (const p of group) this.last.delete(p.msg.device)
       this.log.error('outbox commit failed', { err, messages: group.length })
       const e = err instanceof Error ? err : new Error(String(err))
-      for (const p of group) { this.pendingBytes -= p.size; p.reject(e) }
+      for (const p of group) { this.pendingBytes -= p.size; p.id = -1; p.reject(e) }
+      this.wakeSettled()
       this.drained()
       if (this.pending.length > 0) this.schedule()
       return
@@ -225,14 +416,39 @@ export class Pipeline extends EventEmitter {
     // read the next group and send PUBACKs and batches.
     this.lastCommitAt = Date.now()
     this.commits.inc()
-    for (const p of group) {
+    // Rows are numbered in the order inserted (one transaction, AUTOINCREMENT): the group's ids are
+    // consecutive. Those the cloud already has (sent from memory) are recorded as delivered now, by
+    // the same prefix rule as a delivery (record): events sent ahead are not a prefix.
+    let deliveredCount = 0
+    let coap = 0
+    for (let i = 0; i < group.length; i++) {
+      const p = group[i]!
+      p.id = firstId + i
+      if (p.delivered) deliveredCount++
       this.pendingBytes -= p.size
-      this.accepted.inc({ transport: p.msg.transport })
-      p.resolve({ accepted: true })
+      if (p.msg.transport === 'coap') coap++
+      p.resolve(ACCEPTED)
     }
+    // Once per commit and transport, not per message.
+    if (group.length > coap) this.accepted.inc({ transport: 'mqtt' }, group.length - coap)
+    if (coap > 0) this.accepted.inc({ transport: 'coap' }, coap)
+    // The group stays in memory until delivered, so the egress need not read it back.
+    for (const p of group) this.recent.push(p)
+    if (deliveredCount > 0) this.record(group.filter(p => p.delivered))
+    // Bounded (a long outage): past the bound the outbox is read instead, until it has caught up.
+    // What memory delivered is recorded in the store by now (record above), so nothing is lost.
+    if (this.recent.length - this.countedInRecent > MEMORY_MAX) { this.recent = []; this.countedInRecent = 0 }
+    this.wakeSettled()
     if (group.length > 0) this.emit('committed', group.length, group.map(p => p.msg))
     this.drained()
+    if (deliveredCount > 0) this.notifySpace()
     if (this.pending.length > 0) this.schedule()
+  }
+
+  /** The oldest pending message of each transport sets the group's deadline (see commitPlan). */
+  private recomputeOldest (): void {
+    this.oldestMqtt = this.pending.find(p => p.msg.transport === 'mqtt')?.msg.receivedAt
+    this.oldestCoap = this.pending.find(p => p.msg.transport === 'coap')?.msg.receivedAt
   }
 
   close (): void {
@@ -242,8 +458,10 @@ export class Pipeline extends EventEmitter {
     this.flush(true)
     while (this.pending.length > 0 && this.diskFullReason === null) this.flush(true)
     // Still full: what is pending was never acknowledged; the broker or the device sends it again.
-    for (const p of this.pending.splice(0)) p.reject(new Error('stopping with a full disk'))
+    for (const p of this.pending.splice(0)) { p.id = -1; p.reject(new Error('stopping with a full disk')) }
     this.pendingBytes = 0
+    this.recomputeOldest()
+    this.wakeSettled()
     this.drained()
     for (const w of this.spaceWaiters.splice(0)) w()
   }
@@ -270,43 +488,35 @@ export class Pipeline extends EventEmitter {
   private schedule (): void {
     if (this.immediate || this.diskFullReason !== null || this.pending.length === 0) return
     const o = this.config.outbox
-    if (this.pending.length >= o.commitMaxMessages) {
+    const plan = commitPlan({
+      now: Date.now(),
+      pending: this.pending.length,
+      oldestMqtt: this.oldestMqtt,
+      oldestCoap: this.oldestCoap,
+      urgent: this.urgent,
+      lastCommitAt: this.lastCommitAt,
+      ...(this.timer ? { timerAt: this.timerAt } : {}),
+      commitLingerMs: o.commitLingerMs,
+      coapCommitLingerMs: o.coapCommitLingerMs,
+      commitEarlyMessages: o.commitEarlyMessages,
+      commitMinIntervalMs: o.commitMinIntervalMs,
+      commitMaxMessages: o.commitMaxMessages
+    })
+    if (plan === 'none') return
+    if (plan === 'now') {
       this.flushNextTick()
       return
     }
-    const now = Date.now()
-    let due: number
-    if (this.pending.length >= o.commitEarlyMessages || this.urgent) due = now
-    else {
-      // The earliest deadline of a pending message (kept up to date by submit()).
-      // The oldest message of each transport sets the deadline; all pending are in arrival order.
-      due = Infinity
-      for (const p of this.pending) {
-        const d = p.msg.receivedAt + (p.msg.transport === 'coap' ? o.coapCommitLingerMs : o.commitLingerMs)
-        if (d < due) due = d
-        if (p.msg.transport === 'coap') break
-      }
-    }
-    due = Math.max(due, this.lastCommitAt + o.commitMinIntervalMs)
-    // Due now, or a timer already overdue (the event loop is busy with a burst of reads).
-    if (Math.min(due, this.timer ? this.timerAt : Infinity) <= now) {
-      this.flushNextTick()
-      return
-    }
-    if (this.timer && this.timerAt <= due) return
+    if (this.timer && this.timerAt <= plan.at) return
     if (this.timer) clearTimeout(this.timer)
-    this.timerAt = due
-    this.timer = setTimeout(() => { this.timer = undefined; this.flush() }, Math.max(0, due - now))
+    this.timerAt = plan.at
+    this.timer = setTimeout(() => { this.timer = undefined; this.flush() }, Math.max(0, plan.at - Date.now()))
   }
 
   private flushNextTick (): void {
     if (this.timer) { clearTimeout(this.timer); this.timer = undefined }
     this.immediate = true
     process.nextTick(() => { if (this.immediate) this.flush() })
-  }
-
-  private deadline (m: InboundMessage): number {
-    return m.receivedAt + (m.transport === 'coap' ? this.config.outbox.coapCommitLingerMs : this.config.outbox.commitLingerMs)
   }
 
   /** Counts a message in its minute's rollup (the traffic log). */
@@ -412,7 +622,7 @@ export class Pipeline extends EventEmitter {
     return l
   }
 
-  private refuse (s: Submission, size: number, reason: RejectReason, detail: string, seq: number | null, record = true): Outcome {
+  private refuse ({ submission: s, size, reason, detail, record = true }: RefusalRecord): Outcome {
     this.rejected.inc({ reason, transport: s.transport })
     const device = DEVICE_ID_PATTERN.test(s.device) ? s.device : null
     if (record) this.count(Date.now(), device, s.transport, s.stream, 'rejected', reason, size)

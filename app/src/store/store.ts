@@ -90,6 +90,13 @@ export class Store {
   private readonly priority: number[] = []
   private readonly pendingPriority = new Set<number>()
   private readonly ahead = new Map<number, number>()
+  /**
+   * Rows moved to the dead letters one by one ahead of the watermark (id -> bytes): gone from the
+   * outbox and already subtracted from depth and bytes. Kept until the watermark passes them so an
+   * acknowledgement from memory (ackCommitted), which counts every row of its range, does not count
+   * them twice.
+   */
+  private readonly gone = new Map<number, number>()
   private readonly priorityBatches = new WeakSet<Batch>()
   /** Random per database; part of every id the cloud sees (`<gateway>:<instance>:<row id>`). */
   readonly instance: string
@@ -123,6 +130,7 @@ export class Store {
       deadCount: db.prepare('SELECT count(*) AS n FROM dead_letters'),
       trimDead: db.prepare('DELETE FROM dead_letters WHERE id IN (SELECT id FROM dead_letters ORDER BY id LIMIT ?)'),
       oldestAt: db.prepare('SELECT received_at AS at FROM outbox WHERE id > ? ORDER BY id LIMIT 1'),
+      countAfter: db.prepare('SELECT count(*) AS n FROM outbox WHERE id > ? AND id <= ?'),
       totals: db.prepare('SELECT count(*) AS n, coalesce(sum(bytes), 0) AS b FROM outbox WHERE id > ?'),
       byId: db.prepare('SELECT id, device, transport, stream, epoch, seq, received_at AS receivedAt, payload, bytes FROM outbox WHERE id = ?')
     }
@@ -156,6 +164,9 @@ export class Store {
     const rows = this.db.prepare(`SELECT id FROM outbox WHERE id > ? AND stream IN (${streams.map(() => '?').join(',')}) ORDER BY id`).all(this.delivered, ...streams) as Array<{ id: number }>
     for (const r of rows) { this.priority.push(r.id); this.pendingPriority.add(r.id) }
   }
+
+  /** Whether messages of this stream take the priority lane (the pipeline's memory path asks too). */
+  isPriority (stream: string): boolean { return this.priorityStreams.has(stream) }
 
   /** Waiting rows of a priority stream. */
   get priorityDepth (): number { return this.priority.length }
@@ -196,6 +207,7 @@ export class Store {
   /** The watermark passes rows already delivered ahead of it (so the outbox's head is a row to send). */
   private skipAhead (): void {
     for (const id of this.ahead.keys()) if (id <= this.delivered) this.ahead.delete(id)
+    for (const id of this.gone.keys()) if (id <= this.delivered) this.gone.delete(id)
     while (this.ahead.size > 0) {
       const head = this.q.head.get(this.delivered) as { id: number } | undefined
       if (!head || !this.ahead.has(head.id)) return
@@ -210,6 +222,8 @@ export class Store {
   }
 
   get outboxDepth (): number { return this.depth }
+  /** Every outbox row with an id up to this has reached the cloud (in memory; written later). */
+  get deliveredThrough (): number { return this.delivered }
   get outboxBytes (): number { return this.bytes }
   /** Delivered rows whose deletion (or watermark) is not written yet: retried by flushAcks(). */
   get ackBacklog (): number { return this.delivered - Math.max(this.deleted, this.deliveredWritten) }
@@ -221,18 +235,21 @@ export class Store {
   /**
    * One FULL transaction: accepted messages into the outbox, each device's counters and sequence
    * state once, the traffic rollups given, and the bulk deletion of delivered rows when due.
-   * Throws (nothing written) on failure: SQLITE_FULL included.
+   * Throws (nothing written) on failure: SQLITE_FULL included. Returns the first message's row id;
+   * the others follow it without a gap (one transaction, one connection, AUTOINCREMENT).
    */
-  commitGroup (accepted: readonly InboundMessage[], rollups: readonly TrafficRollup[] = []): void {
+  commitGroup (accepted: readonly InboundMessage[], rollups: readonly TrafficRollup[] = []): number {
     const perDevice = new Map<string, { messages: number, rejected: number, epoch: number, seq: number }>()
     const priorityIds: number[] = []
     let added = 0
+    let firstId = 0
     const deleteThrough = this.deleteDue(Date.now()) ? this.delivered : 0
     this.db.transaction(() => {
       for (const m of accepted) {
         const bytes = Buffer.byteLength(m.payload)
-        const ins = this.q.insert.run(m.device, m.transport, m.stream, m.epoch, m.seq, m.receivedAt, m.payload, bytes)
-        if (this.priorityStreams.has(m.stream)) priorityIds.push(Number(ins.lastInsertRowid))
+        const id = Number(this.q.insert.run(m.device, m.transport, m.stream, m.epoch, m.seq, m.receivedAt, m.payload, bytes).lastInsertRowid)
+        if (firstId === 0) firstId = id
+        if (this.priorityStreams.size > 0 && this.priorityStreams.has(m.stream)) priorityIds.push(id)
         added += bytes
         const d = perDevice.get(m.device) ?? { messages: 0, rejected: 0, epoch: -1, seq: -1 }
         d.messages++
@@ -256,6 +273,7 @@ export class Store {
     this.depth += accepted.length
     this.bytes += added
     for (const id of priorityIds) { this.priority.push(id); this.pendingPriority.add(id) }
+    return firstId
   }
 
   /** Delivered rows are deleted at most once a second (one bulk DELETE instead of one per batch). */
@@ -365,6 +383,63 @@ export class Store {
   }
 
   /**
+   * Messages sent from memory reached the cloud: the `count` committed rows right after the
+   * watermark, through `lastId`, of `bytes` payload bytes (every row of that range, including rows
+   * already recorded ahead of the watermark: those are not subtracted twice). The watermark moves
+   * only if they are all the rows after it (true unless another process, the CLI's `outbox retry`,
+   * added rows meanwhile); if not, nothing is recorded and false is returned (the caller then records
+   * them by id, ackAhead()).
+   */
+  ackCommitted (lastId: number, count: number, bytes: number): boolean {
+    if (lastId <= this.delivered) return true
+    if (lastId - count !== this.delivered) {
+      let gone = 0
+      for (const id of this.gone.keys()) if (id > this.delivered && id <= lastId) gone++
+      if ((this.q.countAfter.get(this.delivered, lastId) as { n: number }).n + gone !== count) return false
+    }
+    // Rows of the range recorded already (delivered by the priority lane, or dead letters) are in
+    // depth and bytes no more.
+    for (const [id, b] of this.ahead) if (id <= lastId) { count--; bytes -= b; this.ahead.delete(id) }
+    for (const [id, b] of this.gone) if (id <= lastId) { count--; bytes -= b; this.gone.delete(id) }
+    this.delivered = lastId
+    this.depth -= count
+    this.bytes -= bytes
+    // Every row up to lastId is delivered: none of them waits in the priority lane any more.
+    if (this.priority.length > 0 && this.priority[0]! <= lastId) {
+      let k = 0
+      for (const id of this.priority) {
+        if (id <= lastId) this.pendingPriority.delete(id)
+        else this.priority[k++] = id
+      }
+      this.priority.length = k
+    }
+    this.skipAhead()
+    return true
+  }
+
+  /**
+   * Committed rows the cloud has, recorded one by one ahead of the watermark (the memory path sent
+   * them out of order: events first, or their range is not the rows after the watermark). Rows
+   * recorded already are skipped, so a row is subtracted from depth and bytes once.
+   */
+  ackAhead (rows: ReadonlyArray<{ id: number, bytes: number }>): void {
+    const done = new Set<number>()
+    for (const r of rows) {
+      if (r.id <= this.delivered || this.ahead.has(r.id) || this.gone.has(r.id)) continue
+      this.ahead.set(r.id, r.bytes)
+      this.depth--
+      this.bytes -= r.bytes
+      if (this.pendingPriority.delete(r.id)) done.add(r.id)
+    }
+    if (done.size > 0) {
+      let k = 0
+      for (const id of this.priority) if (!done.has(id)) this.priority[k++] = id
+      this.priority.length = k
+    }
+    this.skipAhead()
+  }
+
+  /**
    * Writes what ackBatch() kept in memory when no commit or batch did: called by a timer. Returns
    * false when the disk refused it (kept in memory, retried at the next call).
    */
@@ -383,10 +458,14 @@ export class Store {
     return true
   }
 
-  /** The cloud refused the batch for good (4xx): it moves to dead letters with the reason. */
-  deadLetterBatch (b: Batch, status: number | null, reason: string, max: number): number {
+  /**
+   * The cloud refused the batch for good (4xx): it moves to dead letters with the reason. `each`:
+   * row by row, not as the range after the watermark (a batch sent from memory: events first, or not
+   * at the outbox's head); the watermark then stays.
+   */
+  deadLetterBatch (b: Batch, status: number | null, reason: string, max: number, each = false): number {
     let trimmed = 0
-    const priority = this.priorityBatches.has(b)
+    const priority = each || this.priorityBatches.has(b)
     this.db.transaction(() => {
       if (priority) {
         // Its rows are not a range: one by one.
@@ -400,8 +479,10 @@ export class Store {
       const n = (this.q.deadCount.get() as { n: number }).n
       if (n > max) trimmed = this.q.trimDead.run(n - max).changes
     })()
-    if (priority) this.unqueuePriority(b)
-    else this.delivered = Math.max(this.delivered, b.lastId)
+    if (priority) {
+      this.unqueuePriority(b)
+      for (const r of b.rows) if (r.id > this.delivered && !this.ahead.has(r.id)) this.gone.set(r.id, Buffer.byteLength(r.payload))
+    } else this.delivered = Math.max(this.delivered, b.lastId)
     this.depth -= b.rows.length
     this.bytes -= b.bytes
     this.skipAhead()

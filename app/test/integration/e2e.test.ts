@@ -38,6 +38,8 @@ t.test('bad JSON, oversize, replayed and duplicate messages are refused and coun
   await send(JSON.stringify({ epoch: 1, seq: 0, v: 'after reboot' }))
   await waitFor(() => s.cloud.accepted.length >= 3, 'good messages at the cloud')
   t.same(s.cloud.accepted.map(m => m.payload.v), ['a', 'b', 'after reboot'], 'only the good messages arrive, in order')
+  // The cloud may have them before their commit (sent from memory); refusals that wait for that commit are counted after it.
+  await waitFor(async () => await s.gateway.metric('gateway_messages_accepted_total', '{transport="mqtt"}') >= 3, 'the good messages committed')
   const m = (reason: string): Promise<number> => s.gateway.metric('gateway_messages_rejected_total', `{reason="${reason}",transport="mqtt"}`)
   t.equal(await m('bad_json'), 1)
   t.equal(await m('oversize'), 1)

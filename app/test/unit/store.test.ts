@@ -208,3 +208,64 @@ t.test('a failing commit leaves nothing behind', async t => {
   t.equal((s.db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n, 0)
   t.equal(s.device('a'), undefined, 'no sequence state either')
 })
+
+t.test('a delivery from memory moves the watermark only over the rows it names (rows another process added stay)', async t => {
+  const s = new Store(openDatabase(':memory:'))
+  const first = s.commitGroup([msg('a', 1), msg('a', 2)], [])
+  t.equal(first, 1, 'commitGroup returns the first row id')
+  t.ok(s.ackCommitted(2, 2, 16), 'rows 1-2, the next after the watermark')
+  t.equal(s.outboxDepth, 0)
+  // The CLI's `outbox retry` inserts from another connection: this process does not count it.
+  s.db.prepare("INSERT INTO outbox (device, transport, stream, epoch, seq, received_at, payload, bytes) VALUES ('b', 'mqtt', 'telemetry', 0, 9, 1, '{}', 2)").run()
+  const next = s.commitGroup([msg('a', 3)], [])
+  t.equal(next, 4)
+  t.notOk(s.ackCommitted(4, 1, 8), 'row 3 lies between: not recorded')
+  t.equal(s.deliveredThrough, 2)
+  s.refreshTotals()
+  t.equal(s.outboxDepth, 2, 'both rows left for the outbox to send (row 4 again: same message id)')
+})
+
+t.test('priority lane and deliveries from memory: each row counted once, whichever path records it first', async t => {
+  const s = new Store(openDatabase(':memory:'))
+  s.prioritise(['events'])
+  const ev = (device: string, seq: number): InboundMessage => ({ ...msg(device, seq), stream: 'events' })
+  // Rows 1-6: telemetry 1, event 2, telemetry 3, event 4, telemetry 5, event 6 (9 payload bytes each).
+  s.commitGroup([msg('a', 1), ev('e', 1), msg('a', 2), ev('e', 2), msg('a', 3), ev('e', 3)], [])
+  t.equal(s.outboxDepth, 6)
+  t.equal(s.outboxBytes, 54)
+  t.equal(s.priorityDepth, 3)
+  // Memory delivers event 2 ahead of the telemetry (out of order): recorded by id.
+  s.ackAhead([{ id: 2, bytes: 9 }])
+  t.equal(s.outboxDepth, 5)
+  t.equal(s.priorityDepth, 2, 'no longer waits in the lane: the outbox path would not send it again')
+  s.ackAhead([{ id: 2, bytes: 9 }])
+  t.equal(s.outboxDepth, 5, 'recorded twice, counted once')
+  // The outbox's priority lane delivers events 4 and 6.
+  const p = s.nextBatch('gw', 100, 1 << 20)!
+  t.same(p.rows.map(r => r.id), [4, 6], 'the lane sends only what memory has not delivered')
+  s.ackBatch(p)
+  t.equal(s.outboxDepth, 3)
+  // Memory's prefix 1-4 (every row of the range, rows 2 and 4 included): only 1 and 3 are new.
+  t.ok(s.ackCommitted(4, 4, 36))
+  t.equal(s.deliveredThrough, 4)
+  t.equal(s.outboxDepth, 1, 'rows 2 and 4 not subtracted again')
+  t.equal(s.outboxBytes, 9)
+  t.ok(s.ackCommitted(6, 2, 18))
+  t.equal(s.outboxDepth, 0)
+  t.equal(s.outboxBytes, 0)
+  t.equal(s.priorityDepth, 0)
+  t.equal(s.nextBatch('gw', 100, 1 << 20), undefined, 'nothing sent again')
+  s.refreshTotals()
+  t.equal(s.outboxDepth, 0, 'and the table agrees')
+})
+
+t.test('a delivery from memory over events still queued in the lane drops them from it', async t => {
+  const s = new Store(openDatabase(':memory:'))
+  s.prioritise(['events'])
+  s.commitGroup([msg('a', 1), { ...msg('e', 1), stream: 'events' }, msg('a', 2)], [])
+  t.equal(s.priorityDepth, 1)
+  t.ok(s.ackCommitted(3, 3, 27))
+  t.equal(s.priorityDepth, 0, 'the event is delivered: the lane does not send it again')
+  t.equal(s.outboxDepth, 0)
+  t.equal(s.nextBatch('gw', 100, 1 << 20), undefined)
+})
