@@ -1,6 +1,7 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import type { Logger } from '../lib/logger.js'
+import { HttpError } from '../lib/errors.js'
 import { authorize, type ApiAuth } from './auth.js'
 import type { Registry } from '../lib/metrics.js'
 
@@ -28,11 +29,11 @@ async function readJson (req: IncomingMessage, limit = 65536): Promise<unknown> 
   let n = 0
   for await (const c of req) {
     n += (c as Buffer).length
-    if (n > limit) throw Object.assign(new Error('request body too large'), { status: 413 })
+    if (n > limit) throw new HttpError(413, 'request body too large')
     chunks.push(c as Buffer)
   }
   if (n === 0) return undefined
-  try { return JSON.parse(Buffer.concat(chunks).toString('utf8')) } catch { throw Object.assign(new Error('request body is not JSON'), { status: 400 }) }
+  try { return JSON.parse(Buffer.concat(chunks).toString('utf8')) } catch { throw new HttpError(400, 'request body is not JSON') }
 }
 
 /**
@@ -97,7 +98,7 @@ export class ApiServer {
         json(res, status, body)
       }
     } catch (err) {
-      const status = (err as { status?: number }).status ?? 500
+      const status = err instanceof HttpError ? err.status : 500
       if (status >= 500) this.log.error('api request failed', { err, path })
       json(res, status, { error: (err as Error).message })
     }

@@ -54,16 +54,25 @@ export const WIREGUARD_CODES = [
   'GW_ERR_WIREGUARD_TOOL_MISSING'
 ] as const
 
+/** An HTTP status carried as an error (the cloud's answer, or the management API's refusal of a body). */
+export const HTTP_CODES = [
+  'GW_ERR_HTTP_BAD_REQUEST',
+  'GW_ERR_HTTP_STATUS',
+  'GW_ERR_HTTP_TOO_LARGE',
+  'GW_ERR_HTTP_UNAVAILABLE'
+] as const
+
 export type ConfigCode = typeof CONFIG_CODES[number]
 export type UsageCode = typeof USAGE_CODES[number]
 export type StoreCode = typeof STORE_CODES[number]
 export type PkiCode = typeof PKI_CODES[number]
 export type FirewallCode = typeof FIREWALL_CODES[number]
 export type WireguardCode = typeof WIREGUARD_CODES[number]
-export type ErrorCode = ConfigCode | UsageCode | StoreCode | PkiCode | FirewallCode | WireguardCode
+export type HttpCode = typeof HTTP_CODES[number]
+export type ErrorCode = ConfigCode | UsageCode | StoreCode | PkiCode | FirewallCode | WireguardCode | HttpCode
 
 /** Every code, in the order of the areas above. */
-export const ERROR_CODES: readonly ErrorCode[] = [...CONFIG_CODES, ...USAGE_CODES, ...STORE_CODES, ...PKI_CODES, ...FIREWALL_CODES, ...WIREGUARD_CODES]
+export const ERROR_CODES: readonly ErrorCode[] = [...CONFIG_CODES, ...USAGE_CODES, ...STORE_CODES, ...PKI_CODES, ...FIREWALL_CODES, ...WIREGUARD_CODES, ...HTTP_CODES]
 
 export class GatewayError<C extends ErrorCode = ErrorCode> extends Error {
   readonly code: C
@@ -118,6 +127,16 @@ export class WireguardError extends GatewayError<WireguardCode> {
   constructor (code: WireguardCode, message: string, options?: { cause?: unknown }) {
     super(code, message, options)
     this.name = 'WireguardError'
+  }
+}
+
+const HTTP_CODE_OF: Record<number, HttpCode> = { 400: 'GW_ERR_HTTP_BAD_REQUEST', 413: 'GW_ERR_HTTP_TOO_LARGE', 503: 'GW_ERR_HTTP_UNAVAILABLE' }
+
+/** An HTTP status as an error: `status` is what is answered (or was received); one fixed code per class. */
+export class HttpError extends GatewayError<HttpCode> {
+  constructor (readonly status: number, message: string) {
+    super(HTTP_CODE_OF[status] ?? 'GW_ERR_HTTP_STATUS', message)
+    this.name = 'HttpError'
   }
 }
 

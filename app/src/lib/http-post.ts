@@ -8,19 +8,7 @@ import { Agent, type Dispatcher } from 'undici'
  * timeout, one keep-alive connection pool per sender.
  */
 
-/** An HTTP status carried as an error, with one fixed code per class of status. */
-export type HttpErrorCode = 'GW_ERR_HTTP_BAD_REQUEST' | 'GW_ERR_HTTP_TOO_LARGE' | 'GW_ERR_HTTP_UNAVAILABLE' | 'GW_ERR_HTTP_STATUS'
-
-const CODES: Record<number, HttpErrorCode> = { 400: 'GW_ERR_HTTP_BAD_REQUEST', 413: 'GW_ERR_HTTP_TOO_LARGE', 503: 'GW_ERR_HTTP_UNAVAILABLE' }
-
-export class HttpError extends Error {
-  readonly code: HttpErrorCode
-  constructor (readonly status: number, message: string) {
-    super(message)
-    this.name = 'HttpError'
-    this.code = CODES[status] ?? 'GW_ERR_HTTP_STATUS'
-  }
-}
+export { HttpError } from './errors.js'
 
 export interface TlsFiles { caFile: string, certFile: string, keyFile: string }
 
