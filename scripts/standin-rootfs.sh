@@ -13,10 +13,12 @@ set -euo pipefail
 # What the image (recipes-core/images/iot-gateway-image.bb) installs, in Debian's names:
 # systemd with networkd/resolved/timesyncd (oe-core's systemd has them in one package), udev, the
 # broker, the firewall and tunnel tools, hostapd (its drop-in and udev rule are the layer's; no
-# Wi-Fi hardware here), sfdisk/partx for growing /data, and a kernel with modules.
+# Wi-Fi hardware here), sfdisk/partx for growing /data, and a kernel with modules; and
+# mosquitto-clients, which conf/qemuarm64.yml adds to the testimage build for the layer's oeqa
+# delivery cases (tests/oeqa-standin.test.mjs).
 PACKAGES=(
   systemd systemd-sysv systemd-resolved systemd-timesyncd udev dbus kmod
-  mosquitto nftables wireguard-tools iproute2 hostapd
+  mosquitto mosquitto-clients nftables wireguard-tools iproute2 hostapd
   fdisk util-linux e2fsprogs procps
   linux-image-arm64 initramfs-tools
 )

@@ -56,7 +56,7 @@ const fileLine = (name, counts, took, fail) => {
 }
 
 // ------------------------------------------------------------------ early lines from the result files
-function* tapFiles (dir) {
+function * tapFiles (dir) {
   let entries = []
   try { entries = readdirSync(dir, { withFileTypes: true }) } catch { return }
   for (const e of entries) {

@@ -27,12 +27,17 @@ const BUNDLE = join(REPO, 'app', 'dist', 'gateway.cjs')
 const SQLITE = join(REPO, 'app', 'node_modules', 'better-sqlite3')
 const SYSTEMD = ['/usr/lib/systemd/systemd', '/lib/systemd/systemd'].find(p => existsSync(p))
 const missing = ['python3', 'unshare', 'nsenter', 'chroot', 'curl', 'ss', 'ip', 'wireguard-go', 'wg', 'systemctl', 'systemd-escape'].filter(c => which(c) === null)
-const skip = !isRoot ? 'needs root (mount, network and PID namespaces)'
-  : missing.length > 0 ? `not installed: ${missing.join(', ')} (scripts/install-deps.sh installs them)`
-  : SYSTEMD === undefined ? 'no systemd binary'
-  : !existsSync(BUNDLE) ? 'app/dist/gateway.cjs is not built (npm run build in app/)'
-  : !existsSync(SQLITE) ? 'app/node_modules is not installed'
-  : !readFileSync('/proc/filesystems', 'utf8').includes('overlay') ? 'no overlayfs' : false
+const skip = !isRoot
+  ? 'needs root (mount, network and PID namespaces)'
+  : missing.length > 0
+    ? `not installed: ${missing.join(', ')} (scripts/install-deps.sh installs them)`
+    : SYSTEMD === undefined
+      ? 'no systemd binary'
+      : !existsSync(BUNDLE)
+          ? 'app/dist/gateway.cjs is not built (npm run build in app/)'
+          : !existsSync(SQLITE)
+              ? 'app/node_modules is not installed'
+              : !readFileSync('/proc/filesystems', 'utf8').includes('overlay') ? 'no overlayfs' : false
 
 const UNITS = ['iot-gateway-api-tunnel.service', 'iot-gateway-api@.socket', 'iot-gateway-api@.service']
 

@@ -16,7 +16,6 @@ const CONF = join(LAYER, 'recipes-connectivity', 'mosquitto', 'files', 'iot-gate
 const mosquitto = which('mosquitto')
 const skip = !existsSync(BUNDLE) ? 'app/dist/gateway.cjs is not built (npm run build in app/)' : !mosquitto ? 'mosquitto is not installed' : false
 
-
 t.test('pki init + firstboot unit + shipped mosquitto.conf: gateway and device talk over TLS', { skip, timeout: 120000 }, async t => {
   const mqtt = require('mqtt')
   const data = mkdtempSync(join(tmpdir(), 'iotgw-firstboot-'))
@@ -59,7 +58,7 @@ t.test('pki init + firstboot unit + shipped mosquitto.conf: gateway and device t
   const deadline = Date.now() + 15000
   while (!(await listening(lanPort) && await listening(gwPort))) {
     if (broker.exitCode !== null || Date.now() > deadline) { t.fail('mosquitto did not start:\n' + log); return }
-    await new Promise(r => setTimeout(r, 100))
+    await new Promise(resolve => setTimeout(resolve, 100))
   }
   const read = f => readFileSync(join(data, f))
   const connect = (port, cert, key) => new Promise(resolve => {
@@ -78,7 +77,7 @@ t.test('pki init + firstboot unit + shipped mosquitto.conf: gateway and device t
   if (device instanceof Error) return
   await device.publishAsync('devices/sensor-1/telemetry', '{"seq":1}', { qos: 1 })
   const until = Date.now() + 5000
-  while (got.length === 0 && Date.now() < until) await new Promise(r => setTimeout(r, 50))
+  while (got.length === 0 && Date.now() < until) await new Promise(resolve => setTimeout(resolve, 50))
   t.same(got, ['devices/sensor-1/telemetry {"seq":1}'], 'delivered to the gateway\'s session')
   await device.endAsync()
   await gateway.endAsync()

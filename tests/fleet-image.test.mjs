@@ -15,10 +15,13 @@ import { t, REPO, LAYER, run, which, isRoot, freePort, listening } from './helpe
 
 const BUNDLE = join(REPO, 'app', 'dist', 'gateway.cjs')
 const missing = ['python3', 'unshare', 'systemd-tmpfiles', 'systemd-socket-activate', 'dropbear', 'ssh', 'ssh-keygen', 'hostapd', 'wg'].filter(c => which(c) === null)
-const skip = !isRoot ? 'needs root (mount and network namespaces)'
-  : missing.length > 0 ? `not installed: ${missing.join(', ')} (scripts/install-deps.sh installs them)`
-  : !existsSync(BUNDLE) ? 'app/dist/gateway.cjs is not built (npm run build in app/)'
-  : !readFileSync('/proc/filesystems', 'utf8').includes('overlay') ? 'no overlayfs' : false
+const skip = !isRoot
+  ? 'needs root (mount and network namespaces)'
+  : missing.length > 0
+    ? `not installed: ${missing.join(', ')} (scripts/install-deps.sh installs them)`
+    : !existsSync(BUNDLE)
+        ? 'app/dist/gateway.cjs is not built (npm run build in app/)'
+        : !readFileSync('/proc/filesystems', 'utf8').includes('overlay') ? 'no overlayfs' : false
 
 async function firstBoot (t, { reject }) {
   const dir = mkdtempSync(join(tmpdir(), 'iotgw-fleet-'))

@@ -38,10 +38,13 @@ const SBIN_PATH = `${process.env.PATH ?? ''}:/usr/sbin:/sbin:/usr/bin:/bin`
 const env = { ...process.env, PATH: SBIN_PATH }
 
 const missing = TOOLS.filter(x => !which(x))
-const skip = !isRoot ? 'needs root (loop devices, partition tables)'
-  : missing.length ? `missing tools: ${missing.join(' ')} (Debian: fdisk, e2fsprogs, util-linux, mount)`
-  : !existsSync('/dev/loop-control') ? 'no /dev/loop-control: loop devices cannot be created here'
-  : false
+const skip = !isRoot
+  ? 'needs root (loop devices, partition tables)'
+  : missing.length
+    ? `missing tools: ${missing.join(' ')} (Debian: fdisk, e2fsprogs, util-linux, mount)`
+    : !existsSync('/dev/loop-control')
+        ? 'no /dev/loop-control: loop devices cannot be created here'
+        : false
 
 const sh = (args, opts = {}) => run(which(args[0]), args.slice(1), { env, ...opts })
 /** A command's output for an assertion message, only when it failed. */
@@ -261,9 +264,11 @@ function readBack (st, dev) {
 function growFs (t, st, dev) {
   const capEff = BigInt('0x' + (/^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync('/proc/self/status', 'utf8'))?.[1] ?? '0'))
   const growfs = ['/usr/lib/systemd/systemd-growfs', '/lib/systemd/systemd-growfs'].find(p => existsSync(p))
-  let why = !growfs ? 'systemd-growfs is not installed'
-    : !(capEff & (1n << 24n)) ? 'no CAP_SYS_RESOURCE here (container), which the online resize needs'
-    : null
+  let why = !growfs
+    ? 'systemd-growfs is not installed'
+    : !(capEff & (1n << 24n))
+        ? 'no CAP_SYS_RESOURCE here (container), which the online resize needs'
+        : null
   if (!why) {
     const mnt = join(st.dir, 'data')
     mkdirSync(mnt)

@@ -40,9 +40,11 @@ kill $jp
 `
 
 const missing = ['unshare', 'journalctl', 'python3'].filter(c => which(c) === null)
-const skip = !isRoot ? 'needs root (a private mount namespace for a journald instance)'
-  : JOURNALD === undefined ? 'systemd-journald is not installed'
-  : missing.length > 0 ? `not installed: ${missing.join(', ')}` : false
+const skip = !isRoot
+  ? 'needs root (a private mount namespace for a journald instance)'
+  : JOURNALD === undefined
+    ? 'systemd-journald is not installed'
+    : missing.length > 0 ? `not installed: ${missing.join(', ')}` : false
 
 function flood (t, conf) {
   const r = run('unshare', ['--mount', '--propagation', 'private', 'sh', '-c', SCRIPT], { env: { ...process.env, CONF: conf, JOURNALD }, timeout: 120_000 })

@@ -16,10 +16,13 @@ const mirror = process.env.IOTGW_YOCTO_MIRROR ?? ''
 const lab = process.env.IOTGW_YOCTO_LAB || join(tmpdir(), 'yocto-lab')
 const skip = process.env.IOTGW_YOCTO_PARSE !== '1'
   ? 'opt-in: set IOTGW_YOCTO_PARSE=1 (and IOTGW_YOCTO_MIRROR to the folder of the upstream layer snapshots) to parse the layer with BitBake'
-  : !existsSync(CHECKER) ? `the parse checker ${CHECKER} is absent (the shared folder beside the checkout)`
-  : !which('bash') ? 'bash is not installed'
-  : !mirror && !existsSync(join(lab, 'openembedded-core')) ? `no upstream layers: set IOTGW_YOCTO_MIRROR (snapshots) or IOTGW_YOCTO_LAB (existing clones)`
-  : false
+  : !existsSync(CHECKER)
+      ? `the parse checker ${CHECKER} is absent (the shared folder beside the checkout)`
+      : !which('bash')
+          ? 'bash is not installed'
+          : !mirror && !existsSync(join(lab, 'openembedded-core'))
+              ? 'no upstream layers: set IOTGW_YOCTO_MIRROR (snapshots) or IOTGW_YOCTO_LAB (existing clones)'
+              : false
 
 if (!skip) t.setTimeout(2 * 60 * 60 * 1000)
 

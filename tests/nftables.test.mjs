@@ -65,7 +65,7 @@ t.test('fallback.nft drops inbound connections from another namespace', { skip, 
     if (r.status !== 0) return t.skip(`cannot set up veth pair: ${args.join(' ')}: ${r.stderr.trim()}`)
   }
   // a listener in namespace a (node, so nothing else is needed), probed from namespace b
-  const server = `require('net').createServer(s => s.end('hi')).listen(8883, '0.0.0.0', () => console.log('up'))`
+  const server = 'require(\'net\').createServer(s => s.end(\'hi\')).listen(8883, \'0.0.0.0\', () => console.log(\'up\'))'
   const { spawn } = await import('node:child_process')
   const srv = spawn(ip, ['netns', 'exec', a, process.execPath, '-e', server], { stdio: ['ignore', 'pipe', 'inherit'] })
   t.teardown(() => srv.kill('SIGKILL'))

@@ -6,8 +6,8 @@
 // target testimage uses with TEST_TARGET = "serial" on a bench board. Its serial line is the
 // stand-in's console, which this test owns, passed through a Unix socket.
 // Every case passes; a case is skipped only where its OEHasPackage names a package the stand-in
-// does not have (mosquitto-clients: Debian's broker package has no mosquitto_pub; iot-gateway-ssh:
-// a release image has no SSH server), and that reason is checked.
+// does not have (iot-gateway-ssh: a release image has no SSH server), and that reason is checked.
+// mosquitto-clients is in the stand-in, as conf/qemuarm64.yml adds it to the testimage build.
 // Opt-in like the BitBake parse test (a boot of its own, ~4-8 min on 2 loaded cores):
 //   IOTGW_YOCTO_MIRROR=<folder of the upstream snapshots, <owner>+<name>/repo> scripts/test.sh
 // skipped with the reason when the snapshots (or the stand-in's needs, or pexpect) are absent.
@@ -26,20 +26,21 @@ const pinned = name => {
   const m = new RegExp(`^  ${name}:\\n(?:    .*\\n)*?    commit: ([0-9a-f]{40})`, 'm').exec(readFileSync(join(REPO, 'kas.yml'), 'utf8'))
   return m?.[1]
 }
-const skip = !mirror ? 'opt-in: set IOTGW_YOCTO_MIRROR to the folder of the upstream snapshots (<owner>+<name>/repo) to run the layer\'s oeqa cases on the arm64 stand-in'
-  : !existsSync(bare('openembedded+openembedded-core')) ? `no openembedded-core snapshot at ${bare('openembedded+openembedded-core')}`
-  : !existsSync(bare('openembedded+bitbake')) ? `no bitbake snapshot at ${bare('openembedded+bitbake')}`
-  : run('python3', ['-c', 'import pexpect']).status !== 0 ? 'python3-pexpect is missing (oe-core\'s serial target needs it; scripts/install-deps.sh)'
-  : standinUnavailable()
+const skip = !mirror
+  ? 'opt-in: set IOTGW_YOCTO_MIRROR to the folder of the upstream snapshots (<owner>+<name>/repo) to run the layer\'s oeqa cases on the arm64 stand-in'
+  : !existsSync(bare('openembedded+openembedded-core'))
+      ? `no openembedded-core snapshot at ${bare('openembedded+openembedded-core')}`
+      : !existsSync(bare('openembedded+bitbake'))
+          ? `no bitbake snapshot at ${bare('openembedded+bitbake')}`
+          : run('python3', ['-c', 'import pexpect']).status !== 0
+            ? 'python3-pexpect is missing (oe-core\'s serial target needs it; scripts/install-deps.sh)'
+            : standinUnavailable()
 
 // What the stand-in has, in the image's package names (oeqa's OEHasPackage reads this manifest).
 const PACKAGES = ['iot-gateway', 'iot-gateway-certs', 'iot-gateway-system-conf', 'iot-gateway-time', 'iot-gateway-provision',
-  'better-sqlite3', 'nodejs', 'mosquitto', 'nftables', 'wireguard-tools', 'hostapd', 'procps', 'kernel-modules']
+  'better-sqlite3', 'nodejs', 'mosquitto', 'mosquitto-clients', 'nftables', 'wireguard-tools', 'hostapd', 'procps', 'kernel-modules']
 // The cases a stand-in cannot run, and the only reason accepted for skipping each.
 const SKIPPABLE = {
-  test_device_message_reaches_sink: /mosquitto-clients/,
-  test_broker_log_in_its_journal_namespace: /mosquitto-clients/,
-  test_acl_denial_counted: /mosquitto-clients/,
   test_ssh_key_only_host_keys_on_data: /iot-gateway-ssh/
 }
 
@@ -114,7 +115,7 @@ async function main () {
   `)
     writeFileSync(join(tmp, 'testdata.json'), JSON.stringify({
       MACHINE: 'qemuarm64',
-    MLPREFIX: '', // testimage's testdata.json has it; OEHasPackage prefixes package names with it
+      MLPREFIX: '', // testimage's testdata.json has it; OEHasPackage prefixes package names with it
       TEST_SERIALCONTROL_CMD: `stty raw -echo 2>/dev/null; exec '${process.execPath}' '${bridge}' '${sock}'`,
       TEST_SERIALCONTROL_PS1: 'root@standin:~# ',
       TEST_SERIALCONTROL_CONNECT_TIMEOUT: 5

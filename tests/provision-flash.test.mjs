@@ -12,7 +12,8 @@ import { t, REPO, LAYER, run, which, isRoot } from './helpers.mjs'
 const BUNDLE = join(REPO, 'app', 'dist', 'gateway.cjs')
 const PROVISION = join(REPO, 'scripts', 'provision.sh')
 const IMPORT = join(LAYER, 'recipes-core', 'iot-gateway-provision', 'files', 'iot-gateway-provision.sh')
-const skip = !existsSync(BUNDLE) ? 'app/dist/gateway.cjs is not built (npm run build in app/)'
+const skip = !existsSync(BUNDLE)
+  ? 'app/dist/gateway.cjs is not built (npm run build in app/)'
   : !which('mcopy') ? 'mtools is not installed' : !which('sfdisk') ? 'sfdisk is not installed' : false
 
 const HUB_KEY = 'xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg='

@@ -42,9 +42,13 @@ function newestMtime (dir) {
 }
 
 const head = git(REPO, 'rev-parse', 'HEAD')
-const skip = !which('git') ? 'git is not installed' : !which('python3') ? 'python3 is not installed'
-  : head.status !== 0 ? 'the repository is not a git checkout'
-  : !existsSync(join(REPO, 'app', 'node_modules', 'esbuild')) ? 'app/node_modules is not installed (npm ci in app/)' : false
+const skip = !which('git')
+  ? 'git is not installed'
+  : !which('python3')
+      ? 'python3 is not installed'
+      : head.status !== 0
+        ? 'the repository is not a git checkout'
+        : !existsSync(join(REPO, 'app', 'node_modules', 'esbuild')) ? 'app/node_modules is not installed (npm ci in app/)' : false
 
 t.test('two clones: the same bundle, PV and SOURCE_DATE_EPOCH', { skip, timeout: 240000 }, t => {
   const work = mkdtempSync(join(tmpdir(), 'iotgw-repro-'))

@@ -68,9 +68,11 @@ function recipePrepare (dir, keysText, knobs = {}) {
 }
 
 const missing = ['dropbear', 'dropbearkey', 'ssh', 'ssh-keygen', 'systemd-socket-activate', 'unshare'].filter(c => which(c) === null)
-const skip = !isRoot ? 'needs root (a mount namespace with its own home for root)'
-  : which('python3') === null ? 'python3 is not installed'
-  : missing.length > 0 ? `not installed: ${missing.join(', ')} (scripts/install-deps.sh installs them)` : false
+const skip = !isRoot
+  ? 'needs root (a mount namespace with its own home for root)'
+  : which('python3') === null
+    ? 'python3 is not installed'
+    : missing.length > 0 ? `not installed: ${missing.join(', ')} (scripts/install-deps.sh installs them)` : false
 
 t.test('host keys: made once on /data, kept afterwards', { skip }, t => {
   const dir = mkdtempSync(join(tmpdir(), 'iotgw-ssh-keys-'))
@@ -249,7 +251,8 @@ const BUNDLE = join(LAYER, '..', 'app', 'dist', 'gateway.cjs')
 const recipeText = readFileSync(RECIPE, 'utf8')
 const doInstall = recipeText.match(/^do_install\(\) \{\n(.*?)^\}/ms)[1]
 t.test('dropbear reads /data/ssh/authorized_keys: the image\'s keys until provisioning writes the gateway\'s own', {
-  skip: skip || (which('systemd-tmpfiles') === null ? 'systemd-tmpfiles is not installed'
+  skip: skip || (which('systemd-tmpfiles') === null
+    ? 'systemd-tmpfiles is not installed'
     : readFileSync('/proc/filesystems', 'utf8').includes('overlay') ? (existsSync(BUNDLE) ? false : 'app/dist/gateway.cjs is not built (npm run build in app/)') : 'no overlayfs')
 }, async t => {
   const dir = mkdtempSync(join(tmpdir(), 'iotgw-ssh-prov-'))

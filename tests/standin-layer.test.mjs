@@ -10,9 +10,11 @@ import { t, REPO, LAYER, run, which } from './helpers.mjs'
 
 const SCRIPT = join(REPO, 'scripts', 'standin-layer.py')
 const bundle = join(REPO, 'app', 'dist', 'gateway.cjs')
-const skip = !which('python3') ? 'python3 is not installed'
-  : !existsSync(bundle) ? 'app/dist/gateway.cjs is missing (npm run build)'
-  : false
+const skip = !which('python3')
+  ? 'python3 is not installed'
+  : !existsSync(bundle)
+      ? 'app/dist/gateway.cjs is missing (npm run build)'
+      : false
 
 function install (layer, knobs = []) {
   const root = mkdtempSync(join(tmpdir(), 'standin-layer-'))

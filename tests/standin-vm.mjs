@@ -47,6 +47,7 @@ export async function buildStandin (out, sets) {
 /** QEMU with the stand-in; the serial console as a line protocol (root is logged in there). */
 // "[  252.339655] iot-gateway-identity[366]: ..." (journald forwarding to the console) and
 // "[ SKIP ] ..." / "[FAILED] ..." (systemd's status, with colours)
+// eslint-disable-next-line no-control-regex -- ESC is what the colour codes start with
 const CONSOLE_NOISE = /^\[\s*\d+\.\d+\] |^\[(\x1b\[[0-9;]*m)?\s*[A-Z]+\s*(\x1b\[[0-9;]*m)?\] /
 
 export class VM {
@@ -157,7 +158,6 @@ export function tlsAnswers (port, opts = {}) {
     s.once('close', () => resolve(false))
   })
 }
-
 
 /**
  * The site's NTP server for the guest (timesyncd asks 10.0.2.2, which QEMU's user network maps to

@@ -109,7 +109,7 @@ t.test('the check can fail: a broken drop-in of ours is reported', { skip: !have
 })
 
 t.test('boot order: the clock is advanced before the broker, the gateway, the first boot and the tunnel', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, t => {
-  const { root, unitDir } = fakeRoot(t)
+  const { root } = fakeRoot(t)
   // what systemd itself makes of the files (drop-ins merged), not a text search
   const show = u => {
     const r = run('systemd-analyze', ['cat-config', `--root=${root}`, `systemd/system/${u}`])

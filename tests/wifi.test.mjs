@@ -14,7 +14,6 @@ import { t, REPO, LAYER, run, which, isRoot } from './helpers.mjs'
 const SYSCONF = join(LAYER, 'recipes-core', 'iot-gateway-system-conf')
 const FILES = join(SYSCONF, 'files')
 const RECIPE = readFileSync(join(SYSCONF, 'iot-gateway-system-conf_1.0.bb'), 'utf8')
-const SCRIPT = join(FILES, 'iot-gateway-wifi.sh')
 const BUNDLE = join(REPO, 'app', 'dist', 'gateway.cjs')
 const hostapd = which('hostapd')
 

@@ -7,15 +7,25 @@ import { join } from 'node:path'
 import { parseArgs } from 'node:util'
 import mqtt from 'mqtt'
 
-const { values: o } = parseArgs({ options: {
-  url: { type: 'string', default: 'mqtts://localhost:8883' }, id: { type: 'string' }, dir: { type: 'string', default: '.' },
-  count: { type: 'string', default: '10' }, interval: { type: 'string', default: '1000' }, stream: { type: 'string', default: 'telemetry' } } })
+const { values: o } = parseArgs({
+  options: {
+    url: { type: 'string', default: 'mqtts://localhost:8883' },
+    id: { type: 'string' },
+    dir: { type: 'string', default: '.' },
+    count: { type: 'string', default: '10' },
+    interval: { type: 'string', default: '1000' },
+    stream: { type: 'string', default: 'telemetry' }
+  }
+})
 if (!o.id) { console.error('usage: sensor-mqtt.mjs --id <device id> [--url mqtts://host:8883] [--dir <enrolment folder>] [--count N] [--interval ms]'); process.exit(2) }
 
 const client = await mqtt.connectAsync(o.url, {
   clientId: o.id, // the gateway knows the device by its certificate's CN; the same id here keeps the broker's log readable
-  ca: readFileSync(join(o.dir, 'ca.crt')), cert: readFileSync(join(o.dir, `${o.id}.crt`)), key: readFileSync(join(o.dir, `${o.id}.key`)),
-  clean: false, reconnectPeriod: 1000
+  ca: readFileSync(join(o.dir, 'ca.crt')),
+  cert: readFileSync(join(o.dir, `${o.id}.crt`)),
+  key: readFileSync(join(o.dir, `${o.id}.key`)),
+  clean: false,
+  reconnectPeriod: 1000
 })
 // (epoch, seq) must grow strictly: this process does not keep seq across runs, so its start time is the epoch.
 const epoch = Math.floor(Date.now() / 1000)

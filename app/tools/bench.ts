@@ -119,6 +119,7 @@ class Sink {
     await new Promise<void>(resolve => this.server!.listen(0, '127.0.0.1', resolve))
     this.url = `https://localhost:${(this.server.address() as { port: number }).port}/ingest`
   }
+
   reset (): void { this.delivered.clear(); this.latencies = []; this.requests = 0; this.firstAt = 0; this.lastAt = 0 }
   async stop (): Promise<void> { this.server?.closeAllConnections(); await new Promise(resolve => this.server?.close(resolve)) }
 }
@@ -148,7 +149,7 @@ async function startGateway (dir: string, sink: Sink, brokerSections: Record<str
   const broker = { denialLogCommand: ['tail', '-F', '-n', '+1', mosquittoLogFile(dataDir)], ...brokerSections }
   const { config, file } = await testConfig(dir, { gateway: { logLevel: 'warn', dataDir }, uplink: { url: sink.url, caFile: sink.caFile, lingerMs: 20 }, broker, limits: { ratePerSecond: 100000, rateBurst: 100000 } })
   const gw = new GatewayProcess(file, config.api.port, join(dir, 'gateway.log'), { bin: process.execPath, args: [...GATEWAY_NODE_FLAGS, join(process.cwd(), 'dist', 'gateway.cjs')] })
-  return { config, sys: { name: 'gateway', pid: () => gw.proc!.pid!, stop: async () => { await gw.stop('SIGTERM') } , start: () => gw.start() } as System & { start: () => Promise<void> } }
+  return { config, sys: { name: 'gateway', pid: () => gw.proc!.pid!, stop: async () => { await gw.stop('SIGTERM') }, start: () => gw.start() } as System & { start: () => Promise<void> } }
 }
 
 function nodeRedDir (): string {
@@ -332,11 +333,20 @@ async function phases (system: string, bundle: string, o: { seconds: number, idl
       const per = (x: number): number => delivered > 0 ? x / delivered : NaN
       const cpu = cpuSeconds(pid) - c0
       rows.push({
-        system, phase: name, rate, delivered, lost: Math.max(0, acked - delivered), seconds: (t1 - t0) / 1000,
-        gwBytesPerMsg: per(writeBytes(pid) - w0), brokerBytesPerMsg: per(writeBytes(bpid) - bw0),
+        system,
+        phase: name,
+        rate,
+        delivered,
+        lost: Math.max(0, acked - delivered),
+        seconds: (t1 - t0) / 1000,
+        gwBytesPerMsg: per(writeBytes(pid) - w0),
+        brokerBytesPerMsg: per(writeBytes(bpid) - bw0),
         syncsPerSec: syncsBetween(straceLog, t0 / 1000, t1 / 1000) / ((t1 - t0) / 1000),
-        cpuPer10k: per(cpu) * 10000, cpuPctOfCore: cpu / ((t1 - t0) / 1000) * 100,
-        p50: percentile(sink.latencies, 50), p99: percentile(sink.latencies, 99), peakRssMB: peakRssBytes(pid) / 1048576
+        cpuPer10k: per(cpu) * 10000,
+        cpuPctOfCore: cpu / ((t1 - t0) / 1000) * 100,
+        p50: percentile(sink.latencies, 50),
+        p99: percentile(sink.latencies, 99),
+        peakRssMB: peakRssBytes(pid) / 1048576
       })
       // The phase's window from the gateway's start: to cut a --cpu-prof profile (IOTGW_GATEWAY_NODE_FLAGS) by phase.
       process.stderr.write(`  ${system} ${name}: ${delivered} delivered (${((t0 - started) / 1000).toFixed(1)}-${((t1 - started) / 1000).toFixed(1)} s after the gateway started)\n`)

@@ -12,13 +12,20 @@ import { LoadGenerator } from '../test/helpers/load.js'
 
 export interface ConsolePhase { cpuPercent: number, rssMiB: number, msgPerSecond: number }
 export type ConsoleCostRow = {
-  seconds: number, devices: number, ratePerDevice: number
-  without: ConsolePhase, withConsole: ConsolePhase, afterClosing: ConsolePhase
+  seconds: number,
+  devices: number,
+  ratePerDevice: number
+  without: ConsolePhase,
+  withConsole: ConsolePhase,
+  afterClosing: ConsolePhase
   /** The gateway's CPU and peak RSS with the console open, against the phases without (the mean of before and after). */
-  cpuRatio: number, rssRatio: number
-  consolePolls: number, stateResponseBytes: number
+  cpuRatio: number,
+  rssRatio: number
+  consolePolls: number,
+  stateResponseBytes: number
   /** The gateway's CPU per state request, against its CPU per 1,000 messages at the same load. */
-  cpuMsPerPoll: number, cpuMsPer1000Messages: number
+  cpuMsPerPoll: number,
+  cpuMsPer1000Messages: number
   pollEverySeconds: number
 } | { skipped: string }
 
@@ -58,7 +65,8 @@ export async function consoleCost (seconds = 20, devices = 10, rate = 100): Prom
     const profile = mkdtempSync(join(tmpdir(), 'iotgw-chromium-'))
     teardowns.push(() => rmSync(profile, { recursive: true, force: true }))
     const context = await chromium.launchPersistentContext(profile, {
-      executablePath: CHROMIUM, headless: true,
+      executablePath: CHROMIUM,
+      headless: true,
       args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync']
     })
     teardowns.unshift(async () => { await context.close().catch(() => {}) })
@@ -84,10 +92,16 @@ export async function consoleCost (seconds = 20, devices = 10, rate = 100): Prom
     const cpuMsPerPoll = round((cpu(pid) - c0) / n * 1000, 2)
     const base = { cpu: (without.cpuPercent + afterClosing.cpuPercent) / 2, rss: (without.rssMiB + afterClosing.rssMiB) / 2, rate: (without.msgPerSecond + afterClosing.msgPerSecond) / 2 }
     return {
-      seconds, devices, ratePerDevice: rate, without, withConsole, afterClosing,
+      seconds,
+      devices,
+      ratePerDevice: rate,
+      without,
+      withConsole,
+      afterClosing,
       cpuRatio: round(withConsole.cpuPercent / base.cpu, 2),
       rssRatio: round(withConsole.rssMiB / base.rss, 2),
-      consolePolls: pollsOpen, stateResponseBytes: stateBytes,
+      consolePolls: pollsOpen,
+      stateResponseBytes: stateBytes,
       cpuMsPerPoll,
       cpuMsPer1000Messages: round(base.cpu * 10 / base.rate * 1000, 2),
       pollEverySeconds: 2

@@ -12,9 +12,19 @@ const name = process.argv[2]
 if (name !== 'bench' && name !== 'demo') { console.error('usage: node tools/run.mjs bench|demo [args]'); process.exit(2) }
 const out = join(app, 'node_modules', '.cache', 'iot-gateway-tools', `${name}.mjs`)
 mkdirSync(dirname(out), { recursive: true })
-await build({ entryPoints: [join(app, 'tools', `${name}.ts`)], outfile: out, bundle: true, platform: 'node', target: 'node22', format: 'esm', external: ['better-sqlite3'],
+await build({
+  entryPoints: [join(app, 'tools', `${name}.ts`)],
+  outfile: out,
+  bundle: true,
+  platform: 'node',
+  target: 'node22',
+  format: 'esm',
+  external: ['better-sqlite3'],
   // The helpers are ESM (import.meta.url); bundled CommonJS dependencies still need a require.
-  banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" }, logLevel: 'warning', logOverride: { 'require-resolve-not-external': 'silent' } })
+  banner: { js: "import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" },
+  logLevel: 'warning',
+  logOverride: { 'require-resolve-not-external': 'silent' }
+})
 // Not spawnSync: a signal sent to this process (kill <pid>, SIGUSR1 in the demo) is passed on, so the
 // tool cleans up after itself instead of being orphaned.
 const child = spawn(process.execPath, [out, ...process.argv.slice(3)], { stdio: 'inherit', cwd: app })

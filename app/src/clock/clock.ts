@@ -114,7 +114,7 @@ export function assertMayIssue (dataDir: string, what: string, o: ClockOptions =
   if (now < latest) {
     throw new PkiError('GW_ERR_PKI_CLOCK_BEHIND', `not issuing ${what}: the clock (${iso(now)}) is not synchronised and is earlier than ` +
       `the latest time this gateway has seen (${iso(latest)}), so it would be dated wrongly. Wait for the time sync ` +
-      `(timedatectl timesync-status; see docs/time.md), or set the clock, and try again. Nothing was changed.`)
+      '(timedatectl timesync-status; see docs/time.md), or set the clock, and try again. Nothing was changed.')
   }
   return now
 }

@@ -106,7 +106,7 @@ export class DeviceRegistry {
     let changed = false
     this.db.transaction(() => {
       const now = Date.now()
-      this.db.prepare(`INSERT INTO devices (id, created_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING`).run(id, now)
+      this.db.prepare('INSERT INTO devices (id, created_at) VALUES (?, ?) ON CONFLICT(id) DO NOTHING').run(id, now)
       changed = this.db.prepare(`UPDATE devices SET status = 'quarantined', status_changed_at = ?, status_reason = ?, trust_score = ?, trust_events = ?
         WHERE id = ? AND status = 'active'`).run(now, reason, score, JSON.stringify(events), id).changes > 0
       if (changed) this.bump()

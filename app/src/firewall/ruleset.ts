@@ -53,7 +53,7 @@ function zoneChain (p: FirewallPolicy, z: PolicyZone): string[] {
   const r: string[] = []
   r.push(`  chain zone_${z.name} {`)
   if (z.nets4.length > 0) {
-    r.push(`    # only the zone's own networks (and 0.0.0.0, a DHCP client without an address yet)`)
+    r.push('    # only the zone\'s own networks (and 0.0.0.0, a DHCP client without an address yet)')
     r.push(`    ip saddr != ${set([...z.nets4, '0.0.0.0'])} counter name "spoofed" drop`)
   }
   if (z.nets6.length > 0) r.push(`    ip6 saddr != ${set(['fe80::/10', '::', ...z.nets6])} counter name "spoofed" drop`)

@@ -20,11 +20,13 @@ export class Counter {
     if (cur) cur.value += by
     else this.values.set(key, { labels, value: by })
   }
+
   /** Creates the series at 0 (a no-op for a series that exists). */
   init (...labelSets: Labels[]): this {
     for (const labels of labelSets.length > 0 ? labelSets : [{}]) if (!this.values.has(labelText(labels))) this.values.set(labelText(labels), { labels, value: 0 })
     return this
   }
+
   get (labels: Labels = {}): number { return this.values.get(labelText(labels))?.value ?? 0 }
   total (): number { let n = 0; for (const v of this.values.values()) n += v.value; return n }
   render (): string {
@@ -45,6 +47,7 @@ export class Histogram {
   constructor (readonly name: string, readonly help: string, readonly buckets: readonly number[] = LATENCY_BUCKETS) {
     this.counts = new Array<number>(buckets.length).fill(0)
   }
+
   observe (v: number, n = 1): void {
     if (!Number.isFinite(v)) return
     // Non-cumulative here; cumulated at render time so that observe() stays O(buckets) with no allocation.
@@ -53,6 +56,7 @@ export class Histogram {
     this.sum += v * n
     this.count += n
   }
+
   get observations (): number { return this.count }
   render (): string {
     const lines = [`# HELP ${this.name} ${this.help}`, `# TYPE ${this.name} histogram`]
@@ -84,6 +88,7 @@ export class Registry {
     this.metrics.set(name, c)
     return c
   }
+
   histogram (name: string, help: string, buckets?: readonly number[]): Histogram {
     const existing = this.metrics.get(name)
     if (existing instanceof Histogram) return existing
@@ -91,11 +96,13 @@ export class Registry {
     this.metrics.set(name, h)
     return h
   }
+
   gauge (name: string, help: string, read: () => number | Array<[Labels, number]>, type: 'gauge' | 'counter' = 'gauge'): Gauge {
     const g = new Gauge(name, help, read, type)
     this.metrics.set(name, g)
     return g
   }
+
   /** Metric families registered so far (for tests and the dashboard check). */
   names (): string[] { return [...this.metrics.keys()] }
   render (): string {

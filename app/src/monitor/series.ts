@@ -8,9 +8,21 @@ import type { TrustEvent } from '../devices/trust.js'
  * and not to this list (the series would otherwise appear only at its first refusal).
  */
 const REJECT_REASONS: Record<RejectReason, true> = {
-  oversize: true, bad_json: true, bad_schema: true, bad_device_id: true, unknown_stream: true, invalid_utf8: true,
-  duplicate_key: true, replay: true, duplicate: true, rate_limited: true, device_blocked: true, outbox_full: true,
-  bad_signature: true, unknown_device: true, redelivered: true
+  oversize: true,
+  bad_json: true,
+  bad_schema: true,
+  bad_device_id: true,
+  unknown_stream: true,
+  invalid_utf8: true,
+  duplicate_key: true,
+  replay: true,
+  duplicate: true,
+  rate_limited: true,
+  device_blocked: true,
+  outbox_full: true,
+  bad_signature: true,
+  unknown_device: true,
+  redelivered: true
 }
 const TRUST_EVENTS: Record<TrustEvent, true> = { replay: true, malformed_input: true, rate_limit_applied: true, acl_denied: true }
 

@@ -242,7 +242,7 @@ const isTime = (n: forge.asn1.Asn1 | undefined): boolean => n !== undefined && n
 
 /** Reads a PEM CRL (no signature check: it is our own file): its number, validity and revoked serials (lower-case hex, no leading zeros). */
 export function parseCrl (text: string): ParsedCrl {
-  const tbs = ((fromDer(unpem(text, 'X509 CRL')).value as forge.asn1.Asn1[])[0]!.value as forge.asn1.Asn1[])
+  const tbs = (fromDer(unpem(text, 'X509 CRL')).value as forge.asn1.Asn1[])[0]!.value as forge.asn1.Asn1[]
   let i = tbs[0]!.type === T.INTEGER && tbs[0]!.tagClass === U ? 1 : 0 // version
   i += 2 // signature algorithm, issuer
   const thisUpdate = asn1Time(tbs[i++]!)

@@ -31,4 +31,3 @@ export async function evaluations (s: Stack, n: number): Promise<void> {
   const from = await s.gateway.metric('gateway_monitor_samples_total')
   await waitFor(async () => await s.gateway.metric('gateway_monitor_samples_total') >= from + n, `${n} more monitor samples`)
 }
-

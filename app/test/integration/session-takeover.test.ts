@@ -16,8 +16,14 @@ import { waitFor } from '../helpers/ports.js'
 async function impostor (port: number, dev: Enrolled, clientId: string, clean: boolean): Promise<MqttClient | Error> {
   try {
     return await mqtt.connectAsync(`mqtts://localhost:${port}`, {
-      clientId, clean, ca: readFileSync(dev.caFile), cert: readFileSync(dev.certFile), key: readFileSync(dev.keyFile),
-      reconnectPeriod: 0, protocolVersion: 4, connectTimeout: 5000
+      clientId,
+      clean,
+      ca: readFileSync(dev.caFile),
+      cert: readFileSync(dev.certFile),
+      key: readFileSync(dev.keyFile),
+      reconnectPeriod: 0,
+      protocolVersion: 4,
+      connectTimeout: 5000
     })
   } catch (err) { return err as Error }
 }

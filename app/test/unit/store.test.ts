@@ -48,7 +48,7 @@ t.test('a database written by release 5b12154 (schema 3) is migrated and its que
   copyFileSync(join(import.meta.dirname, '..', 'fixtures', 'outbox-v3.db'), file)
   const old = new Database(file, { readonly: true })
   t.equal(old.pragma('user_version', { simple: true }), 3, 'the fixture is what that release wrote')
-  const queued = (old.prepare('SELECT id, seq FROM outbox ORDER BY id').all() as Array<{ id: number, seq: number }>)
+  const queued = old.prepare('SELECT id, seq FROM outbox ORDER BY id').all() as Array<{ id: number, seq: number }>
   const inflight = (old.prepare('SELECT batch_id AS b FROM outbox WHERE batch_id IS NOT NULL LIMIT 1').get() as { b: string }).b
   old.close()
   t.equal(queued.length, 30)
@@ -115,7 +115,7 @@ t.test('acknowledged batches are never sent again by this process, even when the
   const b1 = s.nextBatch('gw', 2, 1 << 20)!
   s.ackBatch(b1)
   // The disk refuses writes now (as SQLITE_FULL would): the acknowledgement stays in memory.
-  s.db.exec(`CREATE TRIGGER full BEFORE DELETE ON outbox BEGIN SELECT RAISE(FAIL, 'full'); END`)
+  s.db.exec('CREATE TRIGGER full BEFORE DELETE ON outbox BEGIN SELECT RAISE(FAIL, \'full\'); END')
   t.throws(() => s.flushAcks(Date.now() + 5000, true), /full/)
   const b2 = s.nextBatch('gw', 10, 1 << 20)!
   t.same(b2.rows.map(r => r.seq), [3], 'the acknowledged rows are not in the next batch')
@@ -202,7 +202,7 @@ t.test('dead letters are bounded; traffic log pruned by age and count', async t 
 
 t.test('a failing commit leaves nothing behind', async t => {
   const s = new Store(openDatabase(':memory:'))
-  s.db.exec(`CREATE TRIGGER boom BEFORE INSERT ON outbox WHEN NEW.seq = 2 BEGIN SELECT RAISE(ABORT, 'disk says no'); END`)
+  s.db.exec('CREATE TRIGGER boom BEFORE INSERT ON outbox WHEN NEW.seq = 2 BEGIN SELECT RAISE(ABORT, \'disk says no\'); END')
   t.throws(() => s.commitGroup([msg('a', 1), msg('a', 2)], []), /disk says no/)
   t.equal(s.outboxDepth, 0)
   t.equal((s.db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n, 0)

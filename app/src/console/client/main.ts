@@ -5,7 +5,7 @@
 const POLL_MS = 2000
 const app = document.getElementById('app')!
 
-type Json = any // eslint-disable-line @typescript-eslint/no-explicit-any
+type Json = any
 
 function h (tag: string, attrs: Record<string, string> = {}, ...kids: Array<Node | string | null>): HTMLElement {
   const e = document.createElement(tag)
@@ -130,8 +130,10 @@ function alertsView (s: Json): HTMLElement {
   const a = s.alerts
   return h('section', { id: 'alerts' }, h('h2', {}, `Alerts (${a.firing.length} firing)`),
     h('ul', { class: 'firing' }, ...a.firing.map((x: Json) => h('li', { class: 'bad', 'data-rule': x.rule }, `${x.rule}: ${x.summary} (since ${ago(x.firedAt)})`))),
-    a.resolved.length > 0 ? h('details', {}, h('summary', {}, `recently resolved (${a.resolved.length})`),
-      h('ul', { class: 'resolved' }, ...a.resolved.map((x: Json) => h('li', { 'data-rule': x.rule }, `${x.rule}: resolved ${ago(x.resolvedAt)}`)))) : null)
+    a.resolved.length > 0
+      ? h('details', {}, h('summary', {}, `recently resolved (${a.resolved.length})`),
+        h('ul', { class: 'resolved' }, ...a.resolved.map((x: Json) => h('li', { 'data-rule': x.rule }, `${x.rule}: resolved ${ago(x.resolvedAt)}`))))
+      : null)
 }
 
 function devicesView (s: Json): HTMLElement {
