@@ -1,4 +1,4 @@
-import t from 'tap'
+import t, { type Test } from 'tap'
 import { join } from 'node:path'
 import { buildConfig } from '../../src/config/load.js'
 import { Egress, messageId } from '../../src/egress/egress.js'
@@ -41,13 +41,25 @@ async function stack (t: any, db: DB, cloud: Cloud, outbox: Record<string, unkno
 const sub = (device: string, seq: number, redelivery = false) => ({ device, transport: 'mqtt' as const, stream: 'telemetry', raw: JSON.stringify({ epoch: 1, seq, v: seq }), redelivery })
 const outboxRows = (db: DB): number => (db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n
 
-t.test('a message reaches the cloud before its commit; the commit then records its delivery', async t => {
+/** A test's folder and a running test cloud, torn down with the test. */
+async function withCloud (t: Test): Promise<{ dir: string, cloud: Cloud }> {
   const dir = tempDir(t)
   const cloud = new Cloud(dir)
   await cloud.start()
   t.teardown(() => cloud.stop())
+  return { dir, cloud }
+}
+
+/** The same, with an open database in the folder. */
+async function fixture (t: Test): Promise<{ dir: string, cloud: Cloud, db: DB }> {
+  const { dir, cloud } = await withCloud(t)
   const db = openDatabase(join(dir, 'gw.db'))
   t.teardown(() => db.close())
+  return { dir, cloud, db }
+}
+
+t.test('a message reaches the cloud before its commit; the commit then records its delivery', async t => {
+  const { cloud, db } = await fixture(t)
   const { p, store, metrics } = await stack(t, db, cloud)
   let acked = false
   const outcome = p.submit(sub('d1', 1)).then(o => { acked = true; return o })
@@ -74,12 +86,7 @@ t.test('a message reaches the cloud before its commit; the commit then records i
 })
 
 t.test('rows committed while the cloud is down go first, from memory; per-device order holds; no outbox read or write per batch', async t => {
-  const dir = tempDir(t)
-  const cloud = new Cloud(dir)
-  await cloud.start()
-  t.teardown(() => cloud.stop())
-  const db = openDatabase(join(dir, 'gw.db'))
-  t.teardown(() => db.close())
+  const { cloud, db } = await fixture(t)
   // The cloud is down while the first messages are committed; then more arrive, still pending.
   let down = true
   cloud.respond = () => down ? { status: 503 } : undefined
@@ -101,10 +108,7 @@ t.test('rows committed while the cloud is down go first, from memory; per-device
 })
 
 t.test('rows only the outbox holds (a restart) go first, from the outbox, under a recorded batch id', async t => {
-  const dir = tempDir(t)
-  const cloud = new Cloud(dir)
-  await cloud.start()
-  t.teardown(() => cloud.stop())
+  const { dir, cloud } = await withCloud(t)
   const file = join(dir, 'gw.db')
   const db1 = openDatabase(file)
   const s1 = new Store(db1)
@@ -122,10 +126,7 @@ t.test('rows only the outbox holds (a restart) go first, from the outbox, under 
 })
 
 t.test('a crash before the commit: the redelivered copy is committed and sent again under the same message id', async t => {
-  const dir = tempDir(t)
-  const cloud = new Cloud(dir)
-  await cloud.start()
-  t.teardown(() => cloud.stop())
+  const { dir, cloud } = await withCloud(t)
   const file = join(dir, 'gw.db')
   const db1 = openDatabase(file)
   const one = await stack(t, db1, cloud)
@@ -145,12 +146,7 @@ t.test('a crash before the commit: the redelivered copy is committed and sent ag
 })
 
 t.test('a final refusal of a batch sent from memory: dead-lettered once committed, not sent again', async t => {
-  const dir = tempDir(t)
-  const cloud = new Cloud(dir)
-  await cloud.start()
-  t.teardown(() => cloud.stop())
-  const db = openDatabase(join(dir, 'gw.db'))
-  t.teardown(() => db.close())
+  const { cloud, db } = await fixture(t)
   cloud.respond = b => b.messages.some(m => m.device === 'poison') ? { status: 422, body: 'schema' } : undefined
   const { p, store, metrics } = await stack(t, db, cloud)
   const o = [p.submit(sub('poison', 1)), p.submit(sub('poison', 2))]
@@ -169,12 +165,7 @@ t.test('a final refusal of a batch sent from memory: dead-lettered once committe
 })
 
 t.test('a failed commit after a send from memory records no delivery; the resend keeps its id', async t => {
-  const dir = tempDir(t)
-  const cloud = new Cloud(dir)
-  await cloud.start()
-  t.teardown(() => cloud.stop())
-  const db = openDatabase(join(dir, 'gw.db'))
-  t.teardown(() => db.close())
+  const { cloud, db } = await fixture(t)
   const { p, store } = await stack(t, db, cloud)
   const o = p.submit(sub('d1', 1))
   await waitFor(() => cloud.accepted.length === 1, 'sent from memory')
@@ -188,12 +179,7 @@ t.test('a failed commit after a send from memory records no delivery; the resend
 })
 
 t.test('an outage longer than the memory bound: the outbox takes over, in order, nothing lost', async t => {
-  const dir = tempDir(t)
-  const cloud = new Cloud(dir)
-  await cloud.start()
-  t.teardown(() => cloud.stop())
-  const db = openDatabase(join(dir, 'gw.db'))
-  t.teardown(() => db.close())
+  const { cloud, db } = await fixture(t)
   let down = true
   cloud.respond = () => down ? { status: 503 } : undefined
   const { p, store, metrics } = await stack(t, db, cloud, { commitLingerMs: 0, commitEarlyMessages: 1000, commitMinIntervalMs: 0 }, { ratePerSecond: 100000, rateBurst: 100000 })
@@ -230,12 +216,7 @@ function exactDepth (e: Egress, store: Store, cloud: Cloud, total: number): stri
 const ev = (device: string, seq: number) => ({ device, transport: 'mqtt' as const, stream: 'events', raw: JSON.stringify({ epoch: 1, seq, alarm: true }) })
 
 t.test('sending from memory: events overtake a telemetry backlog queued during an outage (the first accepted request holds only events), each message once', async t => {
-  const dir = tempDir(t)
-  const cloud = new Cloud(dir)
-  await cloud.start()
-  t.teardown(() => cloud.stop())
-  const db = openDatabase(join(dir, 'gw.db'))
-  t.teardown(() => db.close())
+  const { cloud, db } = await fixture(t)
   let down = true
   cloud.respond = () => down ? { status: 503 } : undefined
   const { p, e, store, metrics } = await stack(t, db, cloud, { commitLingerMs: 0, commitMinIntervalMs: 0 }, { ratePerSecond: 100000, rateBurst: 100000 })
@@ -268,10 +249,7 @@ t.test('sending from memory: events overtake a telemetry backlog queued during a
 })
 
 t.test('both paths: events delivered ahead by the outbox lane are never sent again from memory; depth and bytes reach 0 exactly', async t => {
-  const dir = tempDir(t)
-  const cloud = new Cloud(dir)
-  await cloud.start()
-  t.teardown(() => cloud.stop())
+  const { dir, cloud } = await withCloud(t)
   const file = join(dir, 'gw.db')
   // Rows only the outbox holds (a restart): telemetry of d1, events of d2 among them.
   const db1 = openDatabase(file)
@@ -315,12 +293,7 @@ t.test('both paths: events delivered ahead by the outbox lane are never sent aga
 })
 
 t.test('a final refusal of events sent first from memory: those rows dead-lettered one by one, the telemetry before them still delivered, depth exact', async t => {
-  const dir = tempDir(t)
-  const cloud = new Cloud(dir)
-  await cloud.start()
-  t.teardown(() => cloud.stop())
-  const db = openDatabase(join(dir, 'gw.db'))
-  t.teardown(() => db.close())
+  const { cloud, db } = await fixture(t)
   let down = true
   cloud.respond = b => b.messages.some(m => m.stream === 'events') ? { status: 422, body: 'schema' } : down ? { status: 503 } : undefined
   const { p, e, store } = await stack(t, db, cloud, { commitLingerMs: 0, commitMinIntervalMs: 0 })
@@ -342,10 +315,7 @@ t.test('a final refusal of events sent first from memory: those rows dead-letter
 })
 
 t.test('both paths: events the outbox lane dead-letters are not sent again from memory; depth exact', async t => {
-  const dir = tempDir(t)
-  const cloud = new Cloud(dir)
-  await cloud.start()
-  t.teardown(() => cloud.stop())
+  const { dir, cloud } = await withCloud(t)
   const file = join(dir, 'gw.db')
   const db1 = openDatabase(file)
   const s1 = new Store(db1)
