@@ -1,5 +1,5 @@
 // What an open console costs the gateway, as a module: `npm run bench` prints it (tools/bench.ts),
-// and `node tools/console-cost.mjs [seconds] [devices] [rate per device]` prints the same row as JSON.
+// and `node tools/run.mjs console-cost [seconds] [devices] [rate per device]` prints the same row as JSON.
 // A real stack (Mosquitto, the HTTPS cloud, the gateway bundle) with devices publishing (default 10
 // devices x 100 msg/s = 1,000 msg/s); the gateway's CPU time (/proc/<pid>/stat) and RSS over the
 // same number of seconds, first without a browser, then with headless Chromium showing the console

@@ -1,5 +1,5 @@
 // The monitor's own cost, as a module: `npm run bench` prints it (tools/bench.ts), and
-// `node tools/monitor-cost.mjs [samples]` prints the same row as JSON. Takes real samples of this
+// `node tools/run.mjs monitor-cost [samples]` prints the same row as JSON. Takes real samples of this
 // machine (/proc, /sys, statfs; the same SystemReader the gateway runs), each followed by an alert
 // evaluation with 100 devices known, and reports the CPU time per sample and what it costs at the
 // default interval, as a share of one core. Counts CPU time (process.cpuUsage), not wall time.
