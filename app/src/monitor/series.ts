@@ -51,7 +51,7 @@ export function initKnownSeries (metrics: Registry, config: Config): void {
   init('gateway_unauthenticated_requests_total', ...['bad_signature', 'unknown_device'].map(reason => ({ reason })))
   // Counters without labels: one series each.
   for (const name of [
-    'gateway_outbox_commits_total', 'gateway_uplink_messages_delivered_total', 'gateway_uplink_dead_letters_total',
+    'gateway_outbox_commits_total', 'gateway_uplink_messages_delivered_total', 'gateway_uplink_messages_from_memory_total', 'gateway_uplink_dead_letters_total',
     'gateway_dead_letters_trimmed_total', 'gateway_uplink_bytes_total', 'gateway_mqtt_connects_total', 'gateway_mqtt_errors_total',
     'gateway_device_quarantines_total', 'gateway_quarantine_dropped_total', 'gateway_quarantine_held_total',
     'gateway_broker_log_follower_restarts_total', 'gateway_broker_log_lines_dropped_total'
