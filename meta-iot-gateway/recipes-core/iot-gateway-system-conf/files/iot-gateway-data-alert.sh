@@ -20,6 +20,19 @@ RUN=${IOTGW_ALERT_RUN:-/run}
 DATA=${IOTGW_ALERT_DATA:-/data}
 unit='systemd-fsck@dev-disk-by\x2dlabel-data.service'
 
+# The unit is ordered after the fsck and the mount, but a partition that appears late (udev under
+# load: the boot test saw it) can have its fsck still running when that ordering is met. Wait,
+# bounded (the device timeout is 120 s), until neither is running, and say nothing if /data got
+# mounted after all.
+waited=0
+while [ "$waited" -lt 300 ]; do
+    case " $(systemctl show -p ActiveState --value "$unit" data.mount 2>/dev/null | tr '\n' ' ')" in
+        *" activating "*|*" deactivating "*|*" reloading "*) sleep 1; waited=$((waited + 1)) ;;
+        *) break ;;
+    esac
+done
+if grep -qs " $DATA " /proc/self/mounts; then exit 0; fi
+
 fsck_state=$(systemctl show -p ActiveState,Result --value "$unit" 2>/dev/null | tr '\n' ' ')
 mount_state=$(systemctl show -p ActiveState,Result --value data.mount 2>/dev/null | tr '\n' ' ')
 device=$(readlink -f /dev/disk/by-label/data 2>/dev/null || echo "none (no partition labelled \"data\")")
