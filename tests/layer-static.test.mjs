@@ -190,6 +190,11 @@ t.test('oeqa runtime module compiles', { skip: !which('python3') && 'python3 is 
   const f = join(LAYER, 'lib/oeqa/runtime/cases/iot_gateway.py')
   const r = run('python3', ['-c', 'import ast,sys; ast.parse(open(sys.argv[1]).read(), sys.argv[1])', f])
   t.equal(r.status, 0, r.stderr)
+  // oeqa's loader overwrites these four with the class's setUp/tearDown/setUpClass/tearDownClass:
+  // defined in a case class, they never run (the delivery cases' setup did not, unnoticed)
+  const defs = run('python3', ['-c', 'import ast,sys; print(*sorted({n.name for c in ast.walk(ast.parse(open(sys.argv[1]).read())) if isinstance(c, ast.ClassDef) for n in c.body if isinstance(n, ast.FunctionDef)}))', f])
+  for (const name of ['setUpMethod', 'tearDownMethod', 'setUpClassMethod', 'tearDownClassMethod']) t.notOk(defs.stdout.split(/\s+/).includes(name), `no ${name} (oeqa's loader replaces it)`)
+  t.ok(defs.stdout.split(/\s+/).includes('setUp'), `the delivery cases' setUp is found (${defs.stdout.trim()})`)
   t.end()
 })
 

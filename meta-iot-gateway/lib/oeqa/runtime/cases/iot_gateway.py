@@ -269,7 +269,11 @@ class IotGatewayDeliveryTest(IotGatewayCase):
 
     ready = False
 
-    def setUpMethod(self):
+    # setUp and tearDownClass, not setUpMethod / tearDownClassMethod: oeqa's loader REPLACES those
+    # two with the class's setUp / tearDownClass (after its decorators, e.g. OEHasPackage, ran), so
+    # a setUpMethod defined here never runs.
+    def setUp(self):
+        super().setUp()
         cls = type(self)
         if cls.ready:
             return
@@ -300,12 +304,19 @@ class IotGatewayDeliveryTest(IotGatewayCase):
         wait_for(target, 'systemctl is-active iot-gateway.service', 120)
         # as the gateway's user: enrolment writes its registry and CA on /data/iot-gateway
         run_ok(target, 'mkdir -p %s/dev && chown iot-gateway:iot-gateway %s/dev' % (cls.WORK, cls.WORK))
-        run_ok(target, 'systemd-run --wait --pipe --quiet --uid=iot-gateway --gid=iot-gateway '
-               'iot-gateway device enroll %s --out %s/dev' % (cls.DEVICE, cls.WORK))
+        # --pipe hands the service this shell's descriptors; given the serial console's terminal,
+        # systemd resets it (echo back on) and oe-core's serial target then misreads every later
+        # command's status: no terminal for it, the output through a file
+        status, output = target.run('systemd-run --wait --pipe --quiet --uid=iot-gateway --gid=iot-gateway '
+                                    'iot-gateway device enroll {d} --out {w}/dev </dev/null >{w}/enroll.log 2>&1'.format(
+                                        d=cls.DEVICE, w=cls.WORK))
+        cls.enrolled = run_ok(target, 'cat %s/enroll.log' % cls.WORK)
+        if status != 0:
+            raise AssertionError('enrolment of %s failed (%d):\n%s' % (cls.DEVICE, status, cls.enrolled))
         cls.ready = True
 
     @classmethod
-    def tearDownClassMethod(cls):
+    def tearDownClass(cls):
         if not cls.ready:
             return
         cls.tc.target.run('systemctl stop oeqa-iotgw-sink.service; '
@@ -314,9 +325,14 @@ class IotGatewayDeliveryTest(IotGatewayCase):
         shutil.rmtree(getattr(cls, 'work', ''), ignore_errors=True)
 
     def publish(self, topic, payload):
-        return self.target.run("mosquitto_pub -h 127.0.0.1 -p 8883 -q 1 --cafile /data/iot-gateway/pki/ca.crt "
-                               "--cert {w}/dev/{d}.crt --key {w}/dev/{d}.key -t {t} -m '{p}'".format(
-                                   w=self.WORK, d=self.DEVICE, t=topic, p=payload))
+        status, output = self.target.run("mosquitto_pub -h 127.0.0.1 -p 8883 -q 1 --cafile /data/iot-gateway/pki/ca.crt "
+                                         "--cert {w}/dev/{d}.crt --key {w}/dev/{d}.key -t {t} -m '{p}'".format(
+                                             w=self.WORK, d=self.DEVICE, t=topic, p=payload))
+        if status != 0:
+            # which of the three files it could not open, and what the enrolment left
+            _, files = self.target.run('ls -la %s %s/dev /data/iot-gateway/pki' % (self.WORK, self.WORK))
+            output += '\n' + files + '\nenrolment: ' + getattr(type(self), 'enrolled', '')
+        return status, output
 
     @OEHasPackage(['mosquitto-clients'])
     def test_device_message_reaches_sink(self):
@@ -324,29 +340,53 @@ class IotGatewayDeliveryTest(IotGatewayCase):
         payload = json.dumps({'seq': now, 'ts': now, 'temperature': 21.5})
         status, output = self.publish('devices/%s/telemetry' % self.DEVICE, payload)
         self.assertEqual(status, 0, msg=output)
+        # this message's own clock value: the broker-log case's message of the same device reaches
+        # the sink too, and may be the only one there yet
         def at_sink():
-            status, output = self.target.run('grep %s %s/received.jsonl' % (self.DEVICE, self.WORK))
+            status, output = self.target.run('grep -F %d %s/received.jsonl' % (now, self.WORK))
             return output if status == 0 else None
         received = self.wait_until('the message at the sink', at_sink, seconds=60, interval=2)
+        self.assertIn(self.DEVICE, received)
         self.assertIn('21.5', received)
 
     @OEHasPackage(['mosquitto-clients'])
     def test_broker_log_in_its_journal_namespace(self):
         """The broker logs into its own journal namespace, where the gateway follows it."""
         # the gateway refuses a device's replayed sequence numbers: each case takes the clock's
-        self.publish('devices/%s/telemetry' % self.DEVICE, json.dumps({'seq': int(time.time() * 1000)}))
+        status, output = self.publish('devices/%s/telemetry' % self.DEVICE, json.dumps({'seq': int(time.time() * 1000)}))
+        self.assertEqual(status, 0, msg=output)
         self.wait_for("journalctl --namespace=mosquitto -u mosquitto -o cat | grep -q \"u'%s'\"" % self.DEVICE, seconds=30)
 
     @OEHasPackage(['mosquitto-clients'])
     def test_acl_denial_counted(self):
         """A publish on another device's topic is denied by the broker's ACL and seen by the gateway."""
-        self.publish('devices/someone-else/telemetry', '{}')
+        # The gateway exports every known series from its start, at 0: the count must RISE (a
+        # series that is merely present proves nothing).
+        before = self.metric(ACL_DENIED)
+        self.assertIsNotNone(before, msg='%s is not in /metrics' % ACL_DENIED)
+        # MQTT 3.1.1 has no negative PUBACK: the broker acknowledges and drops, so the client
+        # exits 0 (a TLS or authentication failure would not: the device must get through to be denied)
+        status, output = self.publish('devices/someone-else/telemetry', '{}')
+        self.assertEqual(status, 0, msg=output)
 
         def denied():
-            status, output = self.http_get('http://127.0.0.1:8080/metrics')
-            return status == 0 and 'gateway_security_events_total{type="acl_denied"}' in output
-        self.wait_until('the ACL denial in the gateway\'s metrics', denied, seconds=60)
+            after = self.metric(ACL_DENIED)
+            return after is not None and after > before and after
+        self.wait_until('%s above %s' % (ACL_DENIED, before), denied, seconds=60)
 
+    def metric(self, series):
+        """The value of one series in the gateway's /metrics (None: absent or unreachable)."""
+        status, output = self.http_get('http://127.0.0.1:8080/metrics')
+        if status != 0:
+            return None
+        for line in output.splitlines():
+            name, _, value = line.strip().rpartition(' ')
+            if name == series:
+                return float(value)
+        return None
+
+
+ACL_DENIED = 'gateway_security_events_total{type="acl_denied"}'
 
 # The HTTPS "cloud" on the target: stores every request body (gunzipped) as one line.
 SINK_JS = r"""
