@@ -4,7 +4,8 @@
 import { createRequire } from 'node:module'
 import { spawnSync } from 'node:child_process'
 import { connect, createServer } from 'node:net'
-import { existsSync } from 'node:fs'
+import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
 import { dirname, join, resolve } from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -67,3 +68,29 @@ ExecStartPre=/bin/chown mosquitto /var/log/mosquitto
 [Install]
 WantedBy=multi-user.target
 `
+
+/**
+ * A root for `systemd-analyze verify --root=`: the host's units (the targets and services ours are
+ * ordered against), then `units` (name -> text, e.g. upstream units the host lacks), and each path of
+ * `stubs` as an executable that exits 0. Removed with the test.
+ */
+export function unitRoot (t, prefix, units, stubs) {
+  const root = mkdtempSync(join(tmpdir(), prefix))
+  t.teardown(() => rmSync(root, { recursive: true, force: true }))
+  const unitDir = join(root, 'usr/lib/systemd/system')
+  mkdirSync(unitDir, { recursive: true })
+  for (const dir of ['/usr/lib/systemd/system', '/lib/systemd/system']) {
+    if (!existsSync(dir)) continue
+    for (const f of readdirSync(dir)) {
+      const p = join(dir, f)
+      try { if (statSync(p).isFile() && !existsSync(join(unitDir, f))) copyFileSync(p, join(unitDir, f)) } catch {}
+    }
+  }
+  for (const [name, text] of Object.entries(units)) writeFileSync(join(unitDir, name), text)
+  for (const exe of stubs) {
+    mkdirSync(join(root, dirname(exe)), { recursive: true })
+    writeFileSync(join(root, exe), '#!/bin/sh\nexit 0\n')
+    chmodSync(join(root, exe), 0o755)
+  }
+  return { root, unitDir }
+}

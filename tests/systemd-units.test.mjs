@@ -2,10 +2,9 @@
 // a fake root (temp dir) that holds the host's targets, stand-ins of the upstream units our
 // drop-ins extend, and stub executables where the image has the real ones. Also the layer's
 // unit style: [Service] directives sorted, no MemoryDenyWriteExecute on Node units (commented).
-import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
-import { tmpdir } from 'node:os'
-import { dirname, join } from 'node:path'
-import { t, LAYER, MOSQUITTO_UPSTREAM_UNIT, run, which } from './helpers.mjs'
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs'
+import { join } from 'node:path'
+import { t, LAYER, MOSQUITTO_UPSTREAM_UNIT, run, unitRoot, which } from './helpers.mjs'
 
 const GW = join(LAYER, 'recipes-gateway', 'iot-gateway', 'files')
 const MOSQ = join(LAYER, 'recipes-connectivity', 'mosquitto', 'files')
@@ -83,25 +82,7 @@ const STUB_EXECUTABLES = ['/usr/bin/iot-gateway', '/usr/bin/node', '/usr/sbin/nf
   '/usr/libexec/iot-gateway-identity', '/usr/libexec/iot-gateway-api-tunnel', '/usr/libexec/iot-gateway-firewall-stats', '/usr/libexec/iot-gateway-firewall-confirm', '/usr/lib/systemd/systemd-socket-proxyd', '/usr/sbin/dropbear', '/usr/sbin/dropbearkey', '/usr/libexec/iot-gateway-ssh-hostkeys', '/usr/bin/kill', '/usr/bin/mkdir', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown', '/bin/chmod', '/bin/sh']
 
 function fakeRoot (t) {
-  const root = mkdtempSync(join(tmpdir(), 'iotgw-units-'))
-  t.teardown(() => rmSync(root, { recursive: true, force: true }))
-  const unitDir = join(root, 'usr/lib/systemd/system')
-  mkdirSync(unitDir, { recursive: true })
-  // the host's units give the targets and services ours are ordered against
-  for (const dir of ['/usr/lib/systemd/system', '/lib/systemd/system']) {
-    if (!existsSync(dir)) continue
-    for (const f of readdirSync(dir)) {
-      const p = join(dir, f)
-      try { if (statSync(p).isFile() && !existsSync(join(unitDir, f))) copyFileSync(p, join(unitDir, f)) } catch {}
-    }
-  }
-  for (const [name, text] of Object.entries(UPSTREAM)) writeFileSync(join(unitDir, name), text)
-  for (const exe of STUB_EXECUTABLES) {
-    mkdirSync(join(root, dirname(exe)), { recursive: true })
-    writeFileSync(join(root, exe), '#!/bin/sh\nexit 0\n')
-    chmodSync(join(root, exe), 0o755)
-  }
-  return { root, unitDir }
+  return unitRoot(t, 'iotgw-units-', UPSTREAM, STUB_EXECUTABLES)
 }
 
 function copyGw (u, unitDir) {

@@ -3,10 +3,10 @@
 // and its scripts do what they say: the clock-advance script is run with its clock behind
 // (libfaketime) and a stub in place of `date -s`; the first-boot wait with stubs of
 // systemd-time-wait-sync.
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { dirname, join } from 'node:path'
-import { t, LAYER, MOSQUITTO_UPSTREAM_UNIT, isRoot, run, which } from './helpers.mjs'
+import { t, LAYER, MOSQUITTO_UPSTREAM_UNIT, isRoot, run, unitRoot, which } from './helpers.mjs'
 
 const TIME = join(LAYER, 'recipes-core', 'iot-gateway-time')
 const FILES = join(TIME, 'files')
@@ -45,26 +45,9 @@ function installed () {
 }
 
 function fakeRoot (t) {
-  const root = mkdtempSync(join(tmpdir(), 'iotgw-time-'))
-  t.teardown(() => rmSync(root, { recursive: true, force: true }))
-  const unitDir = join(root, 'usr/lib/systemd/system')
-  mkdirSync(unitDir, { recursive: true })
-  for (const dir of ['/usr/lib/systemd/system', '/lib/systemd/system']) {
-    if (!existsSync(dir)) continue
-    for (const f of readdirSync(dir)) {
-      const p = join(dir, f)
-      try { if (statSync(p).isFile() && !existsSync(join(unitDir, f))) copyFileSync(p, join(unitDir, f)) } catch {}
-    }
-  }
-  writeFileSync(join(unitDir, 'mosquitto.service'), MOSQUITTO_UPSTREAM_UNIT)
-  writeFileSync(join(unitDir, 'systemd-timesyncd.service'), TIMESYNCD)
+  const { root, unitDir } = unitRoot(t, 'iotgw-time-', { 'mosquitto.service': MOSQUITTO_UPSTREAM_UNIT, 'systemd-timesyncd.service': TIMESYNCD }, STUBS)
   for (const u of ['iot-gateway.service', 'iot-gateway-firstboot.service', 'iot-gateway-wireguard.service', 'iot-gateway-firewall.service', 'iot-gateway-firewall-fallback.service']) {
     if (existsSync(join(GW, u))) copyFileSync(join(GW, u), join(unitDir, u))
-  }
-  for (const exe of STUBS) {
-    mkdirSync(join(root, dirname(exe)), { recursive: true })
-    writeFileSync(join(root, exe), '#!/bin/sh\nexit 0\n')
-    chmodSync(join(root, exe), 0o755)
   }
   for (const [dest, src] of Object.entries(installed())) {
     mkdirSync(dirname(join(unitDir, dest)), { recursive: true })
