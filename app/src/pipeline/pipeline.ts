@@ -260,9 +260,6 @@ export class Pipeline extends EventEmitter {
   /** Admitted messages not yet committed. */
   get uncommittedCount (): number { return this.pending.length }
 
-  /** How many admitted messages wait for their commit. */
-  get pendingCount (): number { return this.pending.length }
-
   /**
    * The cloud has these messages (2xx on a batch sent from memory). Those committed meanwhile are
    * recorded as delivered now; the others when their commit is done; those whose commit failed were
