@@ -54,16 +54,27 @@ t.test('--keep: stays up for a client, the cloud toggles on SIGUSR1, Ctrl-C clea
   demo.stderr.on('data', d => { err += d })
   t.teardown(() => { try { process.kill(-demo.pid, 'SIGKILL') } catch {} })
   const exited = waitExit(demo)
-  const wait = async (re, what) => {
-    for (;;) {
-      const m = re.exec(out)
-      if (m) return m
-      if (demo.exitCode !== null) throw new Error(`the demo exited before ${what}: ${out}\n${err}`)
+  // Every wait has a deadline and says what it waited for, with the demo's output and the end of its
+  // gateway's log: a hang fails here with the story, not at tap's timeout with none.
+  let dir = '' // the demo's folder, once it has said it
+  const story = () => {
+    let log = ''
+    try { log = readFileSync(join(dir, 'gateway.log'), 'utf8').split('\n').slice(-15).join('\n') } catch {}
+    return `the demo's output:\n${out}\n${err}\nits gateway's log, last lines:\n${log}`
+  }
+  const until = async (check, what, ms = 90000) => {
+    for (const deadline = Date.now() + ms; ;) {
+      const v = await check()
+      if (v) return v
+      if (demo.exitCode !== null || demo.signalCode !== null) throw new Error(`the demo exited before ${what}\n${story()}`)
+      if (Date.now() > deadline) throw new Error(`waited ${ms / 1000} s for ${what}\n${story()}`)
       await new Promise(resolve => setTimeout(resolve, 100))
     }
   }
+  const wait = (re, what) => until(() => re.exec(out), what, 180000)
   const ready = await wait(/^ready: broker mqtts:\/\/localhost:(\d+) api (http:\/\/127\.0\.0\.1:\d+) folder (\S+) pid (\d+)$/m, 'ready')
-  const [, port, api, dir, pid] = ready
+  const [, port, api, folder, pid] = ready
+  dir = folder
   t.match(out, /0 lost, 0 sent twice/, 'the outage lost nothing')
   t.match(out, /Denied PUBLISH from cellar-1/, 'the denial read from the demo broker\'s own log')
   t.match(out, /events \{"acl_denied":1\}/, 'and counted against cellar-1')
@@ -78,22 +89,23 @@ t.test('--keep: stays up for a client, the cloud toggles on SIGUSR1, Ctrl-C clea
   const s1 = sensor(3)
   t.equal(s1.status, 0, s1.stderr)
   t.equal(s1.stdout.match(/^acknowledged /gm)?.length, 3, 'the example sensor got 3 PUBACKs')
-  for (let i = 0; await metric('gateway_uplink_messages_delivered_total') < before + 3; i++) await new Promise(resolve => setTimeout(resolve, 100))
+  await until(async () => await metric('gateway_uplink_messages_delivered_total') >= before + 3, 'its 3 messages at the cloud')
   t.pass('its 3 messages reached the demo\'s cloud')
 
   process.kill(Number(pid), 'SIGUSR1')
   await wait(/^cloud: DOWN/m, 'the cloud to go down')
   const s2 = sensor(4)
   t.equal(s2.status, 0, s2.stderr)
-  while (await metric('gateway_outbox_messages') < 4) await new Promise(resolve => setTimeout(resolve, 100))
+  await until(async () => await metric('gateway_outbox_messages') >= 4, 'the 4 in the outbox')
   t.equal(await metric('gateway_outbox_messages'), 4, 'the outbox holds the 4 while the cloud is down')
   process.kill(Number(pid), 'SIGUSR1')
   await wait(/^cloud: UP/m, 'the cloud to come back')
-  while (await metric('gateway_outbox_messages') > 0) await new Promise(resolve => setTimeout(resolve, 100))
+  await until(async () => await metric('gateway_outbox_messages') === 0, 'the outbox to empty')
   t.equal(await metric('gateway_uplink_messages_delivered_total'), before + 7, 'all 7 delivered')
 
   t.ok(existsSync(join(dir, 'data', 'pki')), 'the folder is there while the demo runs')
   process.kill(-demo.pid, 'SIGINT') // what Ctrl-C does: the whole foreground process group
+  await until(() => demo.exitCode !== null || demo.signalCode !== null, 'the demo to exit on Ctrl-C', 60000)
   const code = await exited
   t.equal(code, 130, 'exit status of an interrupted program')
   t.notOk(existsSync(dir), 'the folder (with the CA key) is gone')

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto'
 import { createServer, type Server } from 'node:https'
 import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { Socket } from 'node:net'
 import { writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { gunzipSync } from 'node:zlib'
@@ -28,6 +29,8 @@ export class Cloud {
   url = ''
   caFile = ''
   private server?: Server
+  /** Every TCP connection of the running server, the TLS handshake included (see stop). */
+  private readonly sockets = new Set<Socket>()
   private port = 0
   private tls?: { key: string, cert: string }
 
@@ -44,6 +47,7 @@ export class Cloud {
       writeFileSync(this.caFile, caCert)
     }
     const server = createServer({ ...this.tls, keepAliveTimeout: 30000 }, (req, res) => { this.handle(req, res) })
+    server.on('connection', (s: Socket) => { this.sockets.add(s); s.once('close', () => this.sockets.delete(s)) })
     this.server = server
     await new Promise<void>(resolve => server.listen(port === 0 ? this.port : port, '127.0.0.1', resolve))
     this.port = (server.address() as { port: number }).port
@@ -99,12 +103,19 @@ export class Cloud {
     return m
   }
 
-  /** Stops accepting connections (the uplink goes down); start() brings it back on the same port. */
+  /**
+   * Stops accepting connections and drops every open one (the uplink goes down); start() brings it
+   * back on the same port. Every TCP socket, not only closeAllConnections(): that one knows HTTP
+   * connections only, and a connection still in its TLS handshake then would go on being served
+   * with keep-alive after close(), and close() would wait for it for as long as the client used it.
+   */
   async stop (): Promise<void> {
     const s = this.server
     if (!s) return
-    s.closeAllConnections()
-    await new Promise<void>(resolve => s.close(() => resolve()))
+    const closed = new Promise<void>(resolve => s.close(() => resolve()))
+    for (const socket of this.sockets) socket.destroy()
+    this.sockets.clear()
+    await closed
     this.server = undefined
   }
 }
