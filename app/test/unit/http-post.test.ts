@@ -1,4 +1,7 @@
 import t from 'tap'
+import { once } from 'node:events'
+import { createServer } from 'node:http'
+import type { AddressInfo } from 'node:net'
 import { HttpError, httpAgent, httpPost } from '../../src/lib/http-post.js'
 import { Cloud } from '../helpers/cloud.js'
 import { tempDir } from '../helpers/temp.js'
@@ -34,4 +37,22 @@ t.test('httpPost: digest, request id, bearer token only when there is one, statu
   t.equal(seen[1]!.authorization, undefined, 'an empty token file sends no "Bearer "')
   const refused = await httpPost(agent, url, body('refuse'), { timeoutMs: 5000 })
   t.same([refused.status, refused.headers['retry-after'], refused.text], [429, '7', 'slow down'])
+})
+
+t.test('httpPost: ends on the caller\'s signal, or on its own timeout, whichever comes first', async t => {
+  // A receiver that reads the request and never answers.
+  const server = createServer(() => {})
+  await new Promise<void>(resolve => server.listen(0, '127.0.0.1', resolve))
+  t.teardown(() => { server.closeAllConnections(); server.close() })
+  const url = new URL(`http://127.0.0.1:${(server.address() as AddressInfo).port}/ingest`)
+  // The connection pool's own timeouts are far off: what ends the requests below is httpPost's.
+  const agent = httpAgent({ caFile: '', certFile: '', keyFile: '' }, { timeoutMs: 600000, connections: 2 })
+  t.teardown(() => agent.destroy())
+  const ac = new AbortController()
+  const asked = once(server, 'request')
+  const stopped = httpPost(agent, url, Buffer.from('{}'), { timeoutMs: 600000, signal: ac.signal })
+  await asked
+  ac.abort(new Error('the gateway is stopping'))
+  await t.rejects(stopped, /the gateway is stopping/, 'the caller\'s signal')
+  await t.rejects(httpPost(agent, url, Buffer.from('{}'), { timeoutMs: 300 }), /no answer within 300 ms/, 'its own timeout')
 })
