@@ -27,7 +27,6 @@ import { AlertManager } from './alerts/manager.js'
 import { RefusalBook } from './alerts/refusals.js'
 import { AlertStore } from './alerts/store.js'
 import { SystemMonitor } from './monitor/monitor.js'
-import { initKnownSeries } from './monitor/series.js'
 import { LATENCY_BUCKETS } from './lib/metrics.js'
 import { VERSION } from './lib/version.js'
 import { Console } from './console/console.js'
@@ -149,7 +148,6 @@ export class Gateway {
         name: 'api',
         start: async () => {
           this.apiAddress = await this.wireApi().start()
-          initKnownSeries(this.metrics, this.config)
         },
         stop: () => this.api?.stop()
       }
@@ -173,7 +171,7 @@ export class Gateway {
     const egress = this.egress = new Egress(c, store, this.metrics, log('egress'), () => pipeline.notifySpace())
     pipeline.on('committed', () => egress.kick())
     // Sending from memory (app/docs/write-path.md): the uplink does not wait for the commit's fsync.
-    egress.memory = pipeline
+    egress.memory = pipeline.memory
     pipeline.onAdmit = () => egress.admitted()
     this.registerGauges()
     this.wireOperations(db, pipeline, egress, store)

@@ -46,7 +46,7 @@ export class ApiServer {
   private server?: Server
   private readonly refused
   constructor (private readonly host: string, private readonly port: number, private readonly routes: ApiRoutes, private readonly metrics: Registry, private readonly log: Logger, private readonly auth?: ApiAuth) {
-    this.refused = metrics.counter('gateway_api_refused_total', 'Management API requests refused before any route ran, by HTTP status (401 no or wrong token, 403 foreign Host or cross-site, 415 not JSON).')
+    this.refused = metrics.counter('gateway_api_refused_total', 'Management API requests refused before any route ran, by HTTP status (401 no or wrong token, 403 foreign Host or cross-site, 415 not JSON).').init(...['401', '403', '415'].map(status => ({ status })))
   }
 
   async start (): Promise<AddressInfo> {

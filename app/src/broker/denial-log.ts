@@ -225,8 +225,9 @@ export class DenialFollower {
     this.parser = new BrokerLogParser(o.maxClients)
     this.maxLine = o.maxLineBytes ?? 16384
     this.denials = metrics.counter('gateway_broker_acl_denials_total', 'ACL denials in the broker\'s log, by kind (publish, subscribe, read) and client (device: attributed and penalised; own_topic: a device\'s own namespace, not penalised; gateway; unknown: connection not seen).')
-    this.restarts = metrics.counter('gateway_broker_log_follower_restarts_total', 'Times the broker log follower command was started again after it exited or failed to start.')
-    this.dropped = metrics.counter('gateway_broker_log_lines_dropped_total', 'Broker log lines longer than the follower\'s limit, skipped.')
+      .init(...['publish', 'subscribe', 'read'].flatMap(kind => ['device', 'own_topic', 'gateway', 'unknown'].map(client => ({ kind, client }))))
+    this.restarts = metrics.counter('gateway_broker_log_follower_restarts_total', 'Times the broker log follower command was started again after it exited or failed to start.').init()
+    this.dropped = metrics.counter('gateway_broker_log_lines_dropped_total', 'Broker log lines longer than the follower\'s limit, skipped.').init()
     metrics.gauge('gateway_broker_log_follower_up', '1 while the broker log follower command runs (ACL denials are seen).', () => this.running ? 1 : 0)
     metrics.gauge('gateway_broker_log_clients', 'Broker client ids the log follower can attribute to a device.', () => this.parser.size)
   }

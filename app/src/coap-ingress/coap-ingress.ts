@@ -63,7 +63,7 @@ export class CoapIngress {
   constructor (private readonly config: Config, private readonly pipeline: Pipeline, private readonly keys: CoapKeys,
     metrics: Registry, private readonly log: Logger) {
     this.requests = metrics.counter('gateway_coap_requests_total', 'CoAP requests answered, by response code.')
-    this.dropped = metrics.counter('gateway_coap_dropped_total', 'CoAP datagrams dropped without an answer, by reason.')
+    this.dropped = metrics.counter('gateway_coap_dropped_total', 'CoAP datagrams dropped without an answer, by reason.').init(...['malformed', 'not_a_request', 'error_rate'].map(reason => ({ reason })))
     metrics.gauge('gateway_coap_listening', '1 while the CoAP ingress is bound to its address.', () => this.bound ? 1 : 0)
   }
 

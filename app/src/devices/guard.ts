@@ -9,7 +9,7 @@ import type { Pipeline, RejectionEvent, Submission } from '../pipeline/pipeline.
 import type { InboundMessage } from '../store/store.js'
 import { syncBrokerFiles } from './operations.js'
 import type { DeviceRegistry, DeviceStatus, HeldMessage } from './registry.js'
-import { eventFor, TrustScores, type TrustEvent } from './trust.js'
+import { eventFor, TRUST_EVENTS, TrustScores, type TrustEvent } from './trust.js'
 
 /** Audit rows for floods of the same event are coalesced: one row per device and type per window, with a count. */
 const AUDIT_WINDOW_MS = 10_000
@@ -55,11 +55,11 @@ export class DeviceGuard {
     this.registry = deps.registry
     this.audit = deps.audit
     this.trust = new TrustScores(config.trust)
-    this.securityEvents = metrics.counter('gateway_security_events_total', 'Security events by type (each lowers the device\'s trust score).')
-    this.quarantines = metrics.counter('gateway_device_quarantines_total', 'Devices put in quarantine because their trust score fell below the floor.')
-    this.heldDropped = metrics.counter('gateway_quarantine_dropped_total', 'Messages of quarantined devices dropped because the hold was full.')
-    this.heldTotal = metrics.counter('gateway_quarantine_held_total', 'Messages of quarantined devices held back for the operator.')
-    this.unauthenticatedTotal = metrics.counter('gateway_unauthenticated_requests_total', 'Requests that failed authentication (CoAP wrong or missing MAC, unknown or revoked device id), by reason. Never charged to the id they claim.')
+    this.securityEvents = metrics.counter('gateway_security_events_total', 'Security events by type (each lowers the device\'s trust score).').init(...TRUST_EVENTS.map(type => ({ type })))
+    this.quarantines = metrics.counter('gateway_device_quarantines_total', 'Devices put in quarantine because their trust score fell below the floor.').init()
+    this.heldDropped = metrics.counter('gateway_quarantine_dropped_total', 'Messages of quarantined devices dropped because the hold was full.').init()
+    this.heldTotal = metrics.counter('gateway_quarantine_held_total', 'Messages of quarantined devices held back for the operator.').init()
+    this.unauthenticatedTotal = metrics.counter('gateway_unauthenticated_requests_total', 'Requests that failed authentication (CoAP wrong or missing MAC, unknown or revoked device id), by reason. Never charged to the id they claim.').init(...['bad_signature', 'unknown_device'].map(reason => ({ reason })))
     metrics.gauge('gateway_unauthenticated_by_source', 'Unauthenticated requests per source address since start (the 256 busiest addresses first seen; later ones count as "other").', () =>
       [...this.unauthenticatedSources].map(([source, n]) => [{ source }, n]))
     metrics.gauge('gateway_device_trust_score', 'Trust score per device (devices whose score is not the initial one, and quarantined ones).', () => {

@@ -3,6 +3,8 @@ import type { RejectReason } from '../pipeline/checks.js'
 
 /** Security event types that lower trust, and the audit log's names for them. */
 export type TrustEvent = 'replay' | 'malformed_input' | 'rate_limit_applied' | 'acl_denied'
+/** Every trust event (tsc fails here when one is added to TrustEvent only): their series start at 0. */
+export const TRUST_EVENTS = Object.keys({ replay: true, malformed_input: true, rate_limit_applied: true, acl_denied: true } satisfies Record<TrustEvent, true>) as TrustEvent[]
 
 /**
  * Which refusals are security events of the device (and which are not: a full outbox is the

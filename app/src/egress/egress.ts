@@ -8,7 +8,7 @@ import { parseRetryAfter, sleep } from '../lib/backoff.js'
 import { httpAgent, httpPost } from '../lib/http-post.js'
 import type { Logger } from '../lib/logger.js'
 import type { Registry } from '../lib/metrics.js'
-import type { PendingMessage } from '../pipeline/pipeline.js'
+import type { PendingMessage } from '../pipeline/send-queue.js'
 import type { Batch, OutboxRow } from '../store/store.js'
 import type { Store } from '../store/store.js'
 import { afterResponse, batchSource, classify, lingerWait, type SendResult } from './decide.js'
@@ -108,12 +108,12 @@ export class Egress {
     private readonly onDrained: () => void = () => {}) {
     this.url = new URL(config.uplink.url)
     this.m = {
-      sent: metrics.counter('gateway_uplink_messages_delivered_total', 'Messages the cloud acknowledged (2xx).'),
-      batches: metrics.counter('gateway_uplink_batches_total', 'Batches sent, by result (ok, retry, dead).'),
-      dead: metrics.counter('gateway_uplink_dead_letters_total', 'Messages moved to dead letters after a final refusal.'),
-      trimmed: metrics.counter('gateway_dead_letters_trimmed_total', 'Dead letters removed because the dead-letter table was full.'),
-      bytes: metrics.counter('gateway_uplink_bytes_total', 'Request body bytes sent (after compression).'),
-      fromMemory: metrics.counter('gateway_uplink_messages_from_memory_total', 'Messages the cloud acknowledged that were sent from memory (before their commit, or kept since it) rather than read back from the outbox.')
+      sent: metrics.counter('gateway_uplink_messages_delivered_total', 'Messages the cloud acknowledged (2xx).').init(),
+      batches: metrics.counter('gateway_uplink_batches_total', 'Batches sent, by result (ok, retry, dead, auth).').init(...['ok', 'retry', 'dead', 'auth'].map(result => ({ result }))),
+      dead: metrics.counter('gateway_uplink_dead_letters_total', 'Messages moved to dead letters after a final refusal.').init(),
+      trimmed: metrics.counter('gateway_dead_letters_trimmed_total', 'Dead letters removed because the dead-letter table was full.').init(),
+      bytes: metrics.counter('gateway_uplink_bytes_total', 'Request body bytes sent (after compression).').init(),
+      fromMemory: metrics.counter('gateway_uplink_messages_from_memory_total', 'Messages the cloud acknowledged that were sent from memory (before their commit, or kept since it) rather than read back from the outbox.').init()
     }
     metrics.gauge('gateway_uplink_up', '1 when the last batch was accepted by the cloud.', () => this.state === 'backoff' || this.state === 'auth_failed' ? 0 : 1)
     metrics.gauge('gateway_uplink_auth_failed', '1 while the cloud refuses the gateway\'s credentials (401/403); the uplink is paused, nothing is dead-lettered.', () => this.authFailing ? 1 : 0)

@@ -63,8 +63,8 @@ export class MqttIngress {
   private readonly errors
 
   constructor (private readonly config: Config, private readonly pipeline: Pipeline, metrics: Registry, private readonly log: Logger) {
-    this.connects = metrics.counter('gateway_mqtt_connects_total', 'Successful connections of the gateway to the broker.')
-    this.errors = metrics.counter('gateway_mqtt_errors_total', 'Broker connection errors.')
+    this.connects = metrics.counter('gateway_mqtt_connects_total', 'Successful connections of the gateway to the broker.').init()
+    this.errors = metrics.counter('gateway_mqtt_errors_total', 'Broker connection errors.').init()
     metrics.gauge('gateway_mqtt_connected', '1 while the gateway is connected to the broker.', () => this.connected ? 1 : 0)
     metrics.gauge('gateway_broker_messages_dropped_total', 'Messages Mosquitto dropped (its queue limits), from $SYS; any rise means loss before the gateway.', () => this.brokerDropped, 'counter')
   }

@@ -13,6 +13,30 @@ export type RejectReason =
   /** A broker's resend (MQTT DUP) of a message the gateway already committed: benign, not a replay. */
   | 'redelivered'
 
+/**
+ * Every refusal reason, as a record so that tsc fails here when a reason is added to RejectReason
+ * and not to this list: the pipeline creates each reason's series at 0 (a series that appears only
+ * at its first refusal makes rate() and increase() miss that refusal).
+ */
+const REJECT_REASON_SET: Record<RejectReason, true> = {
+  oversize: true,
+  bad_json: true,
+  bad_schema: true,
+  bad_device_id: true,
+  unknown_stream: true,
+  invalid_utf8: true,
+  duplicate_key: true,
+  replay: true,
+  duplicate: true,
+  rate_limited: true,
+  device_blocked: true,
+  outbox_full: true,
+  bad_signature: true,
+  unknown_device: true,
+  redelivered: true
+}
+export const REJECT_REASONS = Object.keys(REJECT_REASON_SET) as RejectReason[]
+
 export interface Parsed { epoch: number, seq: number, payload: string }
 
 export type CheckResult<T> = { ok: true, value: T } | { ok: false, reason: RejectReason, detail: string }

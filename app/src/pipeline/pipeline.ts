@@ -6,7 +6,8 @@ import type { Logger } from '../lib/logger.js'
 import type { Registry } from '../lib/metrics.js'
 import type { InboundMessage, Store, TrafficRollup } from '../store/store.js'
 import { admissionVerdict, commitPlan, type AdmissionContext } from './admission.js'
-import { RateLimiter, type RejectReason } from './checks.js'
+import { REJECT_REASONS, RateLimiter, type RejectReason } from './checks.js'
+import { SendQueue, type PendingMessage } from './send-queue.js'
 
 export interface Submission {
   device: string
@@ -30,26 +31,6 @@ export interface RejectionEvent { device: string | null, transport: string, stre
  */
 export type DeviceGate = (device: string, submission: Submission) => { reason: RejectReason, detail: string, held?: Promise<void> } | undefined
 
-/**
- * A message admitted and waiting for its group commit. The egress may send it to the cloud
- * meanwhile (sending from memory, app/docs/write-path.md); the delivery is recorded only once the
- * row is committed.
- */
-export interface PendingMessage {
-  readonly msg: InboundMessage
-  /** Bytes of its payload as the outbox counts them. */
-  readonly bytes: number
-  /** The cloud has it (2xx): its commit records the delivery at once. */
-  delivered: boolean
-  /** Its outbox row id once committed; 0 while pending; -1 when its commit failed (never acknowledged). */
-  id: number
-  /**
-   * The store has recorded it (its depth and bytes no longer count it): delivered ahead of the
-   * rows before it, by this path or by the outbox's priority lane, or moved to the dead letters.
-   */
-  counted: boolean
-}
-
 interface Pending extends PendingMessage { size: number, resolve: (o: Outcome) => void, reject: (e: Error) => void }
 
 /** What `refuse` needs to count, log and emit a refusal. */
@@ -61,8 +42,6 @@ export type DiskFullReason = 'sqlite_full' | 'free_space'
 /** How often /data's free space is looked at (one statfs). */
 const DISK_CHECK_MS = 2000
 const ACCEPTED: Outcome = Object.freeze({ accepted: true })
-/** Most committed, undelivered messages kept in memory for the egress (about 300 B each). */
-const MEMORY_MAX = 10_000
 /** Free space above the floor needed to leave the disk-full state. */
 const RESUME_MARGIN_BYTES = 1048576
 
@@ -97,16 +76,6 @@ export class Pipeline extends EventEmitter {
   /** Arrival of the oldest pending MQTT and CoAP message: they set the group's deadline. */
   private oldestMqtt: number | undefined
   private oldestCoap: number | undefined
-  private settleWaiters: Array<{ m: PendingMessage, resolve: () => void }> = []
-  /** Committed, not yet delivered, in row order: what the egress sends from memory (see unsent). */
-  private recent: PendingMessage[] = []
-  /** Messages of `recent` the store has recorded already (`counted`): not undelivered rows of the outbox. */
-  private countedInRecent = 0
-  /**
-   * Priority-stream messages admitted since unsent() last found none waiting in memory: an upper
-   * bound, so a gateway without events never scans for them (zeroed when a scan finds none).
-   */
-  private priorityAdmitted = 0
   private diskLogged = false
   private readonly last = new Map<string, { epoch: number, seq: number }>()
   private readonly limiter: RateLimiter
@@ -124,11 +93,14 @@ export class Pipeline extends EventEmitter {
   gate?: DeviceGate
   /** Called for every admitted message (the egress, which may send it before its commit). */
   onAdmit?: () => void
+  /** What the egress sends from memory: pending messages and committed ones until delivered. */
+  readonly memory: SendQueue
 
   constructor (private readonly store: Store, private readonly config: Config, metrics: Registry, private readonly log: Logger,
     /** Where free space is measured (the data directory); undefined: not measured. */
     private readonly dataDir?: string) {
     super()
+    this.memory = new SendQueue(store, () => this.pending, () => this.notifySpace())
     this.limiter = new RateLimiter(config.limits.ratePerSecond, config.limits.rateBurst)
     // Made once: closures made per message cost measurably at 1,000 msg/s (the bundle keeps names).
     this.admission = {
@@ -139,10 +111,14 @@ export class Pipeline extends EventEmitter {
       pendingFrom: d => this.pending.some(p => p.msg.device === d),
       takeToken: d => this.limiter.take(d)
     }
-    this.received = metrics.counter('gateway_messages_received_total', 'Messages received from devices, by transport.')
-    this.accepted = metrics.counter('gateway_messages_accepted_total', 'Messages committed to the outbox, by transport.')
+    // Every counter's known series at 0 where it is defined (Prometheus by the book: a series that
+    // appears only at its first increment makes rate() and increase() miss that increment).
+    const transports = (config.coap.enabled ? ['mqtt', 'coap'] : ['mqtt']).map(transport => ({ transport }))
+    this.received = metrics.counter('gateway_messages_received_total', 'Messages received from devices, by transport.').init(...transports)
+    this.accepted = metrics.counter('gateway_messages_accepted_total', 'Messages committed to the outbox, by transport.').init(...transports)
     this.rejected = metrics.counter('gateway_messages_rejected_total', 'Messages refused before the outbox, by reason and transport.')
-    this.commits = metrics.counter('gateway_outbox_commits_total', 'Group commits (synchronous=FULL transactions) into the outbox.')
+      .init(...transports.flatMap(({ transport }) => REJECT_REASONS.map(reason => ({ reason, transport }))))
+    this.commits = metrics.counter('gateway_outbox_commits_total', 'Group commits (synchronous=FULL transactions) into the outbox.').init()
     metrics.gauge('gateway_disk_full', '1 while a full data disk (SQLITE_FULL or below outbox.minFreeBytes) holds ingress back.', () => this.diskFullReason === null ? 0 : 1)
     metrics.gauge('gateway_outbox_meta_writes_total', 'Uplink bookkeeping writes (synchronous=NORMAL: batch ids, delivered watermark, bulk deletes).', () => store.counts.meta, 'counter')
   }
@@ -201,158 +177,12 @@ export class Pipeline extends EventEmitter {
     if (msg.transport === 'coap') this.oldestCoap ??= msg.receivedAt
     else this.oldestMqtt ??= msg.receivedAt
     return new Promise<Outcome>((resolve, reject) => {
-      this.pending.push({ msg, size, bytes: Buffer.byteLength(payload), delivered: false, id: 0, counted: false, resolve, reject })
-      if (this.store.isPriority(msg.stream)) this.priorityAdmitted++
+      const p: Pending = { msg, size, bytes: Buffer.byteLength(payload), delivered: false, id: 0, counted: false, resolve, reject }
+      this.pending.push(p)
+      this.memory.admitted(p)
       this.schedule()
       this.onAdmit?.()
     })
-  }
-
-  /**
-   * Messages not yet delivered that the egress can send from memory, up to the limits (at least
-   * one): committed ones kept since their commit, then admitted ones not yet committed. Messages of a
-   * priority stream (device `events`, Store.prioritise) go first: while any waits, the batch is made
-   * of them alone, oldest first, whatever telemetry backlog is older (issue #13; their order among
-   * themselves, and so per device and stream, holds). Otherwise oldest first.
-   */
-  unsent (maxMessages: number, maxBytes: number): PendingMessage[] {
-    if (this.priorityAdmitted > 0) {
-      const first = this.take(maxMessages, maxBytes, true)
-      if (first.length > 0) return first
-      this.priorityAdmitted = 0
-    }
-    return this.take(maxMessages, maxBytes, false)
-  }
-
-  private take (maxMessages: number, maxBytes: number, priorityOnly: boolean): PendingMessage[] {
-    const out: PendingMessage[] = []
-    let bytes = 0
-    for (const list of [this.recent, this.pending]) {
-      for (const p of list) {
-        if (p.delivered || (priorityOnly && !this.store.isPriority(p.msg.stream))) continue
-        if (out.length >= maxMessages || (out.length > 0 && bytes + p.bytes > maxBytes)) return out
-        out.push(p)
-        bytes += p.bytes
-      }
-    }
-    return out
-  }
-
-  /**
-   * How many committed, undelivered messages are kept in memory. When that is every committed
-   * undelivered row of the outbox, the egress sends from memory: no read of the outbox, and no
-   * bookkeeping write per batch. Those the outbox delivered meanwhile (`deliveredThrough`) are dropped.
-   */
-  committedInMemory (deliveredThrough: number): number {
-    let n = 0
-    while (n < this.recent.length && this.recent[n]!.id <= deliveredThrough) n++
-    this.dropHead(n)
-    return this.recent.length - this.countedInRecent
-  }
-
-  /** Removes the first n messages of `recent`. */
-  private dropHead (n: number): void {
-    if (n === 0) return
-    if (this.countedInRecent > 0) for (let i = 0; i < n; i++) if (this.recent[i]!.counted) this.countedInRecent--
-    this.recent.splice(0, n)
-  }
-
-  /** Admitted messages not yet committed. */
-  get uncommittedCount (): number { return this.pending.length }
-
-  /**
-   * The cloud has these messages (2xx on a batch sent from memory). Those committed meanwhile are
-   * recorded as delivered now; the others when their commit is done; those whose commit failed were
-   * never acknowledged, and come again from the device or broker (same message id).
-   */
-  delivered (ms: readonly PendingMessage[]): void {
-    for (const m of ms) m.delivered = true
-    if (this.record(ms)) this.notifySpace()
-  }
-
-  /**
-   * The outbox path delivered these rows (the store's priority lane, which may send rows memory
-   * holds too, after a restart or an overflow) or moved them to the dead letters: the store has
-   * recorded them, so memory marks them delivered and never sends them again.
-   */
-  deliveredElsewhere (rows: ReadonlyArray<{ id: number }>): void {
-    const through = this.store.deliveredThrough
-    let any = false
-    for (const r of rows) {
-      if (r.id <= through) continue
-      const m = this.findRecent(r.id)
-      if (m === undefined || m.counted) continue
-      m.delivered = true
-      m.counted = true
-      this.countedInRecent++
-      any = true
-    }
-    if (any) this.record([])
-  }
-
-  /** The message of `recent` with this row id (ids ascend in `recent`): a binary search. */
-  private findRecent (id: number): PendingMessage | undefined {
-    let lo = 0
-    let hi = this.recent.length - 1
-    while (lo <= hi) {
-      const mid = (lo + hi) >> 1
-      const m = this.recent[mid]!
-      if (m.id === id) return m
-      if (m.id < id) lo = mid + 1
-      else hi = mid - 1
-    }
-    return undefined
-  }
-
-  /**
-   * Records in the store what memory knows is delivered, without counting a row twice:
-   * - the delivered PREFIX of `recent` (rows right after the watermark) with one ackCommitted (no
-   *   outbox read in the usual case), including rows of it recorded ahead already (the store does not
-   *   subtract those again);
-   * - `ms` (just delivered or just committed) that lie after an undelivered row (events sent ahead of
-   *   a telemetry backlog) one by one, ahead of the watermark (ackAhead), so the outbox path, should it
-   *   take over, does not send them again.
-   * Returns whether anything was recorded.
-   */
-  private record (ms: readonly PendingMessage[]): boolean {
-    let n = 0
-    const through = this.store.deliveredThrough
-    while (n < this.recent.length && this.recent[n]!.id <= through) n++
-    this.dropHead(n)
-    let count = 0
-    let bytes = 0
-    let recorded = false
-    while (count < this.recent.length && this.recent[count]!.delivered) bytes += this.recent[count++]!.bytes
-    if (count > 0) {
-      const prefix = this.recent.slice(0, count)
-      this.dropHead(count)
-      // Not the rows after the watermark (another process added rows): recorded one by one instead.
-      if (!this.store.ackCommitted(prefix[count - 1]!.id, count, bytes)) this.store.ackAhead(prefix.map(m => ({ id: m.id, bytes: m.bytes })))
-      for (const m of prefix) m.counted = true
-      recorded = true
-    }
-    const ahead = ms.filter(m => m.id > 0 && m.delivered && !m.counted)
-    if (ahead.length > 0) {
-      this.store.ackAhead(ahead.map(m => ({ id: m.id, bytes: m.bytes })))
-      const first = this.recent[0]?.id ?? Infinity
-      for (const m of ahead) {
-        m.counted = true
-        if (m.id >= first) this.countedInRecent++
-      }
-      recorded = true
-    }
-    return recorded
-  }
-
-  /** Resolves once `m` is committed or its commit failed (the egress waits so after a refusal). */
-  settled (m: PendingMessage): Promise<void> {
-    if (m.id !== 0) return Promise.resolve()
-    return new Promise(resolve => this.settleWaiters.push({ m, resolve }))
-  }
-
-  private wakeSettled (): void {
-    if (this.settleWaiters.length === 0) return
-    this.settleWaiters = this.settleWaiters.filter(w => { if (w.m.id === 0) return true; w.resolve(); return false })
   }
 
   /**
@@ -403,7 +233,7 @@ export class Pipeline extends EventEmitter {
       this.log.error('outbox commit failed', { err, messages: group.length })
       const e = err instanceof Error ? err : new Error(String(err))
       for (const p of group) { this.pendingBytes -= p.size; p.id = -1; p.reject(e) }
-      this.wakeSettled()
+      this.memory.settle()
       this.drained()
       if (this.pending.length > 0) this.schedule()
       return
@@ -414,14 +244,11 @@ export class Pipeline extends EventEmitter {
     this.lastCommitAt = Date.now()
     this.commits.inc()
     // Rows are numbered in the order inserted (one transaction, AUTOINCREMENT): the group's ids are
-    // consecutive. Those the cloud already has (sent from memory) are recorded as delivered now, by
-    // the same prefix rule as a delivery (record): events sent ahead are not a prefix.
-    let deliveredCount = 0
+    // consecutive.
     let coap = 0
     for (let i = 0; i < group.length; i++) {
       const p = group[i]!
       p.id = firstId + i
-      if (p.delivered) deliveredCount++
       this.pendingBytes -= p.size
       if (p.msg.transport === 'coap') coap++
       p.resolve(ACCEPTED)
@@ -429,16 +256,11 @@ export class Pipeline extends EventEmitter {
     // Once per commit and transport, not per message.
     if (group.length > coap) this.accepted.inc({ transport: 'mqtt' }, group.length - coap)
     if (coap > 0) this.accepted.inc({ transport: 'coap' }, coap)
-    // The group stays in memory until delivered, so the egress need not read it back.
-    for (const p of group) this.recent.push(p)
-    if (deliveredCount > 0) this.record(group.filter(p => p.delivered))
-    // Bounded (a long outage): past the bound the outbox is read instead, until it has caught up.
-    // What memory delivered is recorded in the store by now (record above), so nothing is lost.
-    if (this.recent.length - this.countedInRecent > MEMORY_MAX) { this.recent = []; this.countedInRecent = 0 }
-    this.wakeSettled()
+    // Kept in memory until delivered; those the cloud has already (sent from memory) recorded now.
+    const recorded = this.memory.committed(group)
     if (group.length > 0) this.emit('committed', group.length, group.map(p => p.msg))
     this.drained()
-    if (deliveredCount > 0) this.notifySpace()
+    if (recorded) this.notifySpace()
     if (this.pending.length > 0) this.schedule()
   }
 
@@ -458,7 +280,7 @@ export class Pipeline extends EventEmitter {
     for (const p of this.pending.splice(0)) { p.id = -1; p.reject(new Error('stopping with a full disk')) }
     this.pendingBytes = 0
     this.recomputeOldest()
-    this.wakeSettled()
+    this.memory.settle()
     this.drained()
     for (const w of this.spaceWaiters.splice(0)) w()
   }

@@ -29,7 +29,7 @@ async function stack (t: any, db: DB, cloud: Cloud, outbox: Record<string, unkno
   const p = new Pipeline(store, config, metrics, log)
   const e = new Egress(config, store, metrics, log, () => p.notifySpace())
   p.on('committed', () => e.kick())
-  e.memory = p
+  e.memory = p.memory
   p.onAdmit = () => e.admitted()
   e.start()
   let stopped = false
@@ -228,7 +228,7 @@ t.test('sending from memory: events overtake a telemetry backlog queued during a
   await Promise.all(outcomes)
   await Promise.all([ev('d1', N + 1), ev('d2', N + 2), ev('d1', N + 3)].map(s => p.submit(s)))
   t.equal(store.outboxDepth, N + 3, 'all committed, none delivered')
-  t.equal(p.committedInMemory(store.deliveredThrough), N + 3, 'and all held in memory: the memory path')
+  t.equal(p.memory.committedInMemory(store.deliveredThrough), N + 3, 'and all held in memory: the memory path')
   // A request built after the events were committed has been refused: the next one is built now too.
   const r0 = cloud.requests
   await waitFor(() => cloud.requests >= r0 + 2, 'refused attempts after the events')

@@ -42,7 +42,7 @@ t.test('the PUBACK to the broker waits for the commit: a gateway gone before it 
   const device = await mqttDevice(config.broker.lanPort, deviceCreds(config, 'd1'))
   t.teardown(() => device.endAsync())
   await device.publishAsync('devices/d1/telemetry', JSON.stringify({ epoch: 1, seq: 1, v: 1 }), { qos: 1 })
-  await waitFor(() => one.p.uncommittedCount === 1, 'read by the gateway, waiting for its commit')
+  await waitFor(() => one.p.memory.uncommittedCount === 1, 'read by the gateway, waiting for its commit')
   await one.i.stop() // leaves without the PUBACK (its commit has not run)
   t.equal(one.committed.length, 0)
   // The next gateway on the same persistent session gets it again from the broker, as a resend.
