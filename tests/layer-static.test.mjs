@@ -77,6 +77,16 @@ t.test('bbappends act only under the iot-gateway-os distro', t => {
   t.end()
 })
 
+t.test('the broker configuration the image installs is the file `config set` guards (app/src/cli/commands/config.ts)', t => {
+  const append = readFileSync(join(LAYER, 'recipes-connectivity', 'mosquitto', 'mosquitto_%.bbappend'), 'utf8')
+  const dropIn = readFileSync(join(LAYER, 'recipes-connectivity', 'mosquitto', 'files', 'mosquitto-iot-gateway.conf'), 'utf8')
+  const guarded = /IOT_GATEWAY_BROKER_CONF \?\? '([^']+)'/.exec(readFileSync(join(REPO, 'app', 'src', 'cli', 'commands', 'config.ts'), 'utf8'))?.[1]
+  t.equal(guarded, '/etc/mosquitto/iot-gateway.conf')
+  t.match(append, /install -m 0644 \$\{UNPACKDIR\}\/iot-gateway\.conf \$\{D\}\$\{sysconfdir\}\/mosquitto\/iot-gateway\.conf/, 'installed there')
+  t.match(dropIn, new RegExp(`^ExecStart=/usr/sbin/mosquitto -c ${guarded}$`, 'm'), 'and the broker reads it')
+  t.end()
+})
+
 t.test('every file:// of the layer\'s recipes exists', t => {
   // better-sqlite3/ is another recipe's business; LIC_FILES_CHKSUM points into ${S}; ${@...} is conditional
   for (const f of recipes.filter(f => !f.includes('/better-sqlite3/'))) {

@@ -87,6 +87,36 @@ t.test('set: validated, persisted 0644, restart named; a bad value writes nothin
   t.match((await gw(['config', 'check', '-c', file])).err, /gateway\.json: wifi: unknown section/)
 })
 
+t.test('set: a change the image cannot apply (its broker configuration, the broker certificate) is refused, nothing written', async t => {
+  const { file, data, override } = image(t)
+  // The image's broker configuration, rendered at build time into the read-only root.
+  const brokerConf = join(data, '..', 'iot-gateway.conf')
+  writeFileSync(brokerConf, (await gw(['render', 'mosquitto', '-c', file])).out)
+  const env = { IOT_GATEWAY_BROKER_CONF: brokerConf }
+  const port = await gw(['config', 'set', 'broker.lanPort', '9883', '-c', file], env)
+  t.equal(port.code, 2, 'a configuration error')
+  t.match(port.err, /broker\.lanPort: would change the broker's configuration, which is fixed in this image .*iot-gateway\.conf/)
+  t.notOk(existsSync(override), 'nothing written')
+  const log = await gw(['config', 'set', 'broker.denialLogCommand', '[]', '-c', file], env)
+  t.equal(log.code, 2, 'the broker\'s debug logging is in that file too')
+  // Another follower command leaves the broker's file as it is: only what changes the file is refused.
+  const follower = await gw(['config', 'set', 'broker.denialLogCommand', '["journalctl","--follow"]', '-c', file], env)
+  t.equal(follower.code, 0, follower.err)
+  const url = await gw(['config', 'set', 'uplink.url', 'https://elsewhere.example/ingest', '-c', file], env)
+  t.equal(url.code, 0, url.err)
+  // Without that file (a development machine, the demo), the broker is rendered from the config.
+  t.equal((await gw(['config', 'set', 'broker.lanPort', '9883', '-c', file])).code, 0)
+  t.equal((await gw(['config', 'unset', 'broker.lanPort', '-c', file], env)).code, 2, 'unset is checked the same way')
+
+  // After the first boot the broker's certificate exists: names it was not issued for are refused.
+  mkdirSync(join(data, 'pki'))
+  writeFileSync(join(data, 'pki', 'broker.crt'), 'issued at the first boot\n')
+  const names = await gw(['config', 'set', 'broker.names', '["gw-0042.local"]', '-c', file])
+  t.equal(names.code, 2)
+  t.match(names.err, /broker\.names: the broker's certificate .* was issued at the first boot/)
+  t.notOk(JSON.parse(readFileSync(override, 'utf8')).broker?.names, 'not written')
+})
+
 t.test('applied: a real gateway reads the override; config set uplink.token makes it send Authorization', async t => {
   const s = await startStack(t, { uplink: { tokenFile: '' } })
   const dev = deviceCreds(s.config, 'sensor-1')

@@ -1,12 +1,16 @@
 import { spawnSync } from 'node:child_process'
+import { existsSync } from 'node:fs'
 import { join } from 'node:path'
 import { Command } from 'commander'
 import { configReference } from '../../config/reference.js'
-import { buildConfig, loadLayered } from '../../config/load.js'
+import { buildConfig, loadLayered, paths } from '../../config/load.js'
+import type { Config } from '../../config/schema.js'
+import { renderMosquittoConf } from '../../broker/mosquitto-conf.js'
 import { checkOverrideShape, chownLikeParent, mergeLayers, sourcesOf, unitsToRestart, withSetting, withoutSetting, writeOverride, type Raw } from '../../config/layers.js'
 import { writeFileAtomic } from '../../lib/atomic-file.js'
 import { ConfigError } from '../../lib/errors.js'
 import { configFrom, EXIT, Exit, output, printJson, type Io } from '../io.js'
+import { brokerOptions } from './render.js'
 
 /** The bearer token is a file beside the data, never a value in a configuration file. */
 export const TOKEN_KEY = 'uplink.token'
@@ -62,7 +66,7 @@ export function makeConfigCommand (io: Io): Command {
         }
         io.out(`wrote the cloud token to ${tokenFile} (0600)\n`)
       } else {
-        const next = setOverride(layers.overridePath, layers.base, layers.override, io.env, o => withSetting(o, key, value))
+        const next = setOverride(layers.overridePath, layers.base, layers.override, io.env, o => withSetting(o, key, value), key)
         io.out(`${key} = ${JSON.stringify(fieldValue(next, key))} written to ${layers.overridePath}\n`)
         restart = unitsToRestart(key)
       }
@@ -75,19 +79,47 @@ export function makeConfigCommand (io: Io): Command {
     .option('--restart', 'run `systemctl restart` on the units the change needs')
     .action((key: string, opts: { restart?: boolean }, cmd: Command) => {
       const { layers } = loadLayered(cmd.optsWithGlobals().config, io.env)
-      setOverride(layers.overridePath, layers.base, layers.override, io.env, o => withoutSetting(o, key))
+      setOverride(layers.overridePath, layers.base, layers.override, io.env, o => withoutSetting(o, key), key)
       io.out(`${key} removed from ${layers.overridePath}\n`)
       restartUnits(io, unitsToRestart(key), opts.restart === true)
     })
   return config
 }
 
-/** Validates the whole merged configuration with the new override (the `config check` checker), then writes it. */
-function setOverride (file: string, base: Raw, override: Raw, env: NodeJS.ProcessEnv, change: (o: Raw) => Raw): Raw {
+/**
+ * Where the image's Mosquitto reads its configuration: rendered at build time by `iot-gateway render
+ * mosquitto` into the read-only root (meta-iot-gateway's mosquitto bbappend). IOT_GATEWAY_BROKER_CONF
+ * names another file (tests; a system that renders it elsewhere).
+ */
+export const imageBrokerConf = (env: NodeJS.ProcessEnv): string => env.IOT_GATEWAY_BROKER_CONF ?? '/etc/mosquitto/iot-gateway.conf'
+
+/**
+ * Validates the whole merged configuration with the new override (the `config check` checker), and
+ * refuses a change the running system cannot apply, then writes it. Mosquitto's configuration is
+ * part of the image, so a setting that would change it (a port, a queue limit) would be taken by the
+ * gateway and the firewall and not by the broker: devices would find the port closed. Likewise the
+ * broker's certificate is issued once, at the first boot, for broker.names and broker.addresses.
+ * Those are set at build time (or in the provisioning file, before the first boot).
+ */
+function setOverride (file: string, base: Raw, override: Raw, env: NodeJS.ProcessEnv, change: (o: Raw) => Raw, key: string): Raw {
   const next = checkOverrideShape(file, change(override))
-  buildConfig(mergeLayers({ base, override: next }), env)
+  const after = buildConfig(mergeLayers({ base, override: next }), env)
+  const before = buildConfig(mergeLayers({ base, override }), env)
+  refuseFixedBroker(key, before, after, env)
   writeOverride(file, next)
   return next
+}
+
+function refuseFixedBroker (key: string, before: Config, after: Config, env: NodeJS.ProcessEnv): void {
+  const conf = imageBrokerConf(env)
+  if (existsSync(conf) && renderMosquittoConf(brokerOptions(before)) !== renderMosquittoConf(brokerOptions(after))) {
+    throw new ConfigError(key, `would change the broker's configuration, which is fixed in this image (${conf}, rendered at build time): the broker would not follow it. Set it at build time (the image's gateway.json) and reflash`)
+  }
+  const cert = join(paths(before).pkiDir, 'broker.crt')
+  const names = (c: Config): string => JSON.stringify([c.broker.names, c.broker.addresses])
+  if (existsSync(cert) && names(before) !== names(after)) {
+    throw new ConfigError(key, `the broker's certificate (${cert}) was issued at the first boot for ${names(before)}; it is not issued again, so devices would not find these names in it. Set broker.names and broker.addresses at build time or in the provisioning file, before the first boot`)
+  }
 }
 
 const fieldValue = (o: Raw, key: string): unknown => {
