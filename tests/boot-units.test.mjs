@@ -106,7 +106,7 @@ t.test('identity: gateway id, CA fingerprint, WireGuard key on the boot partitio
   const init = run(process.execPath, [BUNDLE, '--config', cfg, 'pki', 'init'], { env })
   t.equal(init.status, 0, init.stderr)
   const identity = () => run('sh', [join(GW, 'iot-gateway-identity.sh'), cfg], {
-    env: { ...env, PATH: SBIN_PATH, IOTGW_IDENTITY_BOOT: join(dir, 'boot'), IOTGW_IDENTITY_RUN: join(dir, 'run', 'identity.txt'), IOTGW_IDENTITY_CLI: `${process.execPath} ${BUNDLE}`, IOTGW_IDENTITY_NODE: process.execPath, IOTGW_IDENTITY_SSH_KEY: join(dir, 'none') }
+    env: { ...env, PATH: SBIN_PATH, IOTGW_IDENTITY_BOOT: join(dir, 'boot'), IOTGW_IDENTITY_RUN: join(dir, 'run', 'identity.txt'), IOTGW_IDENTITY_CLI: `${process.execPath} ${BUNDLE}`, IOTGW_IDENTITY_SSH_KEY: join(dir, 'none') }
   })
   const r = identity()
   t.equal(r.status, 0, r.stderr)
@@ -126,6 +126,8 @@ t.test('identity: gateway id, CA fingerprint, WireGuard key on the boot partitio
     t.match(field('ca-sha256'), /^([0-9A-F]{2}:){31}[0-9A-F]{2}$/, 'a SHA-256 fingerprint')
   }
   t.equal(readFileSync(join(dir, 'run', 'identity.txt'), 'utf8'), text, '/run copy')
+  const direct = run(process.execPath, [BUNDLE, '--config', cfg, 'identity'], { env })
+  t.equal(direct.stdout, `gateway-id: gw-bench-7\nwireguard-public-key: ${wg}\nca-sha256: ${field('ca-sha256')}\n`, 'one process: `iot-gateway identity` prints those lines')
   const before = statSync(file)
   const again = identity()
   t.equal(again.status, 0, again.stderr)

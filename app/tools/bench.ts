@@ -11,10 +11,11 @@
  * messages, p50/p99 publish-to-sink, peak RSS, and messages acknowledged to a device but lost.
  *
  * Usage: npm run bench [-- --seconds 20 --idle 30 --devices 50 --rates 10,100,1000 --only gateway|previous
- *   --previous <commit> --node-red --denials on|off --keep --no-ops --console-seconds 20]
+ *   --previous <commit> --node-red --denials on|off --linger 20 --keep --no-ops --console-seconds 20]
  *  --node-red: also the old comparison with Node-RED (saturation and --rate latency).
  *  --denials off: the broker without debug logging and the gateway without its ACL-denial follower.
  *  --no-ops: without the monitor's and the console's cost (tools/monitor-cost.ts, console-cost.ts).
+ *  --linger: the gateway's uplink.lingerMs (default 20; the shipped default is 50).
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { promisify } from 'node:util'
@@ -44,6 +45,8 @@ const GATEWAY_NODE_FLAGS = (process.env.IOTGW_GATEWAY_NODE_FLAGS ?? UNIT_NODE_OP
 const arg = (name: string, def: string): string => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1]! : def }
 /** The broker's debug log and the gateway's follower of it (ACL denials) are on by default, as on the image. */
 const denialSections: Record<string, unknown> = arg('denials', 'on') === 'off' ? { denialLogCommand: [] } : {}
+/** uplink.lingerMs of the gateway under test: 20 by default (latency first; the shipped default is 50). */
+const UPLINK_LINGER_MS = Number(arg('linger', '20'))
 
 // ---------------------------------------------------------------- load worker (a child process)
 async function worker (): Promise<void> {
@@ -147,7 +150,7 @@ async function startGateway (dir: string, sink: Sink, brokerSections: Record<str
   // the broker's journal namespace; here: the helper's log file), so that cost is in the numbers.
   const dataDir = join(dir, 'data')
   const broker = { denialLogCommand: ['tail', '-F', '-n', '+1', mosquittoLogFile(dataDir)], ...brokerSections }
-  const { config, file } = await testConfig(dir, { gateway: { logLevel: 'warn', dataDir }, uplink: { url: sink.url, caFile: sink.caFile, lingerMs: 20 }, broker, limits: { ratePerSecond: 100000, rateBurst: 100000 } })
+  const { config, file } = await testConfig(dir, { gateway: { logLevel: 'warn', dataDir }, uplink: { url: sink.url, caFile: sink.caFile, lingerMs: UPLINK_LINGER_MS }, broker, limits: { ratePerSecond: 100000, rateBurst: 100000 } })
   const gw = new GatewayProcess(file, config.api.port, join(dir, 'gateway.log'), { bin: process.execPath, args: [...GATEWAY_NODE_FLAGS, join(process.cwd(), 'dist', 'gateway.cjs')] })
   return { config, sys: { name: 'gateway', pid: () => gw.proc!.pid!, stop: async () => { await gw.stop('SIGTERM') }, start: () => gw.start() } as System & { start: () => Promise<void> } }
 }
@@ -305,7 +308,7 @@ async function phases (system: string, bundle: string, o: { seconds: number, idl
     await sink.start(dir)
     const dataDir = join(dir, 'data')
     const broker = { denialLogCommand: ['tail', '-F', '-n', '+1', mosquittoLogFile(dataDir)], ...denialSections }
-    const { config, file } = await testConfig(dir, { gateway: { logLevel: 'warn', dataDir }, uplink: { url: sink.url, caFile: sink.caFile, lingerMs: 20 }, broker, limits: { ratePerSecond: 100000, rateBurst: 100000 } })
+    const { config, file } = await testConfig(dir, { gateway: { logLevel: 'warn', dataDir }, uplink: { url: sink.url, caFile: sink.caFile, lingerMs: UPLINK_LINGER_MS }, broker, limits: { ratePerSecond: 100000, rateBurst: 100000 } })
     const b = new Mosquitto(config)
     await b.start()
     const credFiles = Array.from({ length: o.devices }, (_, i) => {

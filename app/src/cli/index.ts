@@ -8,6 +8,7 @@ import { makePkiCommand } from './commands/pki.js'
 import { addPkiBackupCommands } from './commands/pki-backup.js'
 import { makeProvisionCommand } from './commands/provision.js'
 import { makeFirewallCommand } from './commands/firewall.js'
+import { makeIdentityCommand } from './commands/identity.js'
 import { makeRenderCommand } from './commands/render.js'
 import { makeRunCommand, type RunHandle } from './commands/run.js'
 import { makeStatusCommand } from './commands/status.js'
@@ -24,7 +25,7 @@ export function makeProgram (io: Io, onStarted?: (h: RunHandle) => void): Comman
     .option('-c, --config <file>', 'configuration file (default: $GATEWAY_CONFIG or /etc/iot-gateway/gateway.json)')
     .exitOverride()
     .configureOutput({ writeOut: s => io.out(s), writeErr: s => io.err(s) })
-  for (const make of [makeRunCommand(io, onStarted), makeStatusCommand(io), makeOutboxCommand(io), addPkiBackupCommands(makePkiCommand(io), io), makeRenderCommand(io), makeDeviceCommand(io), makeAuditCommand(io), makeFirewallCommand(io), makeWgCommand(io), makeConfigCommand(io), makeProvisionCommand(io)]) {
+  for (const make of [makeRunCommand(io, onStarted), makeStatusCommand(io), makeOutboxCommand(io), addPkiBackupCommands(makePkiCommand(io), io), makeRenderCommand(io), makeDeviceCommand(io), makeAuditCommand(io), makeFirewallCommand(io), makeWgCommand(io), makeIdentityCommand(io), makeConfigCommand(io), makeProvisionCommand(io)]) {
     program.addCommand(make)
   }
   for (const c of program.commands) {

@@ -8,7 +8,7 @@ import { WgLink } from '../../wireguard/link.js'
 import { keyCredential, pskCredential, renderNetdev, renderNetwork, tunnelSpec, unitBaseName, type KeyMode } from '../../wireguard/networkd.js'
 import { configFrom, output, type Io } from '../io.js'
 
-const keyFile = (c: Config): string => c.wireguard.privateKeyFile !== '' ? c.wireguard.privateKeyFile : defaultKeyFile(c.gateway.dataDir)
+export const keyFile = (c: Config): string => c.wireguard.privateKeyFile !== '' ? c.wireguard.privateKeyFile : defaultKeyFile(c.gateway.dataDir)
 
 function writeFile (file: string, text: string, mode: number): void {
   writeFileSync(`${file}.tmp`, text, { mode })

@@ -18,22 +18,17 @@ config=${1:-/etc/iot-gateway/gateway.json}
 BOOT=${IOTGW_IDENTITY_BOOT:-/boot}                    # variables for the tests only
 RUNFILE=${IOTGW_IDENTITY_RUN:-/run/iot-gateway-identity/identity.txt}
 GW=${IOTGW_IDENTITY_CLI:-/usr/bin/iot-gateway}
-NODE=${IOTGW_IDENTITY_NODE:-node}
 SSH_KEY=${IOTGW_IDENTITY_SSH_KEY:-/data/ssh/dropbear_ed25519_host_key}
 
-# the effective configuration (file + defaults): gateway id and where the CA certificate is; the
-# SHA-256 fingerprint of the CA certificate, as `openssl x509 -fingerprint -sha256` prints it
-info=$($GW config check --config "$config" 2>/dev/null | $NODE -e '
-  const fs = require("fs"), path = require("path"), { X509Certificate } = require("crypto")
-  let s = ""; process.stdin.on("data", d => { s += d }).on("end", () => {
-    let c; try { c = JSON.parse(s) } catch { console.log("unavailable\nunavailable (the configuration does not load)"); return }
-    const ca = c.mqtt && c.mqtt.caFile ? c.mqtt.caFile : path.join(c.gateway.dataDir, "pki", "ca.crt")
-    let fp; try { fp = new X509Certificate(fs.readFileSync(ca)).fingerprint256 } catch (e) { fp = "unavailable (" + ca + ": " + e.code + ")" }
-    console.log(c.gateway.id); console.log(fp)
-  })' 2>/dev/null)
-id=$(printf '%s\n' "$info" | sed -n 1p)
-ca=$(printf '%s\n' "$info" | sed -n 2p)
-wg=$($GW wg pubkey --config "$config" 2>/dev/null) || wg="unavailable (iot-gateway wg pubkey failed; see the journal)"
+# gateway id, WireGuard public key (made on first use) and the CA's SHA-256 fingerprint, as
+# "name: value" lines, from one process (`iot-gateway identity`); a configuration that does not
+# load leaves them unavailable
+info=$($GW identity --config "$config" 2>/dev/null) || info=""
+field() { printf '%s\n' "$info" | sed -n "s/^$1: //p"; }
+id=$(field gateway-id)
+wg=$(field wireguard-public-key)
+ca=$(field ca-sha256)
+[ -n "$info" ] || { wg="unavailable (iot-gateway identity failed; see the journal)"; ca="unavailable (the configuration does not load)"; }
 ssh=""
 if [ -f "$SSH_KEY" ] && command -v dropbearkey >/dev/null 2>&1; then
     ssh=$(dropbearkey -y -f "$SSH_KEY" 2>/dev/null | sed -n 's/^Fingerprint: //p')
