@@ -133,6 +133,13 @@ t.test('identity: gateway id, CA fingerprint, WireGuard key on the boot partitio
   t.equal(again.status, 0, again.stderr)
   const after = statSync(file)
   t.same([after.ino, after.mtimeMs], [before.ino, before.mtimeMs], 'a second boot does not rewrite an unchanged file')
+  // A configuration that does not load: the unit still writes what it knows, and says what it does not.
+  writeFileSync(cfg, '{ not json')
+  const broken = identity()
+  t.equal(broken.status, 0, 'the boot goes on')
+  t.match(broken.stdout, /^gateway-id: unavailable$/m)
+  t.match(broken.stdout, /^ca-sha256: unavailable \(the configuration does not load\)$/m)
+  t.match(broken.stdout, /^machine-id: /m)
   t.end()
 })
 
