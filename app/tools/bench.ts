@@ -11,7 +11,7 @@
  * messages, p50/p99 publish-to-sink, peak RSS, and messages acknowledged to a device but lost.
  *
  * Usage: npm run bench [-- --seconds 20 --idle 30 --devices 50 --rates 10,100,1000 --only gateway|previous
- *   --previous <commit> --node-red --denials on|off --linger 20 --keep --no-ops --console-seconds 20]
+ *   --previous <commit> --node-red --denials on|off --linger <ms> --keep --no-ops --console-seconds 20]
  *  --node-red: also the old comparison with Node-RED (saturation and --rate latency).
  *  --denials off: the broker without debug logging and the gateway without its ACL-denial follower.
  *  --no-ops: without the monitor's and the console's cost (tools/monitor-cost.ts, console-cost.ts).

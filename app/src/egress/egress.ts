@@ -65,7 +65,7 @@ export function memoryBatch (gatewayId: string, instance: string, ms: readonly P
   return { id: `${gatewayId}-${instance}-m${h.digest('base64url').slice(0, 22)}`, firstId: 0, lastId: 0, rows, bytes, memory: ms }
 }
 
-/** The pipeline's side of sending from memory (Pipeline implements it). */
+/** The pipeline's side of sending from memory (its SendQueue, `pipeline.memory`, implements it). */
 export interface MemorySource {
   unsent (maxMessages: number, maxBytes: number): PendingMessage[]
   committedInMemory (deliveredThrough: number): number
