@@ -21,20 +21,26 @@ DATA=${IOTGW_ALERT_DATA:-/data}
 unit='systemd-fsck@dev-disk-by\x2dlabel-data.service'
 
 # The unit is ordered after the fsck and the mount, but a partition that appears late (udev under
-# load: the boot test saw it) can have its fsck still running when that ordering is met. Wait,
-# bounded (the device timeout is 120 s), until neither is running, and say nothing if /data got
-# mounted after all.
-waited=0
+# load: the boot test saw it) can have its fsck queued or still running when that ordering is met,
+# and the boot test once saw the fsck running again after the alert had read it as done. So the
+# states the alert reports are read until they are settled: no job queued for the device, the fsck
+# or the mount, none of them starting or stopping, and the same reading twice, a second apart.
+# Bounded (the device timeout is 120 s); nothing is said if /data gets mounted meanwhile.
+fsck_state='' mount_state='' settled=0 waited=0
 while [ "$waited" -lt 300 ]; do
-    case " $(systemctl show -p ActiveState --value "$unit" data.mount 2>/dev/null | tr '\n' ' ')" in
-        *" activating "*|*" deactivating "*|*" reloading "*) sleep 1; waited=$((waited + 1)) ;;
-        *) break ;;
-    esac
+    if grep -qs " $DATA " /proc/self/mounts; then exit 0; fi
+    f=$(systemctl show -p ActiveState,Result --value "$unit" 2>/dev/null | tr '\n' ' ')
+    m=$(systemctl show -p ActiveState,Result --value data.mount 2>/dev/null | tr '\n' ' ')
+    busy=0
+    case " $f $m " in *" activating "*|*" deactivating "*|*" reloading "*) busy=1 ;; esac
+    if systemctl list-jobs --no-legend 2>/dev/null | grep -qF -e "$unit" -e data.mount -e 'dev-disk-by\x2dlabel-data.device'; then busy=1; fi
+    if [ "$busy" = 0 ] && [ "$f|$m" = "$fsck_state|$mount_state" ]; then settled=$((settled + 1)); else settled=0; fi
+    fsck_state=$f mount_state=$m
+    [ "$settled" -ge 1 ] && break
+    sleep 1; waited=$((waited + 1))
 done
 if grep -qs " $DATA " /proc/self/mounts; then exit 0; fi
 
-fsck_state=$(systemctl show -p ActiveState,Result --value "$unit" 2>/dev/null | tr '\n' ' ')
-mount_state=$(systemctl show -p ActiveState,Result --value data.mount 2>/dev/null | tr '\n' ' ')
 device=$(readlink -f /dev/disk/by-label/data 2>/dev/null || echo "none (no partition labelled \"data\")")
 msg="IOT-GATEWAY ALERT: the data partition is not mounted on $DATA.
 The gateway, its broker, the WireGuard tunnel and SSH need it and did not start; the firewall and
