@@ -124,10 +124,7 @@ export class FirewallMonitor {
     m.gauge('gateway_firewall_rate_limited_sources', 'Sources that went over the new-connection rate in the last minute; absent without a counter snapshot.', () => this.snapshot === null ? [] : [[{}, this.snapshot.rateLimited.length]])
     // Absent without a snapshot file (the stats unit has not run: unknown); 0 when the snapshot
     // says nft found no table of ours.
-    m.gauge('gateway_firewall_loaded', '1 if the last counter snapshot shows our nftables table, 0 if it shows none; absent without a snapshot.', () => {
-      this.refresh()
-      return this.snapshot !== null ? 1 : this.statsMtime >= 0 ? 0 : []
-    })
+    m.gauge('gateway_firewall_loaded', '1 if the last counter snapshot shows our nftables table, 0 if it shows none; absent without a snapshot.', () => this.snapshot !== null ? 1 : this.statsMtime >= 0 ? 0 : [])
     // A timestamp, absent while there is no snapshot (no -1 sentinel): `time() - x` is its age.
     m.gauge('gateway_firewall_snapshot_timestamp_seconds', 'When the privileged stats unit wrote the counter snapshot (Unix seconds); absent while there is none.', () => this.snapshot === null ? [] : [[{}, this.snapshot.at / 1000]])
     m.gauge('gateway_firewall_pending_confirm', '1 while an applied ruleset waits for `firewall confirm` (it rolls back by itself otherwise).', () => this.pending() !== null ? 1 : 0)

@@ -6,6 +6,7 @@ import { configReference } from '../../config/reference.js'
 import { buildConfig, loadLayered, paths } from '../../config/load.js'
 import type { Config } from '../../config/schema.js'
 import { renderMosquittoConf } from '../../broker/mosquitto-conf.js'
+import { pkiPaths } from '../../pki/pki.js'
 import { checkOverrideShape, chownLikeParent, mergeLayers, sourcesOf, unitsToRestart, withSetting, withoutSetting, writeOverride, type Raw } from '../../config/layers.js'
 import { writeFileAtomic } from '../../lib/atomic-file.js'
 import { ConfigError } from '../../lib/errors.js'
@@ -115,7 +116,7 @@ function refuseFixedBroker (key: string, before: Config, after: Config, env: Nod
   if (existsSync(conf) && renderMosquittoConf(brokerOptions(before)) !== renderMosquittoConf(brokerOptions(after))) {
     throw new ConfigError(key, `would change the broker's configuration, which is fixed in this image (${conf}, rendered at build time): the broker would not follow it. Set it at build time (the image's gateway.json) and reflash`)
   }
-  const cert = join(paths(before).pkiDir, 'broker.crt')
+  const cert = pkiPaths(paths(before).pkiDir).brokerCert
   const names = (c: Config): string => JSON.stringify([c.broker.names, c.broker.addresses])
   if (existsSync(cert) && names(before) !== names(after)) {
     throw new ConfigError(key, `the broker's certificate (${cert}) was issued at the first boot for ${names(before)}; it is not issued again, so devices would not find these names in it. Set broker.names and broker.addresses at build time or in the provisioning file, before the first boot`)

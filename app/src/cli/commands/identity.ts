@@ -1,7 +1,7 @@
 import { Command } from 'commander'
 import { X509Certificate } from 'node:crypto'
 import { readFileSync } from 'node:fs'
-import { join } from 'node:path'
+import { paths } from '../../config/load.js'
 import { ensureKey, readPublicKey } from '../../wireguard/keys.js'
 import { configFrom, type Io } from '../io.js'
 import { keyFile } from './wg.js'
@@ -25,7 +25,7 @@ export function makeIdentityCommand (io: Io): Command {
       try {
         try { wg = ensureKey(keyFile(c)).publicKey } catch { wg = readPublicKey(keyFile(c)) }
       } catch (err) { wg = `unavailable (${keyFile(c)}: ${why(err)})` }
-      const ca = c.mqtt.caFile !== '' ? c.mqtt.caFile : join(c.gateway.dataDir, 'pki', 'ca.crt')
+      const ca = paths(c).caCert
       let fp: string
       try { fp = new X509Certificate(readFileSync(ca)).fingerprint256 } catch (err) { fp = `unavailable (${ca}: ${why(err)})` }
       io.out(`gateway-id: ${c.gateway.id}\nwireguard-public-key: ${wg}\nca-sha256: ${fp}\n`)
