@@ -103,10 +103,12 @@ t.test('the API on the provisioned tunnel address of a fleet image, through the 
     if (ns.exitCode === null && ns.signalCode === null) await exited
   })
 
-  // A command in the namespaces and the image's root, as root on the board.
+  // A command in the namespaces and the image's root, as root on the board: without the test
+  // runner's NODE_OPTIONS (tap's --import of a module in this checkout, which the board does not
+  // have; a checkout under /tmp is hidden by the board's own /tmp).
   const sh = (script, timeout = 60_000) => {
     const p = pid1()
-    return run('nsenter', ['-t', String(p), '-m', '-n', '-p', '-r', '-w', 'sh', '-c', script], { timeout, env: { ...process.env, NODE_PATH: '' } })
+    return run('nsenter', ['-t', String(p), '-m', '-n', '-p', '-r', '-w', 'sh', '-c', script], { timeout, env: { ...process.env, NODE_PATH: '', NODE_OPTIONS: '' } })
   }
   const until = async (what, check, tries = 600) => {
     for (let i = 0; i < tries; i++) {
