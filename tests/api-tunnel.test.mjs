@@ -40,6 +40,10 @@ const skip = !isRoot
               : !readFileSync('/proc/filesystems', 'utf8').includes('overlay') ? 'no overlayfs' : false
 
 const UNITS = ['iot-gateway-api-tunnel.service', 'iot-gateway-api@.socket', 'iot-gateway-api@.service']
+// The board's processes (the manager, its units, the commands below) run without the test runner's
+// NODE_OPTIONS: tap adds an --import of a module in this checkout to every child it spawns (an empty
+// NODE_OPTIONS in the env is not enough), and a checkout under /tmp is hidden by the board's own /tmp.
+const BOARD_ENV = ['env', '-u', 'NODE_OPTIONS']
 
 // Runs in the new namespaces: mounts the image's root, then becomes its PID 1 (so that systemctl
 // does not see a chroot) and starts the manager on the image's units alone.
@@ -86,7 +90,7 @@ t.test('the API on the provisioned tunnel address of a fleet image, through the 
   const scratch = join(dir, 'scratch')
   mkdirSync(data)
   mkdirSync(scratch)
-  const ns = spawn('unshare', ['--mount', '--propagation', 'private', '--net', '--pid', '--fork', 'sh', '-c', SETUP], {
+  const ns = spawn('unshare', ['--mount', '--propagation', 'private', '--net', '--pid', '--fork', ...BOARD_ENV, 'sh', '-c', SETUP], {
     env: { ...process.env, SCRATCH: scratch, IMAGE: image, DATA: data, NODE: process.execPath, SQLITE, SYSTEMD, UNITS: UNITS.join(' ') },
     stdio: ['ignore', 'ignore', 'pipe']
   })
@@ -103,12 +107,10 @@ t.test('the API on the provisioned tunnel address of a fleet image, through the 
     if (ns.exitCode === null && ns.signalCode === null) await exited
   })
 
-  // A command in the namespaces and the image's root, as root on the board: without the test
-  // runner's NODE_OPTIONS (tap's --import of a module in this checkout, which the board does not
-  // have; a checkout under /tmp is hidden by the board's own /tmp).
+  // A command in the namespaces and the image's root, as root on the board.
   const sh = (script, timeout = 60_000) => {
     const p = pid1()
-    return run('nsenter', ['-t', String(p), '-m', '-n', '-p', '-r', '-w', 'sh', '-c', script], { timeout, env: { ...process.env, NODE_PATH: '', NODE_OPTIONS: '' } })
+    return run('nsenter', ['-t', String(p), '-m', '-n', '-p', '-r', '-w', ...BOARD_ENV, 'sh', '-c', script], { timeout, env: { ...process.env, NODE_PATH: '' } })
   }
   const until = async (what, check, tries = 600) => {
     for (let i = 0; i < tries; i++) {
