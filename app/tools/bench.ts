@@ -9,8 +9,10 @@
  * gateway runs under `strace -f --seccomp-bpf -e trace=fsync,fdatasync,msync`, which stops the
  * process only at those calls; every call is counted by its timestamp), CPU seconds per 10,000
  * messages, p50/p99 publish-to-sink, peak RSS, and messages acknowledged to a device but lost.
+ * Then the same phases for the reference (tools/bench-reference.ts): a bare Node doing the same I/O,
+ * so that CPU and RSS are also given against what any Node process pays on this machine.
  *
- * Usage: npm run bench [-- --seconds 20 --idle 30 --devices 50 --rates 10,100,1000 --only gateway|previous
+ * Usage: npm run bench [-- --seconds 20 --idle 30 --devices 50 --rates 10,100,1000 --only gateway|previous|reference
  *   --previous <commit> --node-red --denials on|off --linger <ms> --keep --no-ops --console-seconds 20]
  *  --node-red: also the old comparison with Node-RED (saturation and --rate latency).
  *  --denials off: the broker without debug logging and the gateway without its ACL-denial follower.
@@ -34,6 +36,7 @@ import { deviceCreds, type DeviceCreds } from '../test/helpers/devices.js'
 import { freePort, waitFor } from '../test/helpers/ports.js'
 import { monitorCost } from './monitor-cost.js'
 import { consoleCost, printOpsRows } from './console-cost.js'
+import { reference } from './bench-reference.js'
 
 const NODE_RED_VERSION = '5.0.7'
 const execFileAsync = promisify(execFile)
@@ -301,7 +304,8 @@ function syncsBetween (log: string, from: number, to: number): number {
 
 interface PhaseRow { system: string, phase: string, rate: number, delivered: number, lost: number, gwBytesPerMsg: number, brokerBytesPerMsg: number, syncsPerSec: number, cpuPer10k: number, cpuPctOfCore: number, p50: number, p99: number, peakRssMB: number, seconds: number }
 
-async function phases (system: string, bundle: string, o: { seconds: number, idle: number, devices: number, rates: number[] }): Promise<PhaseRow[]> {
+/** `script`: what node runs (the gateway's bundle, or this bench's with `reference`); `run -c <config>` follows. */
+async function phases (system: string, script: string[], o: { seconds: number, idle: number, devices: number, rates: number[] }): Promise<PhaseRow[]> {
   const dir = mkdtempSync(join(tmpdir(), `bench-${system}-`))
   const rows: PhaseRow[] = []
   try {
@@ -319,7 +323,7 @@ async function phases (system: string, bundle: string, o: { seconds: number, idl
     })
     const straceLog = join(dir, 'strace.log')
     const gw = new GatewayProcess(file, config.api.port, join(dir, 'gateway.log'), {
-      bin: 'strace', args: ['-f', '-qq', '--seccomp-bpf', '-ttt', '-e', 'trace=fsync,fdatasync,msync', '-o', straceLog, process.execPath, ...GATEWAY_NODE_FLAGS, bundle]
+      bin: 'strace', args: ['-f', '-qq', '--seccomp-bpf', '-ttt', '-e', 'trace=fsync,fdatasync,msync', '-o', straceLog, process.execPath, ...GATEWAY_NODE_FLAGS, ...script]
     })
     const started = Date.now()
     await gw.start()
@@ -391,8 +395,18 @@ function printPhases (rows: PhaseRow[]): void {
       }
     }
   }
+  const ref = rows.filter(r => r.system === 'reference')
+  if (ref.length > 0) {
+    console.log('\nagainst the reference, a bare Node doing the same I/O (CPU per message and peak RSS, system/reference):')
+    for (const sys of [g, p]) {
+      for (const r of sys) {
+        const q = ref.find(x => x.phase === r.phase)
+        if (q && r.phase !== 'idle') console.log(`  ${r.system.padEnd(9)} ${r.phase.padEnd(12)} CPU/msg x${f(r.cpuPer10k / q.cpuPer10k, 2)}  RSS x${f(r.peakRssMB / q.peakRssMB, 2)}`)
+      }
+    }
+  }
   // The issue's CPU target: per message at 1,000 msg/s no more than 1.5 times the saturation figure.
-  for (const rows of [g, p]) {
+  for (const rows of [g, p, ref]) {
     const k = rows.find(r => r.phase === '1000 msg/s')
     const s = rows.find(r => r.phase === 'saturation')
     if (k && s) console.log(`${k.system}: CPU per message at 1000 msg/s is x${f(k.cpuPer10k / s.cpuPer10k, 2)} the saturation figure (target <= 1.5)`)
@@ -413,12 +427,16 @@ async function main (): Promise<void> {
   try {
     if (only === '' || only === 'gateway') {
       process.stderr.write(`measuring gateway (${devices} devices; idle ${o.idle} s; ${o.rates.join(', ')} msg/s and saturation, ${seconds} s each)\n`)
-      rows.push(...await phases('gateway', join(process.cwd(), 'dist', 'gateway.cjs'), o))
+      rows.push(...await phases('gateway', [join(process.cwd(), 'dist', 'gateway.cjs')], o))
     }
     if (only === '' || only === 'previous') {
       const bundle = buildPrevious(arg('previous', '5b12154'), tmp)
       process.stderr.write('measuring the previous release\n')
-      rows.push(...await phases('previous', bundle, o))
+      rows.push(...await phases('previous', [bundle], o))
+    }
+    if (only === '' || only === 'reference') {
+      process.stderr.write('measuring the reference (a bare Node doing the same I/O)\n')
+      rows.push(...await phases('reference', [process.argv[1]!, 'reference'], { ...o, idle: Math.min(o.idle, 5) }))
     }
   } finally {
     removeWorktree(tmp)
@@ -449,4 +467,5 @@ function spawnSyncOk (bin: string): boolean {
 }
 
 if (process.argv[2] === 'worker') void worker()
+else if (process.argv[2] === 'reference') reference(process.argv[process.argv.indexOf('-c') + 1]!)
 else main().catch(err => { console.error(err); process.exitCode = 1 })

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process'
 import { createHash } from 'node:crypto'
+import type { Readable } from 'node:stream'
 import { StringDecoder } from 'node:string_decoder'
 import { DEVICE_ID_PATTERN } from '../devices/device-id.js'
 import { backoffDelay } from '../lib/backoff.js'
@@ -195,6 +196,48 @@ export interface DenialFollowerOptions {
   restartMinMs?: number
   restartMaxMs?: number
   maxClients?: number
+  /** After a read the log's pipe is left alone this long (default 50 ms; 0: read as it comes). See {@link readInBursts}. */
+  readIntervalMs?: number
+}
+
+/** A read this large: the log fills the pipe (64 KB) in about an interval. */
+export const BUSY_READ_BYTES = 49152
+
+/** The stream handle of a child's stdout: reading stopped and started at the pipe itself. */
+interface ReadHandle { readStop: () => number, readStart: () => number }
+
+/**
+ * Reads a child's stdout in bursts: after each read the pipe is left alone for `intervalMs`.
+ * Mosquitto writes its debug log line by line (about 3.4 lines per QoS 1 message): read as it came,
+ * the gateway woke about once per message for it. A wake-up costs far more than the lines
+ * (app/docs/write-path.md, "CPU per message"), and a denial seen 50 ms later is as good. A read of
+ * {@link BUSY_READ_BYTES} or more (the pipe was nearly full) turns the pauses off for a second, so a
+ * busy log is read as it comes and the follower does not fall behind.
+ *
+ * Node has no public call for it: the pipe's handle is stopped and started (a paused stream goes on
+ * reading into its buffer). The handle is looked up again when resuming: it is gone once the stream
+ * is closed.
+ */
+function readInBursts (stream: Readable, intervalMs: number, counts: { reads: number, holds: number }, onData: (b: Buffer) => void): void {
+  const pipe = (): ReadHandle | undefined => (stream as unknown as { _handle?: ReadHandle | null })._handle ?? undefined
+  let holding = false
+  let busyUntil = 0
+  const resume = (): void => { holding = false; pipe()?.readStart() }
+  stream.on('data', (b: Buffer) => {
+    counts.reads++
+    const handle = pipe()
+    if (intervalMs > 0 && handle !== undefined && !holding) {
+      const now = Date.now()
+      if (b.length >= BUSY_READ_BYTES) busyUntil = now + 1000
+      if (now >= busyUntil) {
+        holding = true
+        counts.holds++
+        handle.readStop()
+        setTimeout(resume, intervalMs)
+      }
+    }
+    onData(b)
+  })
 }
 
 /**
@@ -220,6 +263,9 @@ export class DenialFollower {
   private readonly denials
   private readonly restarts
   private readonly dropped
+  /** Reads of the log's pipe (each one a wake-up of the gateway), and the pauses after them. */
+  reads = 0
+  holds = 0
 
   constructor (readonly command: readonly string[], private readonly o: DenialFollowerOptions, metrics: Registry, private readonly log: Logger) {
     this.parser = new BrokerLogParser(o.maxClients)
@@ -291,7 +337,7 @@ export class DenialFollower {
     const decoder = new StringDecoder('utf8')
     let partial = ''
     let skipping = false
-    p.stdout!.on('data', (b: Buffer) => {
+    readInBursts(p.stdout!, this.o.readIntervalMs ?? 50, this, (b: Buffer) => {
       const text = decoder.write(b)
       let start = 0
       for (let nl = text.indexOf('\n'); nl >= 0; nl = text.indexOf('\n', start)) {
