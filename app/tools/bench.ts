@@ -37,6 +37,7 @@ import { freePort, waitFor } from '../test/helpers/ports.js'
 import { monitorCost } from './monitor-cost.js'
 import { consoleCost, printOpsRows } from './console-cost.js'
 import { reference } from './bench-reference.js'
+import { wakeCost } from './wake-cost.js'
 
 const NODE_RED_VERSION = '5.0.7'
 const execFileAsync = promisify(execFile)
@@ -396,7 +397,7 @@ function printPhases (rows: PhaseRow[]): void {
     }
   }
   const ref = rows.filter(r => r.system === 'reference')
-  if (ref.length > 0) {
+  if (ref.length > 0 && g.length + p.length > 0) {
     console.log('\nagainst the reference, a bare Node doing the same I/O (CPU per message and peak RSS, system/reference):')
     for (const sys of [g, p]) {
       for (const r of sys) {
@@ -443,6 +444,8 @@ async function main (): Promise<void> {
     rmSync(tmp, { recursive: true, force: true })
   }
   printPhases(rows)
+  const w = wakeCost()
+  console.log(`this machine: a message's worth of work in Node costs ${w.burstUs.toFixed(1)} µs of CPU back to back and ${w.aloneUs.toFixed(1)} µs alone (once per 1 ms timer): a wake-up costs about ${w.wakeUs.toFixed(0)} µs (tools/wake-cost.ts)`)
   // Operations (app/docs/operations.md, console.md): the monitor's idle cost, and what an open
   // console costs the gateway at 1,000 msg/s (ratios against the same gateway without it).
   if (!process.argv.includes('--no-ops')) printOpsRows(monitorCost(), await consoleCost(Number(arg('console-seconds', '20'))))
