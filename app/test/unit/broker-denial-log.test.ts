@@ -192,49 +192,40 @@ t.test('the follower process: lines from its stdout, too long ones skipped, rest
 
 t.test('the follower reads a slow log once per interval, a busy one as it comes', async t => {
   const interval = 50
-  const waitUntil = async (done: () => boolean, what: string): Promise<void> => {
-    const until = Date.now() + 20000
-    while (!done()) {
-      if (Date.now() > until) throw new Error(`timed out waiting for ${what}`)
+  /** Follows a child's output until `n` denials came: the follower (its read counts), the denials, the time it took. */
+  const follow = async (child: string, n: number): Promise<{ f: DenialFollower, got: AttributedDenial[], elapsed: number }> => {
+    const got: AttributedDenial[] = []
+    const f = new DenialFollower([process.execPath, '-e', child], { gatewayId: 'gw', onDenial: d => got.push(d), readIntervalMs: interval }, new Registry(), createLogger('silent'))
+    const t0 = Date.now()
+    f.start()
+    t.teardown(() => f.stop())
+    while (got.length < n) {
+      if (Date.now() - t0 > 20000) throw new Error(`timed out waiting for ${n} denials (${got.length})`)
       await new Promise(resolve => setTimeout(resolve, 10))
     }
+    const elapsed = Date.now() - t0
+    await f.stop()
+    return { f, got, elapsed }
   }
   // Slow: 200 denials, each line its own write, about 2 ms apart (as Mosquitto writes at 1,000 msg/s).
-  const slow = [
-    'const w = s => process.stdout.write(s)',
+  const slow = await follow([
     'let i = 0',
-    'setInterval(() => { if (i++ < 200) w("Denied PUBLISH from c (d0, q1, r0, m" + i + ", \'devices/dev2/telemetry\', ... (1 bytes))\\n") }, 2)'
-  ].join('\n')
-  const got: AttributedDenial[] = []
-  const f = new DenialFollower([process.execPath, '-e', slow], { gatewayId: 'gw', onDenial: d => got.push(d), readIntervalMs: interval }, new Registry(), createLogger('silent'))
-  const t0 = Date.now()
-  f.start()
-  t.teardown(() => f.stop())
-  await waitUntil(() => got.length >= 200, 'the slow log\'s 200 denials')
-  const elapsed = Date.now() - t0
-  await f.stop()
-  t.equal(got.length, 200, 'every denial of the slow log')
+    'setInterval(() => { if (i++ < 200) process.stdout.write("Denied PUBLISH from c (d0, q1, r0, m" + i + ", \'devices/dev2/telemetry\', ... (1 bytes))\\n") }, 2)'
+  ].join('\n'), 200)
+  t.equal(slow.got.length, 200, 'every denial of the slow log')
   // Each read is followed by a pause of the interval: at most one read per interval (plus the first).
-  t.ok(f.reads <= 2 + elapsed / interval, `${f.reads} reads in ${elapsed} ms (one per line would be 200)`)
+  t.ok(slow.f.reads <= 2 + slow.elapsed / interval, `${slow.f.reads} reads in ${slow.elapsed} ms (one per line would be 200)`)
 
   // Busy: 2 MB of lines written as fast as the pipe takes them, then one denial.
-  const busy = [
+  const busy = await follow([
     'const chunk = "Received PINGREQ from c\\n".repeat(340)',
     'for (let i = 0; i < 256; i++) process.stdout.write(chunk)',
     'process.stdout.write("Denied PUBLISH from c (d0, q1, r0, m1, \'devices/dev2/events\', ... (1 bytes))\\n")',
     'setInterval(() => {}, 1000)'
-  ].join('\n')
-  const got2: AttributedDenial[] = []
-  const g = new DenialFollower([process.execPath, '-e', busy], { gatewayId: 'gw', onDenial: d => got2.push(d), readIntervalMs: interval }, new Registry(), createLogger('silent'))
-  const t1 = Date.now()
-  g.start()
-  t.teardown(() => g.stop())
-  await waitUntil(() => got2.length >= 1, 'the busy log\'s denial')
-  const elapsed2 = Date.now() - t1
-  await g.stop()
-  t.equal(got2[0]?.topic, 'devices/dev2/events', 'the denial after 2 MB of log')
+  ].join('\n'), 1)
+  t.equal(busy.got[0]?.topic, 'devices/dev2/events', 'the denial after 2 MB of log')
   // A full pipe turns the pauses off for a second: at most one pause per second, not one per 64 KB.
-  t.ok(g.holds <= 2 + elapsed2 / 1000, `${g.holds} pauses over ${g.reads} reads in ${elapsed2} ms (one per 64 KB would be 32)`)
+  t.ok(busy.f.holds <= 2 + busy.elapsed / 1000, `${busy.f.holds} pauses over ${busy.f.reads} reads in ${busy.elapsed} ms (one per 64 KB would be 32)`)
 })
 
 t.test('the rendered broker configuration logs debug lines only when the gateway follows them', async t => {
