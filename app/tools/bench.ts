@@ -13,11 +13,12 @@
  * so that CPU and RSS are also given against what any Node process pays on this machine.
  *
  * Usage: npm run bench [-- --seconds 20 --idle 30 --devices 50 --rates 10,100,1000 --only gateway|previous|reference
- *   --previous <commit> --node-red --denials on|off --linger <ms> --keep --no-ops --console-seconds 20]
+ *   --previous <commit> --node-red --denials on|off --linger <ms> --fsync-delay <ms> --keep --no-ops --console-seconds 20]
  *  --node-red: also the old comparison with Node-RED (saturation and --rate latency).
  *  --denials off: the broker without debug logging and the gateway without its ACL-denial follower.
  *  --no-ops: without the monitor's and the console's cost (tools/monitor-cost.ts, console-cost.ts).
  *  --linger: the gateway's uplink.lingerMs (default: the shipped one, 50 ms; 20 measures latency first).
+ *  --fsync-delay <ms>: an SD card's fsync latency in the systems under test (tools/slow-fsync.c).
  */
 import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process'
 import { promisify } from 'node:util'
@@ -47,6 +48,17 @@ const execFileAsync = promisify(execFile)
 // is the bundle's cache directory.
 const UNIT_NODE_OPTIONS = /^Environment="NODE_OPTIONS=([^"]+)"$/m.exec(readFileSync(join(process.cwd(), '..', 'meta-iot-gateway', 'recipes-gateway', 'iot-gateway', 'files', 'iot-gateway.service'), 'utf8'))?.[1] ?? ''
 const GATEWAY_NODE_FLAGS = (process.env.IOTGW_GATEWAY_NODE_FLAGS ?? UNIT_NODE_OPTIONS).split(' ').filter(Boolean)
+/**
+ * --fsync-delay <ms>: every fsync of the system under test waits that long first, as on an SD card
+ * (tools/slow-fsync.c, built with cc and preloaded into that process only).
+ */
+function slowFsyncEnv (): NodeJS.ProcessEnv | undefined {
+  const ms = arg('fsync-delay', '')
+  if (ms === '') return undefined
+  const lib = join(process.cwd(), 'node_modules', '.cache', 'iot-gateway-tools', 'slow-fsync.so')
+  execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', lib, join(process.cwd(), 'tools', 'slow-fsync.c'), '-ldl'])
+  return { LD_PRELOAD: lib, IOTGW_FSYNC_DELAY_MS: String(Number(ms)) }
+}
 const arg = (name: string, def: string): string => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1]! : def }
 /** The broker's debug log and the gateway's follower of it (ACL denials) are on by default, as on the image. */
 const denialSections: Record<string, unknown> = arg('denials', 'on') === 'off' ? { denialLogCommand: [] } : {}
@@ -324,7 +336,9 @@ async function phases (system: string, script: string[], o: { seconds: number, i
     })
     const straceLog = join(dir, 'strace.log')
     const gw = new GatewayProcess(file, config.api.port, join(dir, 'gateway.log'), {
-      bin: 'strace', args: ['-f', '-qq', '--seccomp-bpf', '-ttt', '-e', 'trace=fsync,fdatasync,msync', '-o', straceLog, process.execPath, ...GATEWAY_NODE_FLAGS, ...script]
+      env: slowFsyncEnv(),
+      bin: 'strace',
+      args: ['-f', '-qq', '--seccomp-bpf', '-ttt', '-e', 'trace=fsync,fdatasync,msync', '-o', straceLog, process.execPath, ...GATEWAY_NODE_FLAGS, ...script]
     })
     const started = Date.now()
     await gw.start()
