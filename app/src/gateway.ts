@@ -21,6 +21,7 @@ import { deviceRoutes } from './devices/api.js'
 import { DeviceGuard } from './devices/guard.js'
 import { Pipeline, type RejectionEvent } from './pipeline/pipeline.js'
 import { openDatabase, type DB } from './store/db.js'
+import { WalSync } from './store/wal-sync.js'
 import { Store, type InboundMessage } from './store/store.js'
 import { AlertLane } from './alerts/lane.js'
 import { AlertManager } from './alerts/manager.js'
@@ -164,10 +165,15 @@ export class Gateway {
     const log = (cap: string): Logger => this.log.child({ cap })
     const audit = this.audit = new AuditLog(db, err => this.log.error('audit write failed', { err }))
     this.clock = new ClockKeeper(c.gateway.dataDir, log('clock'))
-    const store = this.store = new Store(db)
+    // The outbox's commits are synced off the event loop (app/docs/write-path.md, "The fsync off the
+    // event loop"); the other tables of the database keep FULL commits.
+    const store = this.store = new Store(db, { walSync: new WalSync(`${paths(c).db}-wal`) })
     // Device events overtake a telemetry backlog (app/docs/operations.md, "Where alerts go").
     store.prioritise(['events'])
     const pipeline = this.pipeline = new Pipeline(store, c, this.metrics, log('pipeline'), c.gateway.dataDir)
+    // What the disk has may not be what was written: exit, as a crash would, and let systemd start
+    // the gateway again on what the disk has (EX_IOERR). Nothing unsynced has been acknowledged.
+    pipeline.on('syncFailed', () => { process.exit(74) })
     const egress = this.egress = new Egress(c, store, this.metrics, log('egress'), () => pipeline.notifySpace())
     pipeline.on('committed', () => egress.kick())
     // Sending from memory (app/docs/write-path.md): the uplink does not wait for the commit's fsync.

@@ -4,7 +4,7 @@ import type { Config } from '../config/schema.js'
 import { DEVICE_ID_PATTERN } from '../devices/device-id.js'
 import type { Logger } from '../lib/logger.js'
 import type { Registry } from '../lib/metrics.js'
-import type { InboundMessage, Store, TrafficRollup } from '../store/store.js'
+import type { GroupWrite, InboundMessage, Store, TrafficRollup } from '../store/store.js'
 import { admissionVerdict, commitPlan, type AdmissionContext } from './admission.js'
 import { REJECT_REASONS, RateLimiter, type RejectReason } from './checks.js'
 import { SendQueue, type PendingMessage } from './send-queue.js'
@@ -64,6 +64,15 @@ const RESUME_MARGIN_BYTES = 1048576
  */
 export class Pipeline extends EventEmitter {
   private pending: Pending[] = []
+  /**
+   * Groups written to the WAL whose sync has not returned yet (a store that syncs itself), oldest
+   * first: not acknowledged, still sent from memory as not committed, counted as pending.
+   */
+  private unsynced: Array<{ group: Pending[], write: GroupWrite, seq: number }> = []
+  private unsyncedMessages = 0
+  private writes = 0
+  private durableThrough = 0
+  private closed = false
   private readonly rollups = new Map<string, TrafficRollup>()
   private pendingBytes = 0
   private timer?: NodeJS.Timeout
@@ -100,7 +109,7 @@ export class Pipeline extends EventEmitter {
     /** Where free space is measured (the data directory); undefined: not measured. */
     private readonly dataDir?: string) {
     super()
-    this.memory = new SendQueue(store, () => this.pending, () => this.notifySpace())
+    this.memory = new SendQueue(store, () => this.uncommitted(), () => this.notifySpace())
     this.limiter = new RateLimiter(config.limits.ratePerSecond, config.limits.rateBurst)
     // Made once: closures made per message cost measurably at 1,000 msg/s (the bundle keeps names).
     this.admission = {
@@ -108,7 +117,9 @@ export class Pipeline extends EventEmitter {
       maxPayloadBytes: config.limits.maxPayloadBytes,
       ratePerSecond: config.limits.ratePerSecond,
       last: d => this.lastSeen(d),
-      pendingFrom: d => this.pending.some(p => p.msg.device === d),
+      // Written and not yet synced counts too: a copy refused as already seen is acknowledged only
+      // once the original is on the disk.
+      pendingFrom: d => this.pending.some(p => p.msg.device === d) || this.unsynced.some(u => u.group.some(p => p.msg.device === d)),
       takeToken: d => this.limiter.take(d)
     }
     // Every counter's known series at 0 where it is defined (Prometheus by the book: a series that
@@ -139,7 +150,7 @@ export class Pipeline extends EventEmitter {
   get full (): boolean {
     if (this.diskFullReason !== null) return true
     const o = this.config.outbox
-    return this.store.outboxDepth + this.pending.length >= o.maxMessages || this.store.outboxBytes + this.pendingBytes >= o.maxBytes
+    return this.store.outboxDepth + this.unsyncedMessages + this.pending.length >= o.maxMessages || this.store.outboxBytes + this.pendingBytes >= o.maxBytes
   }
 
   /** Resolves when the outbox has room again (or the signal aborts). */
@@ -200,7 +211,13 @@ export class Pipeline extends EventEmitter {
   }
 
   private drained (): void {
-    if (this.pending.length === 0) for (const w of this.drainWaiters.splice(0)) w()
+    if (this.pending.length === 0 && this.unsynced.length === 0) for (const w of this.drainWaiters.splice(0)) w()
+  }
+
+  /** Admitted and not yet acknowledged, oldest first: the written groups waiting for their sync, then the pending group. */
+  private uncommitted (): readonly Pending[] {
+    if (this.unsynced.length === 0) return this.pending
+    return [...this.unsynced.flatMap(u => u.group), ...this.pending]
   }
 
   /** Commits what is pending now (up to commitMaxMessages), with the rollups of finished minutes. */
@@ -214,9 +231,9 @@ export class Pipeline extends EventEmitter {
     const max = this.config.outbox.commitMaxMessages
     const group = this.pending.splice(0, max)
     this.recomputeOldest()
-    let firstId: number
+    let write: GroupWrite
     try {
-      firstId = this.store.commitGroup(group.map(p => p.msg), rollups)
+      write = this.store.writeGroup(group.map(p => p.msg), rollups)
     } catch (err) {
       this.lastCommitAt = Date.now()
       if ((err as { code?: string }).code === 'SQLITE_FULL') {
@@ -238,11 +255,49 @@ export class Pipeline extends EventEmitter {
       if (this.pending.length > 0) this.schedule()
       return
     }
-    // The spacing counts from the end of the commit: on an SD card an fsync takes 10-50 ms and blocks
-    // the event loop, so this leaves the loop at least commitMinIntervalMs between two commits to
-    // read the next group and send PUBACKs and batches.
+    // The spacing counts from the end of the commit, so the event loop has at least
+    // commitMinIntervalMs between two commits to read the next group and send PUBACKs and batches.
     this.lastCommitAt = Date.now()
     this.commits.inc()
+    if (this.store.syncsItself) {
+      // The card's sync runs on the thread pool (10-100 ms on an SD card): the event loop goes on
+      // reading meanwhile. The group is acknowledged when its sync, or a later one, has returned.
+      const seq = ++this.writes
+      this.unsynced.push({ group, write, seq })
+      this.unsyncedMessages += group.length
+      this.store.sync().then(() => { this.durable(seq) }, (err: unknown) => { this.syncFailed(err) })
+    } else {
+      this.store.groupDurable(write)
+      this.acknowledge(group, write.firstId)
+    }
+    if (this.pending.length > 0) this.schedule()
+  }
+
+  /** The syncs started after write `seq` have returned: that group and all before it are on the disk. */
+  private durable (seq: number): void {
+    this.durableThrough = Math.max(this.durableThrough, seq)
+    while (this.unsynced.length > 0 && this.unsynced[0]!.seq <= this.durableThrough) {
+      const u = this.unsynced.shift()!
+      this.unsyncedMessages -= u.group.length
+      this.store.groupDurable(u.write)
+      this.acknowledge(u.group, u.write.firstId)
+    }
+  }
+
+  /**
+   * The WAL could not be synced: what the unsynced groups wrote may not be on the disk (after an
+   * fsync error Linux may have dropped the pages). Nothing of them is acknowledged, and the gateway
+   * stops ('syncFailed', the daemon exits): after the restart the outbox is what the disk has, and
+   * the broker and the devices send again what was not acknowledged, as after a crash.
+   */
+  private syncFailed (err: unknown): void {
+    if (this.closed || this.unsynced.length === 0) return
+    this.log.error('the outbox could not be synced to the disk: stopping without acknowledging it', { err, messages: this.unsyncedMessages })
+    this.emit('syncFailed', err)
+  }
+
+  /** A group is in the outbox for good: its messages are acknowledged and kept in memory until delivered. */
+  private acknowledge (group: readonly Pending[], firstId: number): void {
     // Rows are numbered in the order inserted (one transaction, AUTOINCREMENT): the group's ids are
     // consecutive.
     let coap = 0
@@ -261,7 +316,6 @@ export class Pipeline extends EventEmitter {
     if (group.length > 0) this.emit('committed', group.length, group.map(p => p.msg))
     this.drained()
     if (recorded) this.notifySpace()
-    if (this.pending.length > 0) this.schedule()
   }
 
   /** The oldest pending message of each transport sets the group's deadline (see commitPlan). */
@@ -276,6 +330,16 @@ export class Pipeline extends EventEmitter {
     if (this.diskFullReason !== null) this.tryResume()
     this.flush(true)
     while (this.pending.length > 0 && this.diskFullReason === null) this.flush(true)
+    // What was written and not yet synced: one blocking sync now, then acknowledged.
+    if (this.unsynced.length > 0) {
+      try {
+        this.store.syncNow()
+        this.durable(this.writes)
+      } catch (err) {
+        this.syncFailed(err)
+      }
+    }
+    this.closed = true
     // Still full: what is pending was never acknowledged; the broker or the device sends it again.
     for (const p of this.pending.splice(0)) { p.id = -1; p.reject(new Error('stopping with a full disk')) }
     this.pendingBytes = 0

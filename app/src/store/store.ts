@@ -1,4 +1,5 @@
 import type { DB } from './db.js'
+import type { WalSyncer } from './wal-sync.js'
 
 export interface InboundMessage {
   device: string
@@ -57,9 +58,11 @@ const isFull = (err: unknown): boolean => (err as { code?: string }).code === 'S
  * The SQLite side of the gateway: the outbox, dead letters, device sequence state and the traffic log.
  *
  * Written for an SD card (app/docs/write-path.md):
- * - Every write of the data path goes through commitGroup(), one `synchronous=FULL` transaction for
- *   many messages: outbox rows, one device row per device, and, at most once a minute, the traffic
- *   rollups. No secondary index is touched per message.
+ * - Every write of the data path goes through commitGroup(), one transaction for many messages:
+ *   outbox rows, one device row per device, and, at most once a minute, the traffic rollups. No
+ *   secondary index is touched per message. It is `synchronous=FULL`; or, with a {@link WalSyncer},
+ *   `synchronous=NORMAL` followed by the syncer's fdatasync of the WAL off the event loop
+ *   (writeGroup, sync, groupDurable: the pipeline acknowledges the group only after the sync).
  * - The uplink's bookkeeping writes no outbox row: a delivered watermark (`delivered_through`) and
  *   the batch in flight are one store_meta row each, written with `synchronous=NORMAL` (in the WAL,
  *   so a killed process keeps them; made durable by the next FULL commit or checkpoint), and
@@ -67,6 +70,9 @@ const isFull = (err: unknown): boolean => (err as { code?: string }).code === 'S
  * - An acknowledgement is kept in memory first: if it cannot be written (disk full) it is retried,
  *   and what it covers is never sent again by this process.
  */
+/** A group written by Store.writeGroup, counted by the outbox once durable (groupDurable). */
+export interface GroupWrite { firstId: number, messages: number, bytes: number, priorityIds: number[] }
+
 export class Store {
   private depth = 0
   private bytes = 0
@@ -104,8 +110,12 @@ export class Store {
   readonly counts = { group: 0, meta: 0, deletes: 0, metaFailures: 0 }
   /** The connection's synchronous level as opened (2 FULL, 1 NORMAL), restored after bookkeeping writes. */
   private readonly synchronous: number
-  constructor (readonly db: DB) {
+  /** Makes group commits durable off the event loop; undefined: they are FULL transactions. */
+  private readonly walSync?: WalSyncer
+  constructor (readonly db: DB, opts: { walSync?: WalSyncer } = {}) {
     this.synchronous = db.pragma('synchronous', { simple: true }) as number
+    // Only where the connection syncs its commits (FULL): at NORMAL nothing is synced to begin with.
+    if (this.synchronous >= 2) this.walSync = opts.walSync
     this.instance = (db.prepare("SELECT value FROM store_meta WHERE key = 'instance'").get() as { value: string }).value
     this.q = {
       insert: db.prepare('INSERT INTO outbox (device, transport, stream, epoch, seq, received_at, payload, bytes) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
@@ -232,19 +242,42 @@ export class Store {
     return this.q.device.get(id) as DeviceState | undefined
   }
 
+  /** True when group commits become durable only by {@link sync} (a WalSyncer was given). */
+  get syncsItself (): boolean { return this.walSync !== undefined }
+
+  /** Everything written so far is on the disk when this resolves (the WAL's fdatasync, off the event loop). */
+  sync (): Promise<void> { return this.walSync?.sync() ?? Promise.resolve() }
+
+  /** The same, blocking: at shutdown. */
+  syncNow (): void { this.walSync?.syncNow() }
+
   /**
-   * One FULL transaction: accepted messages into the outbox, each device's counters and sequence
-   * state once, the traffic rollups given, and the bulk deletion of delivered rows when due.
-   * Throws (nothing written) on failure: SQLITE_FULL included. Returns the first message's row id;
-   * the others follow it without a gap (one transaction, one connection, AUTOINCREMENT).
+   * A whole group commit, durable when it returns (FULL, or NORMAL and a blocking sync): the tests'
+   * and tools' way. The pipeline uses writeGroup, sync and groupDurable instead.
    */
   commitGroup (accepted: readonly InboundMessage[], rollups: readonly TrafficRollup[] = []): number {
+    const w = this.writeGroup(accepted, rollups)
+    if (this.walSync) this.walSync.syncNow()
+    this.groupDurable(w)
+    return w.firstId
+  }
+
+  /**
+   * One transaction: accepted messages into the outbox, each device's counters and sequence state
+   * once, the traffic rollups given, and the bulk deletion of delivered rows when due. FULL; or, with
+   * a WalSyncer, NORMAL, and durable only once {@link sync} resolves after it. Throws (nothing
+   * written) on failure: SQLITE_FULL included. The first message's row id is `firstId`; the others
+   * follow it without a gap (one transaction, one connection, AUTOINCREMENT). The outbox's depth,
+   * bytes and priority lane count the group from {@link groupDurable} on: until then the egress sends
+   * it from memory, as a group not yet committed.
+   */
+  writeGroup (accepted: readonly InboundMessage[], rollups: readonly TrafficRollup[] = []): GroupWrite {
     const perDevice = new Map<string, { messages: number, rejected: number, epoch: number, seq: number }>()
     const priorityIds: number[] = []
     let added = 0
     let firstId = 0
     const deleteThrough = this.deleteDue(Date.now()) ? this.delivered : 0
-    this.db.transaction(() => {
+    this.atLevel(this.walSync ? 1 : this.synchronous, () => {
       for (const m of accepted) {
         const bytes = Buffer.byteLength(m.payload)
         const id = Number(this.q.insert.run(m.device, m.transport, m.stream, m.epoch, m.seq, m.receivedAt, m.payload, bytes).lastInsertRowid)
@@ -267,13 +300,17 @@ export class Store {
       const now = Date.now()
       for (const [id, d] of perDevice) this.q.upsertDevice.run({ id, now, ...d })
       if (deleteThrough > 0) this.writeDelete(deleteThrough)
-    })()
+    })
     this.counts.group++
     if (deleteThrough > 0) this.deleteDone(deleteThrough)
-    this.depth += accepted.length
-    this.bytes += added
-    for (const id of priorityIds) { this.priority.push(id); this.pendingPriority.add(id) }
-    return firstId
+    return { firstId, messages: accepted.length, bytes: added, priorityIds }
+  }
+
+  /** A written group is durable: the outbox counts it (depth, bytes, the priority lane). */
+  groupDurable (w: GroupWrite): void {
+    this.depth += w.messages
+    this.bytes += w.bytes
+    for (const id of w.priorityIds) { this.priority.push(id); this.pendingPriority.add(id) }
   }
 
   /** Delivered rows are deleted at most once a second (one bulk DELETE instead of one per batch). */
@@ -295,13 +332,21 @@ export class Store {
 
   /** A small bookkeeping write at synchronous=NORMAL (no fsync; the WAL keeps it across a process crash). */
   private normal (fn: () => void): void {
-    if (this.synchronous !== 1) this.db.pragma('synchronous = NORMAL')
+    this.atLevel(1, fn)
+    this.counts.meta++
+  }
+
+  /**
+   * One transaction at a synchronous level (1 NORMAL, 2 FULL), and back to the connection's own
+   * (outbox.synchronous; FULL by default) after it: the audit log, the registry and the alerts share
+   * the connection and keep their FULL commits.
+   */
+  private atLevel (level: number, fn: () => void): void {
+    if (level !== this.synchronous) this.db.pragma(`synchronous = ${level}`)
     try {
       this.db.transaction(fn)()
-      this.counts.meta++
     } finally {
-      // Back to what the connection was opened with (outbox.synchronous; FULL by default).
-      if (this.synchronous !== 1) this.db.pragma(`synchronous = ${this.synchronous}`)
+      if (level !== this.synchronous) this.db.pragma(`synchronous = ${this.synchronous}`)
     }
   }
 

@@ -169,11 +169,11 @@ t.test('a failed commit after a send from memory records no delivery; the resend
   const { p, store } = await stack(t, db, cloud)
   const o = p.submit(sub('d1', 1))
   await waitFor(() => cloud.accepted.length === 1, 'sent from memory')
-  const commit = store.commitGroup.bind(store)
-  store.commitGroup = () => { throw new Error('I/O error') }
+  const write = store.writeGroup.bind(store)
+  store.writeGroup = () => { throw new Error('I/O error') }
   p.flush()
   await t.rejects(o, /I\/O error/, 'not acknowledged: the device or broker sends it again')
-  store.commitGroup = commit
+  store.writeGroup = write
   t.equal(store.outboxDepth, 0)
   t.same(await p.submit(sub('d1', 1, true)), { accepted: true } as never, 'the resend is admitted (the failed commit kept no sequence state)')
 })
