@@ -129,7 +129,7 @@ export class Pipeline extends EventEmitter {
     this.accepted = metrics.counter('gateway_messages_accepted_total', 'Messages committed to the outbox, by transport.').init(...transports)
     this.rejected = metrics.counter('gateway_messages_rejected_total', 'Messages refused before the outbox, by reason and transport.')
       .init(...transports.flatMap(({ transport }) => REJECT_REASONS.map(reason => ({ reason, transport }))))
-    this.commits = metrics.counter('gateway_outbox_commits_total', 'Group commits (synchronous=FULL transactions) into the outbox.').init()
+    this.commits = metrics.counter('gateway_outbox_commits_total', 'Group commits into the outbox (each fsynced before its messages are acknowledged).').init()
     metrics.gauge('gateway_disk_full', '1 while a full data disk (SQLITE_FULL or below outbox.minFreeBytes) holds ingress back.', () => this.diskFullReason === null ? 0 : 1)
     metrics.gauge('gateway_outbox_meta_writes_total', 'Uplink bookkeeping writes (synchronous=NORMAL: batch ids, delivered watermark, bulk deletes).', () => store.counts.meta, 'counter')
   }
