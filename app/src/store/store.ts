@@ -54,6 +54,9 @@ export interface TrafficRollup {
 
 const isFull = (err: unknown): boolean => (err as { code?: string }).code === 'SQLITE_FULL'
 
+/** A group written by Store.writeGroup, counted by the outbox once durable (groupDurable). */
+export interface GroupWrite { firstId: number, messages: number, bytes: number, priorityIds: number[] }
+
 /**
  * The SQLite side of the gateway: the outbox, dead letters, device sequence state and the traffic log.
  *
@@ -70,9 +73,6 @@ const isFull = (err: unknown): boolean => (err as { code?: string }).code === 'S
  * - An acknowledgement is kept in memory first: if it cannot be written (disk full) it is retried,
  *   and what it covers is never sent again by this process.
  */
-/** A group written by Store.writeGroup, counted by the outbox once durable (groupDurable). */
-export interface GroupWrite { firstId: number, messages: number, bytes: number, priorityIds: number[] }
-
 export class Store {
   private depth = 0
   private bytes = 0
