@@ -57,24 +57,32 @@ t.test('--keep: stays up for a client, the cloud toggles on SIGUSR1, Ctrl-C clea
   // Every wait has a deadline and says what it waited for, with the demo's output and the end of its
   // gateway's log: a hang fails here with the story, not at tap's timeout with none.
   let dir = '' // the demo's folder, once it has said it
-  const story = () => {
+  let api = '' // and its gateway's API
+  const story = async () => {
     let log = ''
     try { log = readFileSync(join(dir, 'gateway.log'), 'utf8').split('\n').slice(-15).join('\n') } catch {}
-    return `the demo's output:\n${out}\n${err}\nits gateway's log, last lines:\n${log}`
+    // What the gateway counted: received, accepted, refused (by reason), its broker connection.
+    let counts = ''
+    try {
+      counts = (await (await fetch(`${api}/metrics`, { signal: AbortSignal.timeout(5000) })).text()).split('\n')
+        .filter(l => /^gateway_(messages_(received|accepted|rejected)_total|mqtt_connected|outbox_messages)\b/.test(l) && !/ 0$/.test(l)).join('\n')
+    } catch {}
+    return `the demo's output:\n${out}\n${err}\nits gateway's log, last lines:\n${log}\nits gateway's counts:\n${counts}`
   }
   const until = async (check, what, ms = 90000) => {
     for (const deadline = Date.now() + ms; ;) {
       const v = await check()
       if (v) return v
-      if (demo.exitCode !== null || demo.signalCode !== null) throw new Error(`the demo exited before ${what}\n${story()}`)
-      if (Date.now() > deadline) throw new Error(`waited ${ms / 1000} s for ${what}\n${story()}`)
+      if (demo.exitCode !== null || demo.signalCode !== null) throw new Error(`the demo exited before ${what}\n${await story()}`)
+      if (Date.now() > deadline) throw new Error(`waited ${ms / 1000} s for ${what}\n${await story()}`)
       await new Promise(resolve => setTimeout(resolve, 100))
     }
   }
   const wait = (re, what) => until(() => re.exec(out), what, 180000)
   const ready = await wait(/^ready: broker mqtts:\/\/localhost:(\d+) api (http:\/\/127\.0\.0\.1:\d+) folder (\S+) pid (\d+)$/m, 'ready')
-  const [, port, api, folder, pid] = ready
+  const [, port, apiUrl, folder, pid] = ready
   dir = folder
+  api = apiUrl
   t.match(out, /0 lost, 0 sent twice/, 'the outage lost nothing')
   t.match(out, /Denied PUBLISH from cellar-1/, 'the denial read from the demo broker\'s own log')
   t.match(out, /events \{"acl_denied":1\}/, 'and counted against cellar-1')

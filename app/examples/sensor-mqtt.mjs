@@ -27,8 +27,10 @@ const client = await mqtt.connectAsync(o.url, {
   clean: false,
   reconnectPeriod: 1000
 })
-// (epoch, seq) must grow strictly: this process does not keep seq across runs, so its start time is the epoch.
-const epoch = Math.floor(Date.now() / 1000)
+// (epoch, seq) must grow strictly: this process does not keep seq across runs, so its start time is
+// the epoch, in milliseconds (in seconds, a second run within the same second had its first
+// messages refused as replays).
+const epoch = Date.now()
 for (let seq = 1; seq <= Number(o.count); seq++) {
   const reading = { epoch, seq, temp: +(20 + Math.sin(seq / 3)).toFixed(2) }
   await client.publishAsync(`devices/${o.id}/${o.stream}`, JSON.stringify(reading), { qos: 1 })
