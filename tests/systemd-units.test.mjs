@@ -75,26 +75,11 @@ ExecStart=/usr/bin/mkdir -p \${DROPBEAR_RSAKEY_DIR}
 ExecStart=/usr/sbin/dropbearkey -t rsa -f \${DROPBEAR_RSAKEY_DIR}/dropbear_rsa_host_key $DROPBEAR_RSAKEY_ARGS
 RemainAfterExit=yes
 Nice=10
-`,
-  // systemd 252's (Debian 12), without its optional systemd-fsckd socket (not in the fake root)
-  'systemd-fsck@.service': `[Unit]
-Description=File System Check on %f
-DefaultDependencies=no
-BindsTo=%i.device
-Conflicts=shutdown.target
-After=%i.device systemd-fsck-root.service local-fs-pre.target
-Before=systemd-quotacheck.service shutdown.target
-
-[Service]
-Type=oneshot
-RemainAfterExit=yes
-ExecStart=/lib/systemd/systemd-fsck %f
-TimeoutSec=0
 `
 }
 const STUB_EXECUTABLES = ['/usr/bin/iot-gateway', '/usr/bin/node', '/usr/sbin/nft', '/usr/sbin/mosquitto',
   '/usr/sbin/hostapd', '/usr/sbin/iot-gateway-grow-data', '/usr/libexec/iot-gateway-machine-id', '/usr/libexec/iot-gateway-data-alert', '/usr/libexec/iot-gateway-wifi',
-  '/usr/libexec/iot-gateway-identity', '/usr/libexec/iot-gateway-api-tunnel', '/usr/libexec/iot-gateway-firewall-stats', '/usr/libexec/iot-gateway-firewall-confirm', '/usr/lib/systemd/systemd-socket-proxyd', '/usr/sbin/dropbear', '/usr/sbin/dropbearkey', '/usr/libexec/iot-gateway-ssh-hostkeys', '/usr/bin/kill', '/usr/bin/mkdir', '/lib/systemd/systemd-fsck', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown', '/bin/chmod', '/bin/sh']
+  '/usr/libexec/iot-gateway-identity', '/usr/libexec/iot-gateway-api-tunnel', '/usr/libexec/iot-gateway-firewall-stats', '/usr/libexec/iot-gateway-firewall-confirm', '/usr/lib/systemd/systemd-socket-proxyd', '/usr/sbin/dropbear', '/usr/sbin/dropbearkey', '/usr/libexec/iot-gateway-ssh-hostkeys', '/usr/bin/kill', '/usr/bin/mkdir', '/bin/systemctl', '/bin/kill', '/bin/mkdir', '/bin/chown', '/bin/chmod', '/bin/sh']
 
 function fakeRoot (t) {
   return unitRoot(t, 'iotgw-units-', UPSTREAM, STUB_EXECUTABLES)
@@ -176,29 +161,6 @@ t.test('drop-ins of dropbear (iot-gateway-ssh) pass systemd-analyze verify', { s
     }
     t.equal(r.status, 0, `exit status (${listen})`)
     t.same(r.complaints, [], 'no warnings')
-  }
-  t.end()
-})
-
-t.test('the fsck drop-in (a failed check runs the data alert again) passes systemd-analyze verify', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, t => {
-  const dropIn = readFileSync(join(SYSCONF, 'systemd-fsck-iot-gateway-data-alert.conf'), 'utf8')
-  t.match(dropIn, /^OnFailure=iot-gateway-data-alert\.service$/m, 'names the alert unit')
-  const recipe = readFileSync(join(SYSCONF, '..', 'iot-gateway-system-conf_1.0.bb'), 'utf8')
-  t.match(recipe, /systemd-fsck-iot-gateway-data-alert\.conf \$\{D\}\$\{systemd_system_unitdir\}\/systemd-fsck@\.service\.d\//, 'installed as a drop-in of the fsck template')
-  const instance = 'systemd-fsck@dev-disk-by\\x2dlabel-data.service'
-  for (const text of [dropIn, dropIn.replace('OnFailure=', 'OnFailur=')]) {
-    const { root, unitDir } = fakeRoot(t)
-    copyFileSync(join(SYSCONF, 'iot-gateway-data-alert.service'), join(unitDir, 'iot-gateway-data-alert.service'))
-    mkdirSync(join(unitDir, 'systemd-fsck@.service.d'))
-    writeFileSync(join(unitDir, 'systemd-fsck@.service.d', 'iot-gateway-data-alert.conf'), text)
-    const r = verify(root, unitDir, [instance, 'iot-gateway-data-alert.service'])
-    if (text === dropIn) {
-      t.equal(r.status, 0, 'exit status')
-      t.same(r.complaints, [], 'no warnings')
-    } else {
-      // the drop-in is really read for the instance of /data: a misspelt key in it is reported
-      t.match(r.complaints.join('\n'), /systemd-fsck@\.service\.d\/iot-gateway-data-alert\.conf.*OnFailur/, 'a bad key in the drop-in is reported')
-    }
   }
   t.end()
 })

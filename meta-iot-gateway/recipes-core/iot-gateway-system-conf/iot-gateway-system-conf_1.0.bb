@@ -40,7 +40,6 @@ SRC_URI = " \
     file://iot-gateway-machine-id.service \
     file://iot-gateway-data-alert.sh \
     file://iot-gateway-data-alert.service \
-    file://systemd-fsck-iot-gateway-data-alert.conf \
 "
 S = "${UNPACKDIR}"
 
@@ -121,8 +120,6 @@ do_install() {
     # /data not mounted (fsck failed, no partition, mount failed): degraded boot with an alert
     install -m 0755 ${UNPACKDIR}/iot-gateway-data-alert.sh ${D}${libexecdir}/iot-gateway-data-alert
     install -m 0644 ${UNPACKDIR}/iot-gateway-data-alert.service ${D}${systemd_system_unitdir}/
-    # a failed fsck runs the alert again (the drop-in says why)
-    install -D -m 0644 ${UNPACKDIR}/systemd-fsck-iot-gateway-data-alert.conf ${D}${systemd_system_unitdir}/systemd-fsck@.service.d/iot-gateway-data-alert.conf
 }
 
 FILES:${PN} = " \
@@ -133,7 +130,6 @@ FILES:${PN} = " \
     ${nonarch_libdir}/systemd/resolved.conf.d \
     ${nonarch_libdir}/tmpfiles.d \
     ${systemd_system_unitdir}/hostapd.service.d \
-    ${systemd_system_unitdir}/systemd-fsck@.service.d \
     ${systemd_system_unitdir}/iot-gateway-grow-data.service \
     ${sbindir}/iot-gateway-grow-data \
     ${libexecdir}/iot-gateway-machine-id \
