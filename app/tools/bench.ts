@@ -50,14 +50,16 @@ const UNIT_NODE_OPTIONS = /^Environment="NODE_OPTIONS=([^"]+)"$/m.exec(readFileS
 const GATEWAY_NODE_FLAGS = (process.env.IOTGW_GATEWAY_NODE_FLAGS ?? UNIT_NODE_OPTIONS).split(' ').filter(Boolean)
 /**
  * --fsync-delay <ms>: every fsync of the system under test waits that long first, as on an SD card
- * (tools/slow-fsync.c, built with cc and preloaded into that process only).
+ * (tools/slow-fsync.c, built with cc once per run and preloaded into that process only).
  */
+let slowFsync: NodeJS.ProcessEnv | undefined
 function slowFsyncEnv (): NodeJS.ProcessEnv | undefined {
   const ms = arg('fsync-delay', '')
-  if (ms === '') return undefined
+  if (ms === '' || slowFsync !== undefined) return slowFsync
   const lib = join(process.cwd(), 'node_modules', '.cache', 'iot-gateway-tools', 'slow-fsync.so')
   execFileSync('cc', ['-shared', '-fPIC', '-O2', '-o', lib, join(process.cwd(), 'tools', 'slow-fsync.c'), '-ldl'])
-  return { LD_PRELOAD: lib, IOTGW_FSYNC_DELAY_MS: String(Number(ms)) }
+  slowFsync = { LD_PRELOAD: lib, IOTGW_FSYNC_DELAY_MS: String(Number(ms)) }
+  return slowFsync
 }
 const arg = (name: string, def: string): string => { const i = process.argv.indexOf(`--${name}`); return i > 0 ? process.argv[i + 1]! : def }
 /** The broker's debug log and the gateway's follower of it (ACL denials) are on by default, as on the image. */

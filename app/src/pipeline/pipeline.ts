@@ -215,9 +215,8 @@ export class Pipeline extends EventEmitter {
   }
 
   /** Admitted and not yet acknowledged, oldest first: the written groups waiting for their sync, then the pending group. */
-  private uncommitted (): readonly Pending[] {
-    if (this.unsynced.length === 0) return this.pending
-    return [...this.unsynced.flatMap(u => u.group), ...this.pending]
+  private uncommitted (): ReadonlyArray<readonly Pending[]> {
+    return this.unsynced.length === 0 ? [this.pending] : [...this.unsynced.map(u => u.group), this.pending]
   }
 
   /** Commits what is pending now (up to commitMaxMessages), with the rollups of finished minutes. */

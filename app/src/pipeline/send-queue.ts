@@ -44,8 +44,8 @@ export class SendQueue {
   private settleWaiters: Array<{ m: PendingMessage, resolve: () => void }> = []
 
   constructor (private readonly store: Store,
-    /** The pipeline's messages waiting for their commit, oldest first. */
-    private readonly pending: () => readonly PendingMessage[],
+    /** The pipeline's messages waiting for their commit, oldest first, in groups (no copy of them is made). */
+    private readonly pending: () => ReadonlyArray<readonly PendingMessage[]>,
     /** Deliveries were recorded: the outbox has room again (the pipeline's notifySpace). */
     private readonly onRecorded: () => void) {}
 
@@ -55,7 +55,11 @@ export class SendQueue {
   }
 
   /** Admitted messages not yet committed. */
-  get uncommittedCount (): number { return this.pending().length }
+  get uncommittedCount (): number {
+    let n = 0
+    for (const list of this.pending()) n += list.length
+    return n
+  }
 
   /**
    * Messages not yet delivered that the egress can send from memory, up to the limits (at least
@@ -76,7 +80,7 @@ export class SendQueue {
   private take (maxMessages: number, maxBytes: number, priorityOnly: boolean): PendingMessage[] {
     const out: PendingMessage[] = []
     let bytes = 0
-    for (const list of [this.recent, this.pending()]) {
+    for (const list of [this.recent, ...this.pending()]) {
       for (const p of list) {
         if (p.delivered || (priorityOnly && !this.store.isPriority(p.msg.stream))) continue
         if (out.length >= maxMessages || (out.length > 0 && bytes + p.bytes > maxBytes)) return out
